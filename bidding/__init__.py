@@ -1,0 +1,1 @@
+"""Auto-bidding agents (heuristics, offline RL, Decision Transformers) behind one bidder protocol."""

@@ -1,0 +1,1 @@
+"""Generative e-commerce search: data, semantic-ID tokenizers, the generative retriever, the cascade baseline."""

@@ -1,0 +1,1 @@
+"""Datasets as validated polars tables: schemas, loaders, splits, the search set and the synthetic world."""

@@ -1,0 +1,130 @@
+"""A dataset is the three tables of :mod:`onesearch.data.schema` plus where they came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from onesearch.data import schema as S
+
+TABLE_FILES = {
+    "items": "items.parquet",
+    "interactions": "interactions.parquet",
+    "search_log": "search_log.parquet",
+}
+"""Artifact names of the tables inside a prepared dataset directory."""
+MANIFEST_FILE = "dataset.json"
+
+
+@dataclass
+class Dataset:
+    """Validated tables of one dataset.
+
+    ``search_log`` is None where the dataset has no search requests (Beauty); ``index_dir`` points at the
+    reference semantic-ID indexes (``<index_dir>/<variant>/*.index.json``) when the source ships them.
+    """
+
+    name: str
+    items: pl.DataFrame
+    interactions: pl.DataFrame
+    search_log: pl.DataFrame | None = None
+    index_dir: Path | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for table in ("items", "interactions"):
+            df = getattr(self, table)
+            if isinstance(df, pl.DataFrame) and df.height == 0:
+                raise S.SchemaError(f"dataset {self.name!r}: table {table!r} is empty")
+        if isinstance(self.search_log, pl.DataFrame) and self.search_log.height == 0:
+            raise S.SchemaError(
+                f"dataset {self.name!r}: table 'search_log' is empty (pass None when there is none)"
+            )
+        self.items = S.conform(self.items, S.ITEMS, f"{self.name}: items")
+        self.interactions = S.conform(self.interactions, S.INTERACTIONS, f"{self.name}: interactions")
+        S.check_references(self.items, self.interactions, "interactions", self.name)
+        if self.search_log is not None:
+            self.search_log = S.conform(self.search_log, S.SEARCH_LOG, f"{self.name}: search_log")
+            S.check_references(self.items, self.search_log, "search_log", self.name)
+
+    @property
+    def has_text(self) -> bool:
+        """True when items carry titles (the text-free path is needed otherwise)."""
+        return self.items[S.TITLE].null_count() < self.items.height
+
+    def stats(self) -> dict:
+        """Counts that identify the dataset: users, items, interactions, events, search requests, cold items."""
+        inter = self.interactions
+        n_items = self.items.height
+        touched = inter[S.ITEM_ID].n_unique()
+        out = {
+            "dataset": self.name,
+            "users": inter[S.USER_ID].n_unique(),
+            "items": n_items,
+            "interactions": inter.height,
+            "events": {e: int(c) for e, c in inter.group_by(S.EVENT).len().sort(S.EVENT).iter_rows()},
+            "items_without_interactions": n_items - touched,
+            "has_text": self.has_text,
+        }
+        if self.search_log is not None:
+            out["search_requests"] = self.search_log.height
+            out["distinct_queries"] = self.search_log[S.QUERY].n_unique()
+        return out
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write the tables as parquet plus ``dataset.json``; the directory appears whole or not at all."""
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.items.write_parquet(tmp / TABLE_FILES["items"])
+            self.interactions.write_parquet(tmp / TABLE_FILES["interactions"])
+            if self.search_log is not None:
+                self.search_log.write_parquet(tmp / TABLE_FILES["search_log"])
+            manifest = {
+                "name": self.name,
+                "source": self.source,
+                "index_dir": str(self.index_dir) if self.index_dir else None,
+                "stats": self.stats(),
+                "meta": self.meta,
+            }
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Dataset:
+        """Read a directory written by :meth:`save`."""
+        p = Path(path)
+        mf = p / MANIFEST_FILE
+        if not mf.is_file():
+            raise FileNotFoundError(f"{p} is not a prepared dataset: {MANIFEST_FILE} is missing")
+        manifest = json.loads(mf.read_text())
+        tables = {}
+        for key, fname in TABLE_FILES.items():
+            f = p / fname
+            if f.is_file():
+                tables[key] = pl.read_parquet(f)
+            elif key != "search_log":
+                raise FileNotFoundError(f"prepared dataset {p}: {fname} is missing")
+        return cls(
+            name=manifest["name"],
+            items=tables["items"],
+            interactions=tables["interactions"],
+            search_log=tables.get("search_log"),
+            index_dir=Path(manifest["index_dir"]) if manifest.get("index_dir") else None,
+            source=manifest.get("source", ""),
+            meta=manifest.get("meta", {}),
+        )

@@ -1,0 +1,53 @@
+"""``python -m pipelines <job> [options]``: the command line over the jobs.
+
+Every job is a module with a ``Config`` dataclass, a ``PRESETS`` dict (the first entry is the default) and
+``main(cfg) -> dict``. The command line builds the config (preset, then the options given), calls ``main``, and
+prints the result as one JSON object on the last line of stdout. Progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from pipelines.config import add_arguments, config_from_args
+
+JOBS: dict[str, str] = {
+    "prepare-data": "pipelines.prepare_data",
+    "quickstart": "pipelines.quickstart",
+}
+"""Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description="Jobs of the onesearch toolkit. Each is one MLflow run and prints one JSON object last.",
+    )
+    sub = parser.add_subparsers(dest="job", metavar="JOB")
+    for name, module_name in JOBS.items():
+        mod = importlib.import_module(module_name)
+        doc = (mod.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc)
+        add_arguments(p, mod.Config, getattr(mod, "PRESETS", None))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not ns.job:
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(JOBS[ns.job])
+    try:
+        cfg = config_from_args(mod.Config, ns, getattr(mod, "PRESETS", None))
+        result = mod.main(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {ns.job}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    print(json.dumps(result, default=str))
+    return 0

@@ -1,0 +1,70 @@
+"""quickstart: the end-to-end demo on embedded data (for now: prepare the synthetic world and Scientific)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from onesearch.data.registry import shared_data_dir
+from pipelines import prepare_data, tracking
+
+JOB = "quickstart"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the quickstart."""
+
+    world: str = "small"
+    """Synthetic world preset to generate: tiny, small, medium or large."""
+    scientific: str = "auto"
+    """Scientific data: 'auto' (the full set when ../shared/data is there, else the vendored slice),
+    'scientific', 'scientific-mini', or 'none'."""
+    output: str = "artifacts/quickstart"
+    """Folder for everything the quickstart writes."""
+    seed: int = 0
+    """Seed of the synthetic world."""
+
+
+PRESETS = {"default": Config(), "tiny": Config(world="tiny", scientific="scientific-mini")}
+
+_COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
+
+
+def _table(rows: dict[str, dict]) -> str:
+    head = ["dataset", *_COLUMNS]
+    body = [
+        [name, *[f"{r.get(c, '-'):,}" if isinstance(r.get(c), int) else "-" for c in _COLUMNS]]
+        for name, r in rows.items()
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep, *map(line, body)])
+
+
+def main(cfg: Config) -> dict:
+    """Prepare each dataset as its own nested prepare-data run and print a summary table."""
+    scientific = cfg.scientific
+    if scientific == "auto":
+        scientific = "scientific" if shared_data_dir() is not None else "scientific-mini"
+    datasets = [f"synthetic-{cfg.world}"] + ([] if scientific == "none" else [scientific])
+    out = Path(cfg.output)
+    with tracking.job_run(JOB, cfg) as run:
+        stats = {}
+        for name in datasets:
+            print(f"[quickstart] preparing {name} ...", file=sys.stderr, flush=True)
+            stats[name] = prepare_data.main(
+                prepare_data.Config(dataset=name, output=str(out / "data"), seed=cfg.seed)
+            )
+        table = _table(stats)
+        tracking.log_text(table, "summary.md")
+        print("\n" + table + "\n")
+        print(f"Tables written under {out / 'data'}/<dataset>/*.parquet")
+        print(f"Open the runs: {tracking.ui_command()}\n", flush=True)
+        return {
+            "datasets": {k: {c: v.get(c) for c in (*_COLUMNS, "output")} for k, v in stats.items()},
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_ui": tracking.ui_command(),
+        }

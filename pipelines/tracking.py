@@ -1,0 +1,95 @@
+"""Every job is one MLflow run.
+
+The tracking store defaults to an embedded SQLite file, ``mlflow.db`` in the working directory, with artifacts
+in ``mlartifacts/`` beside it; ``MLFLOW_TRACKING_URI`` overrides it (any MLflow store or server). Each job logs to
+the experiment named after the job (``prepare-data``, ``quickstart``, ...), with
+
+- params: the job's config, flattened (``search.title_words``),
+- metrics: the job's figures,
+- artifacts: under the fixed names documented in ``docs/architecture.md``.
+
+A job started while another run is active (the quickstart runs other jobs) becomes its nested child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import flatten
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return (db.parent / DEFAULT_ARTIFACTS / experiment).resolve().as_uri()
+    return None  # let the server / store decide
+
+
+def ui_command() -> str:
+    """The command that opens the MLflow UI on the store in force (bound to loopback)."""
+    return f"mlflow ui --backend-store-uri {tracking_uri()} --host 127.0.0.1 --port 5000"
+
+
+@contextlib.contextmanager
+def job_run(job: str, cfg: Any, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """Open the MLflow run of one job, log its flattened config as params and yield the run."""
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(job)
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(job, _artifact_location(uri, job))
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=job, nested=nested, tags={"job": job, **(tags or {})}
+    ) as run:
+        params = {k: ("" if v is None else v) for k, v in flatten(cfg).items()}
+        if params:
+            mlflow.log_params(params)
+        yield run
+
+
+def log_json(obj: Any, name: str) -> None:
+    """Log ``obj`` as the JSON artifact ``name`` of the active run."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_text(json.dumps(obj, indent=2, default=str))
+        mlflow.log_artifact(str(p))
+
+
+def log_text(text: str, name: str) -> None:
+    """Log ``text`` as the artifact ``name`` of the active run."""
+    import mlflow
+
+    mlflow.log_text(text, name)
+
+
+def log_metrics(metrics: dict[str, Any]) -> None:
+    """Log every numeric entry of ``metrics`` (nested dicts flattened, non-numbers skipped)."""
+    import mlflow
+
+    flat = {
+        k: float(v)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if flat:
+        mlflow.log_metrics(flat)
