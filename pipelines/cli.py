@@ -13,10 +13,12 @@ import json
 import sys
 
 from pipelines.config import add_arguments, config_from_args
+from pipelines.tracking import json_default
 
 JOBS: dict[str, str] = {
     "prepare-data": "pipelines.prepare_data",
     "quickstart": "pipelines.quickstart",
+    "tokenize": "pipelines.tokenize",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 
@@ -49,5 +51,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {ns.job}: {e}", file=sys.stderr)
         return 1
     sys.stdout.flush()
-    print(json.dumps(result, default=str))
+    print(json.dumps(result, default=json_default))
     return 0

@@ -1,4 +1,4 @@
-"""quickstart: the end-to-end demo on embedded data (for now: prepare the synthetic world and Scientific)."""
+"""quickstart: the end-to-end demo on embedded data (so far: prepare the data, then give every item a semantic ID)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onesearch.data.registry import shared_data_dir
-from pipelines import prepare_data, tracking
+from pipelines import prepare_data, tokenize, tracking
 
 JOB = "quickstart"
 
@@ -25,19 +25,29 @@ class Config:
     """Folder for everything the quickstart writes."""
     seed: int = 0
     """Seed of the synthetic world."""
+    tokenizer: str = "khqe"
+    """Semantic-ID tokenizer to run on each dataset ('none' to skip)."""
 
 
 PRESETS = {"default": Config(), "tiny": Config(world="tiny", scientific="scientific-mini")}
 
 _COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
+_SID_COLUMNS = ("levels", "collision_rate", "unique_rate", "purity_l1", "seconds")
 
 
-def _table(rows: dict[str, dict]) -> str:
-    head = ["dataset", *_COLUMNS]
-    body = [
-        [name, *[f"{r.get(c, '-'):,}" if isinstance(r.get(c), int) else "-" for c in _COLUMNS]]
-        for name, r in rows.items()
-    ]
+def _cell(v: object) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _table(rows: dict[str, dict], columns: tuple[str, ...] = _COLUMNS) -> str:
+    head = ["dataset", *columns]
+    body = [[name, *[_cell(r.get(c)) for c in columns]] for name, r in rows.items()]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
@@ -58,13 +68,34 @@ def main(cfg: Config) -> dict:
             stats[name] = prepare_data.main(
                 prepare_data.Config(dataset=name, output=str(out / "data"), seed=cfg.seed)
             )
+        sids = {}
+        if cfg.tokenizer != "none":
+            for name, st in stats.items():
+                print(f"[quickstart] tokenizing {name} with {cfg.tokenizer} ...", file=sys.stderr, flush=True)
+                small = st["items"] < 2000  # codebooks sized to the catalogue
+                sids[name] = tokenize.main(
+                    tokenize.Config(
+                        dataset=st["output"],
+                        method=cfg.tokenizer,
+                        output=str(out / "tokenizers"),
+                        codebook_sizes=(64, 64) if small else None,
+                        pq_codes=64 if small else None,
+                    )
+                )
         table = _table(stats)
+        if sids:
+            table += "\n\nSemantic IDs (" + cfg.tokenizer + ")\n\n" + _table(sids, _SID_COLUMNS)
         tracking.log_text(table, "summary.md")
         print("\n" + table + "\n")
         print(f"Tables written under {out / 'data'}/<dataset>/*.parquet")
+        if sids:
+            print(f"Semantic-ID tables under {out / 'tokenizers'}/<dataset>/{cfg.tokenizer}/sid.parquet")
         print(f"Open the runs: {tracking.ui_command()}\n", flush=True)
         return {
             "datasets": {k: {c: v.get(c) for c in (*_COLUMNS, "output")} for k, v in stats.items()},
+            "semantic_ids": {
+                k: {c: v.get(c) for c in (*_SID_COLUMNS, "sid_hash", "output")} for k, v in sids.items()
+            },
             "mlflow_run_id": run.info.run_id,
             "mlflow_ui": tracking.ui_command(),
         }

@@ -65,14 +65,28 @@ def job_run(job: str, cfg: Any, tags: dict[str, str] | None = None) -> Iterator[
         yield run
 
 
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` (numpy scalars and paths as plain values)."""
+    p = Path(path)
+    p.write_text(json.dumps(obj, indent=2, default=json_default))
+    return p
+
+
+def json_default(v: Any) -> Any:
+    """JSON fallback: numpy scalars and arrays as plain numbers and lists, anything else as a string."""
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
 def log_json(obj: Any, name: str) -> None:
     """Log ``obj`` as the JSON artifact ``name`` of the active run."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / name
-        p.write_text(json.dumps(obj, indent=2, default=str))
-        mlflow.log_artifact(str(p))
+        mlflow.log_artifact(str(write_json(obj, Path(d) / name)))
 
 
 def log_text(text: str, name: str) -> None:

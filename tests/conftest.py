@@ -12,10 +12,11 @@ from onesearch.data.registry import shared_data_dir
 
 @pytest.fixture(autouse=True, scope="session")
 def _mlflow_store(tmp_path_factory: pytest.TempPathFactory):
-    """Point MLflow at a temporary SQLite store so no test writes mlflow.db into the checkout."""
+    """Point MLflow and the embedding cache at a temporary folder so no test writes into the checkout."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("mlflow")
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("ONESEARCH_CACHE", str(root / "embedding-cache"))
     yield root
     mp.undo()
 

@@ -1,0 +1,1 @@
+"""Semantic-ID tokenizers: item embeddings, keyword enhancement, residual / product quantization, RQ-VAE."""

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from onesearch.tokenizer.base import Quantizer
+from onesearch.tokenizer.kmeans import RQKMeansConfig, RQKMeansQuantizer, balanced_assign, kmeans
+
+
+def test_balanced_assign_by_hand():
+    # two columns of capacity 2; rows 0-2 all prefer column 0. Regrets: row0 4-0=4, row1 3-1=2, row2 1.1-1=0.1.
+    d = np.array([[0.0, 4.0], [1.0, 3.0], [1.0, 1.1], [5.0, 0.0]])
+    assert balanced_assign(d, 2).tolist() == [0, 0, 1, 1]  # row 2 has least to lose, moves
+    assert balanced_assign(d, 4).tolist() == [0, 0, 0, 1]  # no pressure: plain nearest
+    with pytest.raises(ValueError, match="cannot hold 4 items"):
+        balanced_assign(d, 1)
+
+
+def test_kmeans_capacity_is_respected():
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 0.1, (90, 2)), rng.normal(5, 0.1, (10, 2))].astype(np.float32)
+    _, a = kmeans(x, 4, np.random.default_rng(0), capacity=25)
+    assert np.bincount(a, minlength=4).max() <= 25
+
+
+def test_points_on_centroids_reproduce_them():
+    # residual levels: level-0 centres far apart, level-1 offsets small; every point is centre + offset exactly
+    c0 = np.array([[10.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]], dtype=np.float32)
+    c1 = np.array([[0.5, 0, 0], [0, 0.5, 0]], dtype=np.float32)
+    pts = np.array([c0[i] + c1[j] for i in range(3) for j in range(2)], dtype=np.float32)
+    q = RQKMeansQuantizer(RQKMeansConfig(codebook_sizes=(3, 2), normalize=False)).fit(
+        np.repeat(pts, 5, 0), seed=1
+    )
+    codes, resid = q.encode(pts)
+    recon = q.codebooks[0][codes[:, 0]] + q.codebooks[1][codes[:, 1]]
+    assert np.allclose(recon, pts, atol=1e-5) and np.allclose(resid, 0, atol=1e-4)
+    assert len({tuple(c) for c in codes}) == 6
+    got0 = {tuple(np.round(c, 4)) for c in q.codebooks[0]}
+    assert got0 == {tuple(np.round(c + c1.mean(0), 4)) for c in c0}  # level 0 centres = cluster means
+
+
+def _mixture(n=600, k=12, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d))
+    lab = rng.integers(k, size=n)
+    return (centres[lab] + 0.05 * rng.normal(size=(n, d))).astype(np.float32), lab
+
+
+def test_rqkmeans_follows_the_protocol_is_seeded_and_round_trips(tmp_path):
+    x, _ = _mixture()
+    cfg = RQKMeansConfig(codebook_sizes=(8, 8), balanced="residual", pq_subspaces=2, pq_codes=8, opq_iters=3)
+    q = RQKMeansQuantizer(cfg, method="khqe").fit(x, seed=3)
+    assert isinstance(q, Quantizer)
+    assert q.codebook_sizes == (8, 8, 8, 8) and q.train_codes.shape == (600, 4)
+    again = RQKMeansQuantizer(cfg, method="khqe").fit(x, seed=3)
+    assert np.array_equal(q.train_codes, again.train_codes)
+    assert np.bincount(q.train_codes[:, 1], minlength=8).max() <= 75  # balanced: ceil(600 / 8)
+    q.save(tmp_path / "q")
+    back = RQKMeansQuantizer.load(tmp_path / "q")
+    assert np.array_equal(back.encode(x)[0], q.encode(x)[0])
+    r = q.rotation
+    assert np.allclose(r @ r.T, np.eye(r.shape[0]), atol=1e-4)  # OPQ rotation stays orthogonal
+
+
+def test_level0_recovers_separated_clusters():
+    x, lab = _mixture(k=8)
+    q = RQKMeansQuantizer(RQKMeansConfig(codebook_sizes=(8, 4))).fit(x, seed=0)
+    # each true cluster maps to one level-0 code and codes are distinct
+    mapping = {int(c): {int(v) for v in q.train_codes[lab == c, 0]} for c in range(8)}
+    assert all(len(v) == 1 for v in mapping.values())
+    assert len({next(iter(v)) for v in mapping.values()}) == 8
+
+
+def test_bad_embeddings_get_clear_errors():
+    q = RQKMeansQuantizer(RQKMeansConfig(codebook_sizes=(2,)))
+    bad = np.ones((5, 3), dtype=np.float32)
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"1 row\(s\) contain NaN or inf, first at row 3"):
+        q.fit(bad)
+    with pytest.raises(ValueError, match="expected a 2-D"):
+        q.fit(np.ones(5))
+    q.fit(np.random.default_rng(0).normal(size=(10, 3)))
+    with pytest.raises(ValueError, match="dimension 4, the quantizer was fitted on dimension 3"):
+        q.encode(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="balanced must be none, last or residual"):
+        RQKMeansConfig(balanced="all")
