@@ -94,7 +94,5 @@ def main(cfg: Config) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         tracking.log_metrics({k: v for k, v in result.items() if k not in ("codebook_sizes",)})
-        import mlflow
-
-        mlflow.log_artifacts(str(out))
+        tracking.log_artifacts(out)
         return result

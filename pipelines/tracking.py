@@ -89,6 +89,13 @@ def log_json(obj: Any, name: str) -> None:
         mlflow.log_artifact(str(write_json(obj, Path(d) / name)))
 
 
+def log_artifacts(directory: str | os.PathLike) -> None:
+    """Log every file of ``directory`` as an artifact of the active run."""
+    import mlflow
+
+    mlflow.log_artifacts(str(directory))
+
+
 def log_text(text: str, name: str) -> None:
     """Log ``text`` as the artifact ``name`` of the active run."""
     import mlflow

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +133,6 @@ def make_quantizer(
     balanced: str | None,
 ):
     """The quantizer of ``method``, its defaults overridden by the non-None arguments."""
-    from dataclasses import replace
-
     if method in ("khqe", "rqkmeans"):
         base = KHQE_DEFAULT if method == "khqe" else RQKMEANS_DEFAULT
         over = {
