@@ -12,6 +12,8 @@ import importlib
 import json
 import sys
 
+from polars.exceptions import PolarsError
+
 from pipelines.config import add_arguments, config_from_args
 from pipelines.tracking import json_default
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(mod.Config, ns, getattr(mod, "PRESETS", None))
         result = mod.main(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, KeyError, PolarsError) as e:
         print(f"error: {ns.job}: {e}", file=sys.stderr)
         return 1
     sys.stdout.flush()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from onesearch.data.registry import load_dataset
+from onesearch.io import atomic_dir
 from onesearch.tokenizer.keywords import KeywordConfig
 from onesearch.tokenizer.pipeline import EmbeddingConfig, tokenize
 from pipelines import tracking
@@ -80,19 +79,11 @@ def main(cfg: Config) -> dict:
             "output": str(out),
             "mlflow_run_id": run.info.run_id,
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out, "sid.json") as tmp:
             table.save(tmp)
             if res.quantizer is not None:
                 res.quantizer.save(tmp)
             tracking.write_json(result, tmp / "metrics.json")
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         tracking.log_metrics({k: v for k, v in result.items() if k not in ("codebook_sizes",)})
         tracking.log_artifacts(out)
         return result

@@ -104,13 +104,15 @@ def log_text(text: str, name: str) -> None:
 
 
 def log_metrics(metrics: dict[str, Any]) -> None:
-    """Log every numeric entry of ``metrics`` (nested dicts flattened, non-numbers skipped)."""
+    """Log every numeric entry of ``metrics`` (nested dicts flattened, lists as ``key.0``, ``key.1``, ...;
+    non-numbers skipped)."""
     import mlflow
 
-    flat = {
-        k: float(v)
-        for k, v in flatten(metrics).items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    flat = {}
+    for k, v in flatten(metrics).items():
+        values = enumerate(v) if isinstance(v, list | tuple) else [(None, v)]
+        for i, x in values:
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                flat[k if i is None else f"{k}.{i}"] = float(x)
     if flat:
         mlflow.log_metrics(flat)

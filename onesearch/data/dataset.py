@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from onesearch.data import schema as S
+from onesearch.io import atomic_dir
 
 TABLE_FILES = {
     "items": "items.parquet",
@@ -81,9 +80,7 @@ class Dataset:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write the tables as parquet plus ``dataset.json``; the directory appears whole or not at all."""
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out, MANIFEST_FILE) as tmp:
             self.items.write_parquet(tmp / TABLE_FILES["items"])
             self.interactions.write_parquet(tmp / TABLE_FILES["interactions"])
             if self.search_log is not None:
@@ -96,12 +93,6 @@ class Dataset:
                 "meta": self.meta,
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod
@@ -112,6 +103,8 @@ class Dataset:
         if not mf.is_file():
             raise FileNotFoundError(f"{p} is not a prepared dataset: {MANIFEST_FILE} is missing")
         manifest = json.loads(mf.read_text())
+        if not isinstance(manifest, dict) or not manifest.get("name"):
+            raise S.SchemaError(f"{mf}: expected an object with a 'name' (is this a prepared dataset?)")
         tables = {}
         for key, fname in TABLE_FILES.items():
             f = p / fname

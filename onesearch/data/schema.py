@@ -213,7 +213,20 @@ def validate(df: pl.DataFrame, schema: TableSchema, source: str | None = None) -
                 f"table {schema.name!r}{where}: column 'event' has value {bad[EVENT][0]!r} "
                 f"({bad.height} row(s)); expected one of {list(EVENTS)}"
             )
+    for col in (ITEM_ID, USER_ID):
+        if col in schema.names and col in df.columns and df.height:
+            neg = df.filter(pl.col(col) < 0)
+            if neg.height:
+                raise SchemaError(
+                    f"table {schema.name!r}{where}: column {col!r} has {neg.height} negative id(s), e.g. {neg[col][0]}"
+                )
     if schema.name == "search_log" and df.height:
+        shown = df.filter(pl.col(EVENT) == "impression")
+        if shown.height:
+            raise SchemaError(
+                f"table 'search_log'{where}: the target's event must be click, cart or purchase; "
+                f"request_id {shown[REQUEST_ID][0]} has 'impression'"
+            )
         empty = df.filter(pl.col(QUERY).str.strip_chars() == "")
         if empty.height:
             raise SchemaError(

@@ -10,8 +10,9 @@ user's earlier purchases are the *history*. Construction, step by step:
 2. A root level shared by every categorised item (``Industrial & Scientific`` in Scientific) says nothing about
    the product and is dropped when ``drop_shared_root`` is set (default).
 3. With ``title_words = k > 0``, up to k words of the item's title (no stop words, no pure numbers, none already
-   in the query) are appended, chosen at random per request from a generator seeded with ``seed``. The query is
-   never the item's title verbatim: if the words would spell the whole normalised title, the last one is dropped.
+   in the query) are appended, chosen at random per request from a generator seeded with ``seed``. A query never
+   contains every (non-stop) word of the item's title: appended words are dropped until it does not, and a
+   purchase whose category words alone cover its title is skipped (counted as ``skipped_title_query``).
 4. Purchases of items without a category path cannot make a query and are skipped; their count is returned in
    the log's metadata by :func:`build_search_log_with_stats`.
 
@@ -107,12 +108,15 @@ def build_search_log_with_stats(
     )
     rng = np.random.default_rng(cfg.seed)
     queries: list[str | None] = []
+    no_category = 0
     for iid in purchases[S.ITEM_ID].to_list():
         q = base.get(iid) or []
         if not q:
+            no_category += 1
             queries.append(None)
             continue
         q = list(q)
+        title_set = {w for w in words(titles.get(iid)) if w not in STOP_WORDS}
         if cfg.title_words:
             title = words(titles.get(iid))
             cands = list(
@@ -122,9 +126,12 @@ def build_search_log_with_stats(
                 k = min(cfg.title_words, len(cands))
                 pick = sorted(rng.choice(len(cands), size=k, replace=False))
                 extra = [cands[i] for i in pick]
-                if " ".join(q + extra) == " ".join(title):
+                while extra and title_set <= set(q + extra):
                     extra = extra[:-1]
                 q += extra
+        if title_set and title_set <= set(q):  # the category alone spells the whole title: not a fair query
+            queries.append(None)
+            continue
         queries.append(" ".join(q))
     log = purchases.with_columns(pl.Series(S.QUERY, queries, dtype=pl.String))
     skipped = log[S.QUERY].null_count()
@@ -136,7 +143,8 @@ def build_search_log_with_stats(
     )
     stats = {
         "requests": log.height,
-        "skipped_no_category": int(skipped),
+        "skipped_no_category": no_category,
+        "skipped_title_query": int(skipped) - no_category,
         "dropped_shared_root": bool(drop),
         "distinct_queries": log[S.QUERY].n_unique(),
     }

@@ -43,12 +43,17 @@ def leave_one_out(
     return ordered.with_columns(split.alias(S.SPLIT))
 
 
-def split_counts(split_df: pl.DataFrame, min_events: int = 3) -> dict:
-    """Rows per split and the number of users too short to be evaluated."""
+def split_counts(split_df: pl.DataFrame) -> dict:
+    """Rows per split and the number of users with no test row (too short to be evaluated)."""
     counts = {s: 0 for s in S.SPLITS}
     for s, c in split_df.group_by(S.SPLIT).len().iter_rows():
         counts[s] = int(c)
-    short = split_df.group_by(S.USER_ID).len().filter(pl.col("len") < min_events).height
+    short = (
+        split_df.group_by(S.USER_ID)
+        .agg((pl.col(S.SPLIT) == "test").any().alias("t"))
+        .filter(~pl.col("t"))
+        .height
+    )
     return {**counts, "users_train_only": short}
 
 

@@ -7,9 +7,14 @@ with its codebooks frozen, so new (cold-start) items get IDs without refitting. 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
+
+from onesearch.io import atomic_write, sha256_file
 
 QUANTIZER_CONFIG = "quantizer.json"
 """Artifact name of a quantizer's JSON config."""
@@ -65,3 +70,30 @@ def check_embeddings(
         rows = np.flatnonzero(bad)
         raise ValueError(f"{what}: {rows.size} row(s) contain NaN or inf, first at row {rows[0]}")
     return arr.astype(np.float32, copy=False)
+
+
+def save_quantizer_files(directory: str | Path, write_weights: Callable[[str], None], meta: dict) -> None:
+    """Write the weights, then ``quantizer.json`` with the weights' sha256, each atomically.
+
+    A crash between the two leaves a JSON whose hash does not match the weights, which
+    :func:`read_quantizer_meta` refuses, instead of a silently mismatched pair."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write(d / QUANTIZER_WEIGHTS, write_weights)
+    meta = {**meta, "weights_sha256": sha256_file(d / QUANTIZER_WEIGHTS)}
+    atomic_write(d / QUANTIZER_CONFIG, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+
+
+def read_quantizer_meta(directory: str | Path) -> dict:
+    """``quantizer.json`` of a saved quantizer, after checking both files exist and belong together."""
+    d = Path(directory)
+    for f in (QUANTIZER_CONFIG, QUANTIZER_WEIGHTS):
+        if not (d / f).is_file():
+            raise FileNotFoundError(f"{d}: {f} is missing (not a saved quantizer directory)")
+    meta = json.loads((d / QUANTIZER_CONFIG).read_text())
+    want = meta.get("weights_sha256")
+    if want and sha256_file(d / QUANTIZER_WEIGHTS) != want:
+        raise ValueError(
+            f"{d}: {QUANTIZER_WEIGHTS} does not match {QUANTIZER_CONFIG} (written by different saves)"
+        )
+    return meta

@@ -11,7 +11,8 @@ key specifications) should share their leading semantic-ID codes; words that sel
 2. :func:`hot_word_weights` measures how a title word spreads over the catalogue's top categories: the
    normalised entropy H of its distribution over them (0 = one category, 1 = spread evenly). A title-derived
    keyword's weight is multiplied by ``(1 - H) ** hot_word_power``, so hot words fade out. Category and
-   brand keywords are structured fields and are not penalised.
+   brand keywords are structured fields and are not penalised; size / unit specifications keep their small
+   flat prior weight.
 3. :func:`keyword_embeddings` embeds each distinct keyword once (MiniLM) and averages an item's keyword vectors
    by weight; :func:`enhance` fuses it with the item embedding: ``normalize((1-w)·e + w·k)`` (w = 0.5 default).
 """
@@ -109,13 +110,24 @@ def hot_word_weights(items: pl.DataFrame, cfg: KeywordConfig | None = None) -> d
     return out
 
 
+_UNITS = frozenset(
+    "mm cm m ml l oz in inch inches ft feet v w a mah awg gauge psi lb lbs g kg gallon gal pcs pack count ct "
+    "micron um rpm hz amp volt watt piece pieces set x".split()
+)
+"""Unit and quantity words that never name the product type."""
+
+
 def _product_type(title: str, brand: str | None, n_words: int) -> str | None:
-    head = _HEAD_CUT.split(title, maxsplit=1)[0]
+    head = _SPEC.sub(" ", _HEAD_CUT.split(title, maxsplit=1)[0].lower())
     brand_words = set(words(brand)) if brand else set()
     ws = [
         w
         for w in words(head)
-        if w not in STOP_WORDS and w not in brand_words and not any(ch.isdigit() for ch in w) and len(w) > 1
+        if w not in STOP_WORDS
+        and w not in _UNITS
+        and w not in brand_words
+        and not any(ch.isdigit() for ch in w)
+        and len(w) > 1
     ]
     return " ".join(ws[-n_words:]) if ws else None
 

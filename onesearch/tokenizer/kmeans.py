@@ -15,7 +15,6 @@ levels left together. All maths is numpy float32; every random choice comes from
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,12 @@ from typing import Self
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from onesearch.tokenizer.base import QUANTIZER_CONFIG, QUANTIZER_WEIGHTS, check_embeddings
+from onesearch.tokenizer.base import (
+    QUANTIZER_WEIGHTS,
+    check_embeddings,
+    read_quantizer_meta,
+    save_quantizer_files,
+)
 
 
 def sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -280,28 +284,23 @@ class RQKMeansQuantizer:
     def save(self, directory: str | Path) -> None:
         if not self.codebooks:
             raise RuntimeError(f"{self.method}: nothing to save before fit")
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         tensors = {f"level{i}": c for i, c in enumerate(self.codebooks)}
         if self.rotation is not None:
             tensors["rotation"] = self.rotation
             tensors.update({f"pq{j}": c for j, c in enumerate(self.pq_codebooks)})
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(d / QUANTIZER_WEIGHTS))
         meta = {
             "class": "RQKMeansQuantizer",
             "method": self.method,
             "dim": self.dim,
             "config": asdict(self.cfg),
         }
-        (d / QUANTIZER_CONFIG).write_text(json.dumps(meta, indent=2))
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_quantizer_files(directory, lambda p: save_file(arrays, p), meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         d = Path(directory)
-        for f in (QUANTIZER_CONFIG, QUANTIZER_WEIGHTS):
-            if not (d / f).is_file():
-                raise FileNotFoundError(f"{d}: {f} is missing")
-        meta = json.loads((d / QUANTIZER_CONFIG).read_text())
+        meta = read_quantizer_meta(d)
         cfg = meta["config"]
         cfg["codebook_sizes"] = tuple(cfg["codebook_sizes"])
         q = cls(RQKMeansConfig(**cfg), method=meta["method"])

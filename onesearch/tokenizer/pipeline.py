@@ -100,7 +100,8 @@ def keyword_enhanced(
 
     Returns (embedding, seconds spent embedding keywords)."""
     if emb.text is None:
-        emb.notes.append("keyword enhancement skipped: the items have no text")
+        why = "the items have no text" if not ds.has_text else f"the embedding source is {emb.source!r}"
+        emb.notes.append(f"keyword enhancement skipped: {why}")
         return emb.base, 0.0
     kws = extract_keywords(ds.items, kcfg)
     t0 = time.perf_counter()
@@ -248,6 +249,10 @@ def _incremental(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed + 1)
     new = rng.random(len(item_ids)) < share
+    if not 0 < new.sum() < len(item_ids) - 1:
+        raise ValueError(
+            f"incremental_share {share} leaves {int(new.sum())} of {len(item_ids)} items as new; choose another"
+        )
     quantizer.fit(x[~new], seed=seed)
     base = SID.make_table(
         item_ids[~new],

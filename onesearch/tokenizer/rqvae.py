@@ -20,7 +20,6 @@ from ``torch.Generator`` objects seeded from the ``seed`` given to ``fit``, so f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,7 +33,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from onesearch.tokenizer.base import QUANTIZER_CONFIG, QUANTIZER_WEIGHTS, check_embeddings
+from onesearch.tokenizer.base import (
+    QUANTIZER_CONFIG,
+    QUANTIZER_WEIGHTS,
+    check_embeddings,
+    read_quantizer_meta,
+    save_quantizer_files,
+)
 
 NORMALIZATIONS = ("standardize", "l2", "none")
 """Input normalisations :class:`RQVAEConfig` accepts."""
@@ -505,10 +510,7 @@ class RQVAEQuantizer:
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``quantizer.json`` (method, config, dim, codebook sizes) and ``quantizer.safetensors`` (weights)."""
         model = self._fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(d / QUANTIZER_WEIGHTS))
         meta = {
             "method": self.method,
             "format_version": FORMAT_VERSION,
@@ -516,16 +518,13 @@ class RQVAEQuantizer:
             "codebook_sizes": list(self.codebook_sizes),
             "config": self.cfg.to_dict(),
         }
-        (d / QUANTIZER_CONFIG).write_text(json.dumps(meta, indent=2))
+        save_quantizer_files(directory, lambda p: save_file(tensors, p), meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | None = None) -> Self:
         """Read a quantizer saved by :meth:`save`; ``device`` overrides the saved config's device."""
         d = Path(directory)
-        for f in (QUANTIZER_CONFIG, QUANTIZER_WEIGHTS):
-            if not (d / f).is_file():
-                raise FileNotFoundError(f"{d}: {f} is missing (not a saved RQ-VAE quantizer directory)")
-        meta = json.loads((d / QUANTIZER_CONFIG).read_text())
+        meta = read_quantizer_meta(d)
         if meta.get("method") != cls.method:
             raise ValueError(
                 f"{d / QUANTIZER_CONFIG}: method is {meta.get('method')!r}, expected {cls.method!r}"

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from onesearch.data import schema as S
+from onesearch.io import atomic_write
 
 SID_FILE = "sid.parquet"
 """Artifact name of the SID table (columns item_id, c0, c1, ...)."""
@@ -121,8 +121,8 @@ class SIDTable:
         """Write ``sid.parquet`` and ``sid.json`` into ``directory`` (each file atomically)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / SID_FILE, lambda p: self.to_frame().write_parquet(p))
-        _atomic_write(d / SID_META_FILE, lambda p: Path(p).write_text(json.dumps(self.metadata(), indent=2)))
+        atomic_write(d / SID_FILE, lambda p: self.to_frame().write_parquet(p))
+        atomic_write(d / SID_META_FILE, lambda p: Path(p).write_text(json.dumps(self.metadata(), indent=2)))
         return d
 
     @classmethod
@@ -148,17 +148,6 @@ class SIDTable:
                 f"{d}: content hash of {SID_FILE} does not match {SID_META_FILE} (files out of step)"
             )
         return table
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- disambiguation -------------------------------------------------------------------------------------------
@@ -194,7 +183,9 @@ def make_table(
     order: np.ndarray | None = None,
 ) -> SIDTable:
     """Append the disambiguation code to ``semantic`` codes and build the :class:`SIDTable`."""
-    semantic = np.asarray(semantic, dtype=np.int64).reshape(len(item_ids), -1)
+    semantic = np.asarray(semantic, dtype=np.int64)
+    if semantic.ndim != 2 or semantic.shape[0] != len(item_ids):
+        raise ValueError(f"make_table: expected ({len(item_ids)}, levels) codes, got shape {semantic.shape}")
     dis = disambiguate(semantic, order)
     size = int(dis.max()) + 1 if dis.size else 1
     return SIDTable(item_ids, np.column_stack([semantic, dis]), (*semantic_sizes, size), method)
@@ -207,7 +198,11 @@ def extend_table(table: SIDTable, new_item_ids: np.ndarray, new_semantic: np.nda
     disambiguation level's size grows when a group needs more codes.
     """
     new_ids = np.asarray(new_item_ids, dtype=np.int64)
-    new_semantic = np.asarray(new_semantic, dtype=np.int64).reshape(len(new_ids), -1)
+    new_semantic = np.asarray(new_semantic, dtype=np.int64)
+    if new_semantic.ndim != 2 or new_semantic.shape[0] != len(new_ids):
+        raise ValueError(
+            f"extend_table: expected ({len(new_ids)}, levels) codes, got shape {new_semantic.shape}"
+        )
     if new_semantic.shape[1] != table.semantic_levels:
         raise ValueError(
             f"extend_table: new codes have {new_semantic.shape[1]} levels, the table has {table.semantic_levels}"

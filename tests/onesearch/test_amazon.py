@@ -51,8 +51,17 @@ def test_registry_accepts_a_path_and_a_prepared_dir(toy_amazon, tmp_path):
     assert again.search_log.equals(ds.search_log)
 
 
-def test_save_leaves_nothing_behind_when_writing_fails(toy_amazon, tmp_path, monkeypatch):
+def test_save_refuses_to_replace_a_folder_it_did_not_write(toy_amazon, tmp_path):
     ds = load_amazon(toy_amazon)
+    with pytest.raises(FileExistsError, match="is not an earlier output"):
+        ds.save(toy_amazon)  # the raw source folder must survive a mistyped --output
+    assert (toy_amazon / "Toy.inter.json").is_file()
+
+
+def test_save_leaves_the_old_output_when_writing_fails(toy_amazon, tmp_path, monkeypatch):
+    ds = load_amazon(toy_amazon)
+    old = ds.save(tmp_path / "out" / "toy")
+    before = sorted(p.name for p in old.iterdir())
 
     def boom(self, *a, **k):
         raise OSError("disk full")
@@ -60,7 +69,10 @@ def test_save_leaves_nothing_behind_when_writing_fails(toy_amazon, tmp_path, mon
     monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
     with pytest.raises(OSError, match="disk full"):
         ds.save(tmp_path / "out" / "toy")
-    assert list((tmp_path / "out").iterdir()) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["toy"]  # no temporary folder left behind
+    assert sorted(p.name for p in old.iterdir()) == before
+    monkeypatch.undo()
+    assert Dataset.load(old).interactions.equals(ds.interactions)
 
 
 @pytest.mark.parametrize(

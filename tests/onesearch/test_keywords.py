@@ -65,7 +65,9 @@ def test_extract_keywords_finds_core_attributes_and_drops_hot_words():
     assert first["glass"] == pytest.approx(0.4)  # material, specific to Lab here
     assert first["100ml"] == 0.15  # size spec
     assert "premium" not in " ".join(first)  # the hot word is not part of any keyword
-    assert any("beaker" in k for k in first if k != "beakers")  # product type from the title head
+    assert first["glass beaker"] == 1.0  # product type: title head without brand, units, numbers
+    fourth = kws[3]
+    assert "steel shovel" in fourth and not any("premium" in k for k in fourth)
 
 
 def test_keyword_embeddings_weighted_mean_and_enhance():

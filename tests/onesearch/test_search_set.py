@@ -32,7 +32,13 @@ def test_search_log_from_the_toy_purchases(toy_amazon):
     log, st = build_search_log_with_stats(ds.items, ds.interactions)
     # purchases after each user's first: u0 -> items 1, 2, 0 (positions 1..3); u1 -> 3, 1; u2 -> 0.
     # item 3 has no category, so u1's purchase at position 1 is skipped.
-    assert st == {"requests": 5, "skipped_no_category": 1, "dropped_shared_root": True, "distinct_queries": 3}
+    assert st == {
+        "requests": 5,
+        "skipped_no_category": 1,
+        "skipped_title_query": 0,
+        "dropped_shared_root": True,
+        "distinct_queries": 3,
+    }
     assert log.select("user_id", "position", "item_id", "query").rows() == [
         (0, 1, 1, "fasteners collated staples"),
         (0, 2, 2, "tapes adhesives sealants cyanoacrylate"),
@@ -72,6 +78,24 @@ def test_whole_title_is_never_spelled_out():
     )
     log, _ = build_search_log_with_stats(items, inter, SearchSetConfig(title_words=3, drop_shared_root=True))
     assert log["query"].to_list() == ["glue"]
+
+
+def test_a_query_never_holds_every_title_word():
+    # "Lab Gloves" under category Lab > Gloves: the category words alone spell the title -> skipped;
+    # "Nitrile Gloves" under Gloves: appending "nitrile" would cover the title in another order -> dropped
+    items = pl.DataFrame(
+        {
+            "item_id": [0, 1, 2],
+            "title": ["Lab Gloves", "Nitrile Gloves", "X"],
+            "category_path": [["Root", "Lab", "Gloves"], ["Root", "Gloves"], ["Root", "X"]],
+        }
+    )
+    inter = pl.DataFrame(
+        {"user_id": [0, 0, 0], "item_id": [2, 0, 1], "timestamp": [0, 1, 2], "event": ["purchase"] * 3}
+    )
+    log, st = build_search_log_with_stats(items, inter, SearchSetConfig(title_words=2))
+    assert log.select("item_id", "query").rows() == [(1, "gloves")]
+    assert st["skipped_title_query"] == 1
 
 
 def test_config_validation():

@@ -36,6 +36,7 @@ def test_extend_never_changes_existing_ids_and_fills_free_codes():
     assert grown.is_unique() and grown.codebook_sizes == (2, 2, 3)
     with pytest.raises(ValueError, match=r"already in the table: \[1\]"):
         SID.extend_table(t, np.array([1]), np.array([[0, 0]]))
+    assert SID.extend_table(t, np.zeros(0, dtype=np.int64), np.zeros((0, 2))).n_items == 3  # nothing new
     with pytest.raises(ValueError, match="new codes have 3 levels, the table has 2"):
         SID.extend_table(t, np.array([9]), np.array([[0, 0, 0]]))
 

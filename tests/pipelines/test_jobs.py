@@ -64,6 +64,14 @@ def test_cli_error_is_one_clear_line(tmp_path):
     assert "error: prepare-data: dataset" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    (tmp_path / "synthetic-tiny").mkdir()
+    (tmp_path / "synthetic-tiny" / "precious.txt").write_text("keep me")
+    r = _run_cli("prepare-data", "--preset", "tiny", "--output", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 1 and "is not an earlier output" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "synthetic-tiny" / "precious.txt").read_text() == "keep me"
+
+
 def test_default_store_is_sqlite_in_the_working_directory(tmp_path):
     env = {"MLFLOW_TRACKING_URI": ""}
     r = _run_cli("prepare-data", "--preset", "tiny", "--output", "data", cwd=tmp_path, env=env)

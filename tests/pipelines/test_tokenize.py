@@ -22,7 +22,7 @@ def test_khqe_ids_are_unique_seeded_and_keep_existing_ids_when_items_are_added(t
     assert np.array_equal(a.table.codes, b.table.codes) and a.table.content_hash() == b.table.content_hash()
     inc = a.metrics["incremental"]
     assert inc["existing_ids_unchanged"] is True and inc["unique_rate_after"] == 1.0 and inc["new_items"] > 0
-    assert a.metrics["notes"] == ["keyword enhancement skipped: the items have no text"]  # cf-only embedding
+    assert a.metrics["notes"] == ["keyword enhancement skipped: the embedding source is 'cf'"]
     c = tokenize(tiny, "khqe", seed=1, **kw)
     assert not np.array_equal(a.table.codes, c.table.codes)
 
