@@ -55,7 +55,6 @@ class EmbeddingConfig:
 class Embeddings:
     """Item embeddings in catalogue order, and what made them."""
 
-    item_ids: np.ndarray
     base: np.ndarray
     """Embedding without keywords (what rqkmeans / rqvae quantize)."""
     text: np.ndarray | None
@@ -90,7 +89,7 @@ def build_embeddings(ds: Dataset, cfg: EmbeddingConfig | None = None) -> Embeddi
         cf = cf_embeddings(training_interactions(ds), item_ids, dim=cfg.cf_dim, window=cfg.cf_window)
         seconds += time.perf_counter() - t0
     base = fuse(text, cf, cfg.cf_weight) if source == "fused" else (text if text is not None else cf)
-    return Embeddings(item_ids, base, text, cf, source, seconds)
+    return Embeddings(base, text, cf, source, seconds)
 
 
 def keyword_enhanced(
@@ -217,16 +216,17 @@ def tokenize(
     if method == "khqe":
         x, kw_seconds = keyword_enhanced(ds, emb, ecfg, kcfg)
         embed_seconds += kw_seconds
-    _log(f"fitting {method} on {x.shape}")
-    t0 = time.perf_counter()
     incremental = None
     if incremental_share > 0:
-        incremental = _incremental(quantizer, x, item_ids, incremental_share, seed, ds)
-        quantizer = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced)
+        fresh = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced)
+        incremental = _incremental(fresh, x, item_ids, incremental_share, seed, ds)
+    _log(f"fitting {method} on {x.shape}")
+    t0 = time.perf_counter()
     quantizer.fit(x, seed=seed)
-    codes, resid = quantizer.train_codes, quantizer.train_residual
-    table = SID.make_table(item_ids, codes, quantizer.codebook_sizes, method, order=resid)
-    seconds = time.perf_counter() - t0 - (incremental or {}).get("seconds", 0.0)
+    table = SID.make_table(
+        item_ids, quantizer.train_codes, quantizer.codebook_sizes, method, order=quantizer.train_residual
+    )
+    seconds = time.perf_counter() - t0
     metrics = {
         **quality(table, ds),
         "seconds": seconds,
