@@ -21,6 +21,8 @@ JOBS: dict[str, str] = {
     "prepare-data": "pipelines.prepare_data",
     "quickstart": "pipelines.quickstart",
     "tokenize": "pipelines.tokenize",
+    "train-generator": "pipelines.train_generator",
+    "bench-generative": "pipelines.bench_generative",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 

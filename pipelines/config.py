@@ -56,10 +56,36 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None) -> None:
-    """Add one option per field of ``cls`` (defaults None: only what the user types overrides the preset)."""
+def _leaves(
+    cls: type, default: Any, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Any, Any, str]]:
+    """(path, type, default, doc) of every scalar field; a nested dataclass field contributes its own fields,
+    whose options carry no prefix (``train: TrainConfig`` gives ``--lr``)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = _base_type(hints[f.name])
+        value = getattr(default, f.name) if default is not None else f.default
+        if dataclasses.is_dataclass(tp):
+            out += _leaves(tp, value if dataclasses.is_dataclass(value) else None, (*path, f.name))
+        else:
+            out.append(((*path, f.name), tp, value, docs.get(f.name) or f.name))
+    return out
+
+
+def _check_unique(leaves: list) -> None:
+    seen: dict[str, tuple[str, ...]] = {}
+    for path, *_ in leaves:
+        if path[-1] in seen:
+            raise TypeError(
+                f"config fields {'.'.join(seen[path[-1]])} and {'.'.join(path)} share an option name"
+            )
+        seen[path[-1]] = path
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None) -> None:
+    """Add one option per field of ``cls`` (defaults None: only what the user types overrides the preset)."""
     if presets:
         parser.add_argument(
             "--preset",
@@ -68,39 +94,45 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
             help=f"start from a named preset (default: {next(iter(presets))}); options below override it",
         )
     default_cfg = next(iter(presets.values())) if presets else None
-    for f in dataclasses.fields(cls):
-        tp = _base_type(hints[f.name])
-        default = getattr(default_cfg, f.name) if default_cfg is not None else f.default
+    leaves = _leaves(cls, default_cfg)
+    _check_unique(leaves)
+    for path, tp, default, doc in leaves:
+        name = path[-1]
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
-        help_ = (docs.get(f.name) or f.name) + shown
+        help_ = doc + shown
         if tp is bool:
             parser.add_argument(
-                _option(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_
+                _option(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
             )
         elif tp in (int, float, str):
             parser.add_argument(
-                _option(f.name), type=tp, default=None, help=help_, metavar=tp.__name__.upper()
+                _option(name), dest=name, type=tp, default=None, help=help_, metavar=tp.__name__.upper()
             )
         elif typing.get_origin(tp) is tuple:
             elem = typing.get_args(tp)[0]
-            parser.add_argument(_option(f.name), type=elem, nargs="+", default=None, help=help_)
+            parser.add_argument(_option(name), dest=name, type=elem, nargs="+", default=None, help=help_)
         else:
-            raise TypeError(f"{cls.__name__}.{f.name}: type {tp!r} has no command-line form")
+            raise TypeError(f"{cls.__name__}.{'.'.join(path)}: type {tp!r} has no command-line form")
+
+
+def _replace_path(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace_path(getattr(obj, path[0]), path[1:], value)})
 
 
 def config_from_args(cls: type, ns: argparse.Namespace, presets: dict[str, Any] | None = None) -> Any:
     """Build a ``cls`` from the chosen preset (or the class defaults) plus the options given."""
     preset_name = getattr(ns, "preset", None)
     if presets:
-        base = presets[preset_name] if preset_name else next(iter(presets.values()))
+        cfg = presets[preset_name] if preset_name else next(iter(presets.values()))
     else:
-        base = cls()
-    given = {}
-    for f in dataclasses.fields(cls):
-        v = getattr(ns, f.name, None)
+        cfg = cls()
+    for path, *_ in _leaves(cls, cfg):
+        v = getattr(ns, path[-1], None)
         if v is not None:
-            given[f.name] = tuple(v) if isinstance(v, list) else v
-    return dataclasses.replace(base, **given)
+            cfg = _replace_path(cfg, path, tuple(v) if isinstance(v, list) else v)
+    return cfg
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

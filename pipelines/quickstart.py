@@ -1,13 +1,14 @@
-"""quickstart: the end-to-end demo on embedded data (so far: prepare the data, then give every item a semantic ID)."""
+"""quickstart: the end-to-end demo on embedded data: prepare the data, give every item a semantic ID, then train a
+tiny generative retriever on the synthetic world and evaluate it on the held-out test requests."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from onesearch.data.registry import shared_data_dir
-from pipelines import prepare_data, tokenize, tracking
+from pipelines import bench_generative, prepare_data, tokenize, tracking, train_generator
 
 JOB = "quickstart"
 
@@ -27,12 +28,29 @@ class Config:
     """Seed of the synthetic world."""
     tokenizer: str = "khqe"
     """Semantic-ID tokenizer to run on each dataset ('none' to skip)."""
+    generator: str = "search"
+    """Task of the tiny generator trained on the synthetic world: search, recommend, or 'none' to skip."""
+    generator_epochs: int = 8
+    """Training epochs of that generator."""
 
 
-PRESETS = {"default": Config(), "tiny": Config(world="tiny", scientific="scientific-mini")}
+PRESETS = {
+    "default": Config(),
+    "tiny": Config(world="tiny", scientific="scientific-mini", generator_epochs=2),
+}
 
 _COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
 _SID_COLUMNS = ("levels", "collision_rate", "unique_rate", "purity_l1", "seconds")
+_GEN_COLUMNS = (
+    "task",
+    "params",
+    "recall@10",
+    "ndcg@10",
+    "mrr@10",
+    "valid_rate",
+    "decode_qps",
+    "train_minutes",
+)
 
 
 def _cell(v: object) -> str:
@@ -82,20 +100,47 @@ def main(cfg: Config) -> dict:
                         pq_codes=64 if small else None,
                     )
                 )
+        gen = {}
+        world = datasets[0]
+        if cfg.generator != "none" and world in sids:
+            print(
+                f"[quickstart] training a tiny {cfg.generator} generator on {world} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            tiny = train_generator.PRESETS["tiny"]
+            trainer = replace(
+                tiny,
+                dataset=stats[world]["output"],
+                task=cfg.generator,
+                tokenizer=sids[world]["output"],
+                output=str(out / "generators"),
+                train=replace(tiny.train, epochs=cfg.generator_epochs),
+            )
+            gen[world] = bench_generative.main(
+                replace(bench_generative.PRESETS["tiny"], trainer=trainer, qps_beams=(20,), qps_requests=256)
+            )
         table = _table(stats)
         if sids:
             table += "\n\nSemantic IDs (" + cfg.tokenizer + ")\n\n" + _table(sids, _SID_COLUMNS)
+        if gen:
+            table += "\n\nGenerative retriever (tiny model, test split, beam 10)\n\n" + _table(
+                gen, _GEN_COLUMNS
+            )
         tracking.log_text(table, "summary.md")
         print("\n" + table + "\n")
         print(f"Tables written under {out / 'data'}/<dataset>/*.parquet")
         if sids:
             print(f"Semantic-ID tables under {out / 'tokenizers'}/<dataset>/{cfg.tokenizer}/sid.parquet")
+        if gen:
+            print(f"Generator bundle: {gen[world]['model_uri']}")
         print(f"Open the runs: {tracking.ui_command()}\n", flush=True)
         return {
             "datasets": {k: {c: v.get(c) for c in (*_COLUMNS, "output")} for k, v in stats.items()},
             "semantic_ids": {
                 k: {c: v.get(c) for c in (*_SID_COLUMNS, "sid_hash", "output")} for k, v in sids.items()
             },
+            "generator": {k: {c: v.get(c) for c in (*_GEN_COLUMNS, "model_uri")} for k, v in gen.items()},
             "mlflow_run_id": run.info.run_id,
             "mlflow_ui": tracking.ui_command(),
         }

@@ -89,11 +89,11 @@ def log_json(obj: Any, name: str) -> None:
         mlflow.log_artifact(str(write_json(obj, Path(d) / name)))
 
 
-def log_artifacts(directory: str | os.PathLike) -> None:
-    """Log every file of ``directory`` as an artifact of the active run."""
+def log_artifacts(directory: str | os.PathLike, artifact_path: str | None = None) -> None:
+    """Log every file of ``directory`` as an artifact of the active run (under ``artifact_path`` if given)."""
     import mlflow
 
-    mlflow.log_artifacts(str(directory))
+    mlflow.log_artifacts(str(directory), artifact_path)
 
 
 def log_text(text: str, name: str) -> None:
@@ -103,9 +103,14 @@ def log_text(text: str, name: str) -> None:
     mlflow.log_text(text, name)
 
 
-def log_metrics(metrics: dict[str, Any]) -> None:
+def metric_name(key: str) -> str:
+    """MLflow's form of a metric key: ``recall@10`` → ``recall_at_10`` (MLflow names allow no ``@``)."""
+    return key.replace("@", "_at_")
+
+
+def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     """Log every numeric entry of ``metrics`` (nested dicts flattened, lists as ``key.0``, ``key.1``, ...;
-    non-numbers skipped)."""
+    non-numbers skipped), at ``step`` when given (training curves)."""
     import mlflow
 
     flat = {}
@@ -113,6 +118,18 @@ def log_metrics(metrics: dict[str, Any]) -> None:
         values = enumerate(v) if isinstance(v, list | tuple) else [(None, v)]
         for i, x in values:
             if isinstance(x, int | float) and not isinstance(x, bool):
-                flat[k if i is None else f"{k}.{i}"] = float(x)
+                flat[metric_name(k if i is None else f"{k}.{i}")] = float(x)
     if flat:
-        mlflow.log_metrics(flat)
+        mlflow.log_metrics(flat, step=step)
+
+
+def resolve_model(uri: str) -> str:
+    """A local folder for a model given as a path or an MLflow artifact URI (``runs:/<run id>/generator``)."""
+    if "://" in uri or uri.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    if not Path(uri).exists():
+        raise FileNotFoundError(f"model {uri!r}: no such folder (pass a bundle folder or an MLflow URI)")
+    return uri

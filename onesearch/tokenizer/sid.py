@@ -91,17 +91,29 @@ class SIDTable:
         h.update(json.dumps(list(map(int, self.codebook_sizes))).encode())
         return h.hexdigest()
 
-    def lookup(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
-        """Codes of the given items; raises KeyError naming unknown ids."""
+    def rows(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
+        """Row of each given item in this table; raises KeyError naming unknown ids."""
         ids = np.asarray(item_ids, dtype=np.int64)
-        order = np.argsort(self.item_ids)
+        if ids.size == 0:
+            return np.zeros(ids.shape, dtype=np.int64)
+        order = self._order()
         pos = np.searchsorted(self.item_ids, ids, sorter=order)
-        pos = np.clip(pos, 0, self.n_items - 1)
-        idx = order[pos]
+        idx = order[np.clip(pos, 0, self.n_items - 1)]
         bad = self.item_ids[idx] != ids
         if bad.any():
             raise KeyError(f"item id(s) not in the SID table: {ids[bad][:5].tolist()}")
-        return self.codes[idx]
+        return idx
+
+    def _order(self) -> np.ndarray:
+        order = self.__dict__.get("_sorted")
+        if order is None:
+            order = np.argsort(self.item_ids, kind="stable")
+            object.__setattr__(self, "_sorted", order)
+        return order
+
+    def lookup(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
+        """Codes of the given items; raises KeyError naming unknown ids."""
+        return self.codes[self.rows(item_ids)]
 
     def to_frame(self) -> pl.DataFrame:
         cols = {S.ITEM_ID: self.item_ids}

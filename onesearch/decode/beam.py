@@ -1,0 +1,135 @@
+"""Beam search over semantic IDs, constrained to the trie of real items, batched over requests and beams.
+
+Each level is one decoder step for all B × n beams at once: the level's log-probabilities (log-softmax over the
+whole codebook, so a score is the model's log-probability of the ID) are added to the beam scores, codes that do
+not extend a valid prefix are masked to -inf with one table lookup (:meth:`SIDTrie.mask`), and the best ``beam``
+of the n × V continuations per request survive (one ``topk``; parents picked with one ``gather``, the decoder
+cache reordered with one ``index_select``). No Python loop runs over beams or requests.
+
+The score of an item is ``Σ_l log p(c_l | c_<l, request)``; with a beam at least as wide as the widest trie level
+the search is exact (it returns the top-K of :func:`score_all_items`), and with beam 1 it is greedy decoding.
+``constrained=False`` decodes freely over each codebook for comparison; a returned ID that names no item then
+gets item row -1, and :attr:`Decoded.valid` tells which.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from onesearch.decode.trie import SIDTrie
+from onesearch.model.generator import Batch, Generator
+
+
+class Decoded(NamedTuple):
+    """Top-K of B requests, best first."""
+
+    items: Tensor
+    """(B, K) long SID-table rows; -1 where the ID names no item (unconstrained) or fewer than K exist."""
+    scores: Tensor
+    """(B, K) float log-probabilities of the IDs (-inf where there is no candidate)."""
+    codes: Tensor
+    """(B, K, L) long codes of the returned IDs."""
+
+    @property
+    def valid(self) -> Tensor:
+        return self.items >= 0
+
+
+@torch.no_grad()
+def beam_search(
+    model: Generator,
+    batch: Batch,
+    trie: SIDTrie,
+    beam: int = 20,
+    k: int | None = None,
+    constrained: bool = True,
+) -> Decoded:
+    """The ``k`` (default ``beam``) best IDs per request. ``trie`` must be on the model's device."""
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    k = beam if k is None else k
+    if not 1 <= k <= beam:
+        raise ValueError(f"k must be in [1, beam={beam}], got {k}")
+    if trie.levels != model.cfg.levels:
+        raise ValueError(f"trie has {trie.levels} levels, the model {model.cfg.levels}")
+    enc = model.encode(batch)
+    B = batch.size
+    dev = batch.task.device
+    node = torch.zeros(B, 1, dtype=torch.long, device=dev)  # (B, n) trie node of each beam
+    score = torch.zeros(B, 1, device=dev)  # (B, n)
+    codes = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)  # (B, n, l)
+    x = model.start_tokens(B)  # (B, 1, 1, d)
+    cache = None
+    for lv in range(trie.levels):
+        h, cache = model.decode_step(x, enc, cache)  # (B, n, 1, d)
+        logp = model.level_logits(h[:, :, -1], lv).float().log_softmax(-1)  # (B, n, V)
+        if constrained:
+            logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
+        n, V = logp.shape[1], logp.shape[2]
+        cand = (score.unsqueeze(-1) + logp).reshape(B, n * V)
+        score, idx = cand.topk(min(beam, n * V), dim=1)  # (B, n')
+        parent, code = idx // V, idx % V
+        codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, lv)), code[..., None]], dim=2)
+        node = trie.step(lv, node.gather(1, parent), code)
+        node = node.masked_fill(torch.isinf(score), -1)
+        if lv + 1 < trie.levels:
+            flat = (parent + torch.arange(B, device=dev)[:, None] * n).reshape(-1)  # rows of the (B·n) cache
+            cache = [(kk.index_select(0, flat), vv.index_select(0, flat)) for kk, vv in cache]
+            x = model.embed_level(code, lv).unsqueeze(2)  # (B, n', 1, d)
+    items, score, codes = node[:, :k], score[:, :k], codes[:, :k]
+    if items.shape[1] < k:  # fewer IDs than k in the whole trie
+        pad = k - items.shape[1]
+        items = torch.cat([items, items.new_full((B, pad), -1)], 1)
+        score = torch.cat([score, score.new_full((B, pad), float("-inf"))], 1)
+        codes = torch.cat([codes, codes.new_zeros((B, pad, trie.levels))], 1)
+    return Decoded(items, score, codes)
+
+
+@torch.no_grad()
+def greedy(model: Generator, batch: Batch, trie: SIDTrie | None) -> Decoded:
+    """Greedy decoding without a cache (the decoder re-run over the prefix each level): the reference that
+    beam 1 must equal. ``trie`` None decodes unconstrained."""
+    enc = model.encode(batch)
+    B = batch.size
+    dev = batch.task.device
+    codes = torch.zeros(B, 0, dtype=torch.long, device=dev)
+    node = torch.zeros(B, dtype=torch.long, device=dev)
+    total = torch.zeros(B, device=dev)
+    for lv in range(model.cfg.levels):
+        x = torch.cat([model.start_tokens(B)[:, 0], model.embed_codes(codes, 0)], dim=1)  # (B, lv + 1, d)
+        h, _ = model.decode_step(x.unsqueeze(1), enc, None)
+        logp = model.level_logits(h[:, 0, -1], lv).float().log_softmax(-1)  # (B, V)
+        if trie is not None:
+            logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
+        best, code = logp.max(-1)
+        total += best
+        codes = torch.cat([codes, code[:, None]], 1)
+        if trie is not None:
+            node = trie.step(lv, node, code)
+    items = node if trie is not None else torch.full_like(node, -1)
+    return Decoded(items[:, None], total[:, None], codes[:, None])
+
+
+@torch.no_grad()
+def score_all_items(model: Generator, batch: Batch, item_codes: Tensor, chunk: int = 4096) -> Tensor:
+    """Brute force: (B, n_items) log-probability of every item's ID, by teacher forcing each one.
+
+    Cost grows with B × n_items; it is the exactness reference for small catalogues, not a retrieval method.
+    """
+    enc = model.encode(batch)
+    B, (n, L) = batch.size, item_codes.shape
+    out = []
+    for s in range(0, n, chunk):
+        c = item_codes[s : s + chunk]  # (m, L)
+        m = c.shape[0]
+        x = torch.cat([model.start_tokens(1, m)[0], model.embed_codes(c[:, : L - 1], 0)], dim=1)  # (m, L, d)
+        h, _ = model.decode_step(x.unsqueeze(0).expand(B, -1, -1, -1).contiguous(), enc, None)  # (B, m, L, d)
+        total = torch.zeros(B, m, device=h.device)
+        for lv in range(L):
+            logp = model.level_logits(h[:, :, lv], lv).float().log_softmax(-1)  # (B, m, V)
+            total += logp.gather(2, c[:, lv].expand(B, m).unsqueeze(-1)).squeeze(-1)
+        out.append(total)
+    return torch.cat(out, 1)

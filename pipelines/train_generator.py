@@ -1,0 +1,199 @@
+"""train-generator: train the generative retriever on a dataset's purchases (recommend) or search log (search).
+
+Reads the semantic IDs of ``--tokenizer`` (a tokenize output folder, or a method name whose output is looked up
+under ``--tokenizer-dir`` and made with the tokenize job when missing), trains with early stopping on validation
+recall@10, and writes a bundle folder (checkpoint + SID table + query vocabulary) that ``bench-generative`` and
+``score`` accept as ``--model``. An interrupted run resumes from its work folder when started again with the same
+settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onesearch.data.dataset import Dataset
+from onesearch.data.registry import load_dataset
+from onesearch.model import generator as G
+from onesearch.model.bundle import GeneratorBundle
+from onesearch.model.data import Splits, query_texts, recommend_examples, search_examples
+from onesearch.model.text import QueryTokenizer
+from onesearch.model.train import TrainConfig, train
+from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
+from pipelines import tokenize, tracking
+from pipelines.config import flatten
+
+JOB = "train-generator"
+TASK_NAMES = ("recommend", "search")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the train-generator job."""
+
+    dataset: str = "scientific"
+    """Dataset name or path (see prepare-data)."""
+    task: str = "recommend"
+    """recommend (history → next purchase) or search (query + history → purchased item)."""
+    tokenizer: str = "khqe"
+    """Semantic IDs: a tokenize output folder, or a method (khqe, rqkmeans, rqvae, index:<variant>)."""
+    tokenizer_dir: str = "artifacts/tokenizers"
+    """Where tokenize outputs are looked up (and made when missing) for a method name."""
+    model_size: str = "base"
+    """Generator size preset: tiny, small or base."""
+    mix_recommend: bool = False
+    """search task: also train on the recommend examples (one model for both tasks)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and evaluation settings."""
+    output: str = "artifacts/generators"
+    """Folder for <dataset>/<task>-<tokenizer>-<size>-s<seed>/ (the bundle)."""
+    resume: bool = True
+    """Continue an interrupted run of the same settings from its work folder (False: start over)."""
+
+
+PRESETS = {
+    "base": Config(),
+    "tiny": Config(
+        dataset="synthetic-tiny",
+        model_size="tiny",
+        tokenizer_dir="artifacts/tokenizers",
+        train=TrainConfig(batch_size=64, epochs=3, warmup_steps=10, patience=0, eval_beam=10, progress=False),
+    ),
+    "small": Config(model_size="small"),
+}
+
+
+def resolve_tokenizer(
+    cfg_dataset: str, ds: Dataset, tokenizer: str, tokenizer_dir: str
+) -> tuple[SIDTable, str]:
+    """The SID table named by ``tokenizer`` and its folder; runs the tokenize job when a method has no output."""
+    path = Path(tokenizer)
+    if (path / SID_META_FILE).exists():
+        return SIDTable.load(path), str(path)
+    if path.exists() or "/" in tokenizer:
+        raise FileNotFoundError(
+            f"--tokenizer {tokenizer}: folder has no {SID_META_FILE} (not a tokenize output)"
+        )
+    folder = Path(tokenizer_dir) / ds.name / tokenizer.replace(":", "_")
+    if not (folder / SID_META_FILE).exists():
+        print(f"[{JOB}] no {tokenizer} IDs under {folder}; running tokenize", file=sys.stderr, flush=True)
+        small = ds.items.height < 2000
+        tokenize.main(
+            tokenize.Config(
+                dataset=cfg_dataset,
+                method=tokenizer,
+                output=tokenizer_dir,
+                codebook_sizes=(64, 64) if small and not tokenizer.startswith("index:") else None,
+                pq_codes=64 if small and not tokenizer.startswith("index:") else None,
+            )
+        )
+    return SIDTable.load(folder), str(folder)
+
+
+@dataclass
+class Prepared:
+    ds: Dataset
+    table: SIDTable
+    table_dir: str
+    vocab: QueryTokenizer | None
+    splits: Splits
+    model_cfg: G.GeneratorConfig
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Load the data and IDs, fit the query vocabulary, build the examples of the task."""
+    if cfg.task not in TASK_NAMES:
+        raise ValueError(f"--task must be one of {TASK_NAMES}, got {cfg.task!r}")
+    if cfg.model_size not in G.PRESETS:
+        raise ValueError(f"--model-size must be one of {sorted(G.PRESETS)}, got {cfg.model_size!r}")
+    ds = load_dataset(cfg.dataset)
+    table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
+    size = G.PRESETS[cfg.model_size]
+    vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
+    model_cfg = G.with_data_shape(size, table.codebook_sizes, 0 if vocab is None else vocab.vocab_size)
+    H, Q = model_cfg.max_history, model_cfg.max_query_tokens
+    if vocab is not None:
+        splits = search_examples(ds, table, vocab, H, Q, cfg.mix_recommend)
+    else:
+        splits = recommend_examples(ds, table, H, Q)
+    return Prepared(ds, table, table_dir, vocab, splits, model_cfg)
+
+
+def run_name(cfg: Config) -> str:
+    tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
+    return f"{cfg.task}-{tok}-{cfg.model_size}-s{cfg.train.seed}"
+
+
+def _settings_hash(cfg: Config, p: Prepared) -> str:
+    d = flatten(replace(cfg, resume=True, train=replace(cfg.train, progress=True)))
+    d["sid_hash"] = p.table.content_hash()
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def main(cfg: Config) -> dict:
+    """Train, save the bundle, log it to MLflow; return the validation metrics and where the model is."""
+    with tracking.job_run(JOB, cfg) as run:
+        p = prepare(cfg)
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        model = G.Generator(p.model_cfg, p.table.codes)
+        name = run_name(cfg)
+        out = Path(cfg.output) / p.ds.name / name
+        work = Path(cfg.output) / p.ds.name / ".work" / f"{name}-{_settings_hash(cfg, p)}"
+        if not cfg.resume and work.exists():
+            shutil.rmtree(work)
+        sizes = p.splits.sizes()
+        print(
+            f"[{JOB}] {p.ds.name} {cfg.task}: {sizes} examples, {p.table.n_items} items, "
+            f"model {G.param_count_str(model.n_params())} params",
+            file=sys.stderr,
+            flush=True,
+        )
+        tracking.log_metrics({"examples": sizes, "params": model.n_params()})
+
+        def on_eval(entry: dict) -> None:
+            tracking.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+        res = train(model, p.splits, _trie(p), cfg.train, work, on_eval=on_eval)
+        bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
+        extra = {
+            "dataset": p.ds.name,
+            "task": cfg.task,
+            "tokenizer": cfg.tokenizer,
+            "model_size": cfg.model_size,
+            "train_minutes": res.minutes,
+            "valid": res.best,
+        }
+        bundle.save(out, extra=extra)
+        shutil.rmtree(work, ignore_errors=True)
+        tracking.log_json(res.history, "history.json")
+        tracking.log_artifacts(out, "generator")
+        result = {
+            "model_uri": str(out.resolve()),
+            "mlflow_model_uri": f"runs:/{run.info.run_id}/generator",
+            "dataset": p.ds.name,
+            "task": cfg.task,
+            "tokenizer": cfg.tokenizer,
+            "params": model.n_params(),
+            "train_minutes": res.minutes,
+            "steps": res.steps,
+            "stopped": res.stopped,
+            "examples": sizes,
+            **{f"val_{k}": v for k, v in res.best.items()},
+            "mlflow_run_id": run.info.run_id,
+        }
+        tracking.log_metrics({k: v for k, v in result.items() if k.startswith(("val_", "train_minutes"))})
+        return result
+
+
+def _trie(p: Prepared):
+    from onesearch.decode import SIDTrie
+
+    return SIDTrie.build(p.table.codes, p.table.codebook_sizes)

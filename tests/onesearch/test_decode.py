@@ -1,0 +1,105 @@
+"""Constrained decoding: the trie tables on a hand-made catalogue, exactness against brute force, greedy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from onesearch.decode import SIDTrie, beam_search, greedy, score_all_items
+from tests.onesearch.test_generator import SIZES, batch, catalog, tiny_model
+
+
+def test_trie_tables_on_a_hand_made_catalogue():
+    codes = np.array([[0, 1], [0, 2], [1, 0]])
+    t = SIDTrie.build(codes, (2, 3))
+    assert t.nodes_per_level() == [1, 2]
+    assert t.valid[0].tolist() == [[True, True]]
+    assert t.valid[1].tolist() == [[False, True, True], [True, False, False]]
+    n1 = t.step(0, torch.tensor([0, 0]), torch.tensor([0, 1]))
+    assert n1.tolist() == [0, 1]
+    # leaves are rows of the table; a missing edge and a dead node give -1
+    assert t.step(1, torch.tensor([0, 0, 1, 1, -1]), torch.tensor([1, 2, 0, 1, 0])).tolist() == [
+        0,
+        1,
+        2,
+        -1,
+        -1,
+    ]
+    assert t.mask(1, torch.tensor([-1])).tolist() == [[False, False, False]]
+
+
+def test_trie_refuses_duplicates_and_bad_shapes():
+    with pytest.raises(ValueError, match="not unique"):
+        SIDTrie.build(np.array([[0, 1], [0, 1]]), (2, 2))
+    with pytest.raises(ValueError, match="codebook sizes"):
+        SIDTrie.build(np.array([[0, 1]]), (2,))
+    with pytest.raises(ValueError, match="non-empty"):
+        SIDTrie.build(np.zeros((0, 2)), (2, 2))
+
+
+def test_wide_beam_is_exact_against_brute_force():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    widest = max(trie.nodes_per_level())
+    out = beam_search(m, b, trie, beam=max(widest, 8), k=8)
+    brute = score_all_items(m, b, torch.as_tensor(codes)).topk(8)
+    assert torch.equal(out.items, brute.indices)
+    torch.testing.assert_close(out.scores, brute.values)
+    assert torch.equal(out.codes, torch.as_tensor(codes)[out.items])
+
+
+def test_beam_one_is_greedy_and_uses_the_cache_correctly():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    one = beam_search(m, b, trie, beam=1)
+    ref = greedy(m, b, trie)
+    assert torch.equal(one.items, ref.items)
+    torch.testing.assert_close(one.scores, ref.scores)
+
+
+def test_beam_wider_than_the_catalogue_pads_and_stays_valid():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    out = beam_search(m, b, trie, beam=512, k=30)
+    n = len(codes)
+    assert out.items.shape == (3, 30)
+    assert (out.items[:, :n] >= 0).all() and (out.items[:, n:] == -1).all()
+    assert torch.isinf(out.scores[:, n:]).all()
+    for row in out.items[:, :n]:
+        assert sorted(row.tolist()) == list(range(n))  # every item exactly once
+    assert (out.scores[:, : n - 1] >= out.scores[:, 1:n]).all()  # best first
+
+
+def test_unconstrained_mode_reports_invalid_ids():
+    codes = catalog(n=6)
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    free = beam_search(m, b, trie, beam=20, constrained=False)
+    assert not free.valid.all()  # 24 possible IDs, 6 real: an untrained model names some that do not exist
+    valid_codes = {tuple(c) for c in codes.tolist()}
+    for items, cs in zip(free.items.tolist(), free.codes.tolist(), strict=True):
+        for it, c in zip(items, cs, strict=True):
+            assert (it >= 0) == (tuple(c) in valid_codes)
+    constrained = beam_search(m, b, trie, beam=20)
+    assert constrained.valid[:, : len(codes)].all()
+
+
+def test_argument_checks():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    with pytest.raises(ValueError, match="beam"):
+        beam_search(m, b, trie, beam=0)
+    with pytest.raises(ValueError, match="k must be"):
+        beam_search(m, b, trie, beam=4, k=5)
+    with pytest.raises(ValueError, match="levels"):
+        beam_search(m, b, SIDTrie.build(np.array([[0, 0], [1, 2]]), SIZES[:2]), beam=4)

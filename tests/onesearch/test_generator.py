@@ -1,0 +1,168 @@
+"""The generator model: shapes, masking, the decoder's causality, the dropout bank, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from onesearch.model import generator as G
+from onesearch.model.generator import Batch, Dropout, Generator
+
+SIZES = (4, 3, 2)
+
+
+def catalog(n: int = 19, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = sorted({tuple(int(rng.integers(0, s)) for s in SIZES) for _ in range(200)})
+    return np.array(rows[:n])
+
+
+def tiny_model(codes: np.ndarray, vocab: int = 10, seed: int = 0, **kw) -> Generator:
+    torch.manual_seed(seed)
+    cfg = G.with_data_shape(G.PRESETS["tiny"], SIZES, vocab)
+    cfg = G.GeneratorConfig(**{**cfg.to_dict(), **kw}) if kw else cfg
+    return Generator(cfg, codes).eval()
+
+
+def batch(model: Generator, B: int = 3, seed: int = 1, target: bool = False) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.cfg
+    hist = torch.randint(0, model.n_items, (B, cfg.max_history), generator=g)
+    hist[0, :4] = -1  # left padding
+    hist[1, :] = -1
+    hist[1, -1] = 2  # a one-item history
+    query = torch.randint(1, max(cfg.text_vocab, 2), (B, cfg.max_query_tokens), generator=g)
+    query[0, 3:] = 0
+    tgt = model.item_codes[torch.randint(0, model.n_items, (B,), generator=g)] if target else None
+    return Batch(torch.tensor([0, 1, 0][:B]), query, hist, tgt)
+
+
+def test_shapes_of_encoder_tokens_and_level_logits():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m, target=True)
+    x, keep = m.encode_tokens(b)
+    assert x.shape == (3, m.cfg.encoder_tokens, m.cfg.d_model)
+    assert keep.shape == (3, m.cfg.encoder_tokens)
+    logits = m(b)
+    assert [tuple(lg.shape) for lg in logits] == [(3, v) for v in SIZES]
+    assert torch.isfinite(m.loss(b))
+
+
+def test_recommend_only_model_reads_no_query_tokens():
+    cfg = G.with_data_shape(G.PRESETS["tiny"], SIZES, 0)
+    assert cfg.max_query_tokens == 0
+    m = Generator(cfg, catalog())
+    b = Batch(torch.tensor([1]), torch.zeros(1, 0, dtype=torch.long), torch.full((1, cfg.max_history), -1))
+    b = b._replace(history=b.history.clone().index_fill_(1, torch.tensor([cfg.max_history - 1]), 3))
+    x, keep = m.encode_tokens(b)
+    assert x.shape[1] == 1 + cfg.levels * len(cfg.decays) + cfg.short_term
+
+
+def test_padding_does_not_reach_the_output():
+    """Changing what the padding row holds (history -1, query 0) must not change any logit."""
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m, target=True)
+    before = [lg.clone() for lg in m(b)]
+    m.item_codes[-1] = torch.tensor([3, 2, 1])  # the padding row of the code table
+    with torch.no_grad():
+        m.query_emb.weight[0] += 5.0  # the padding query token
+    after = m(b)
+    for a, c in zip(before, after, strict=True):
+        torch.testing.assert_close(a, c)
+
+
+def test_decoder_is_causal_over_levels():
+    """Level l's logits depend on the target codes of levels < l only."""
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m, target=True)
+    base = m(b)
+    t2 = b.target.clone()
+    t2[:, 1] = (t2[:, 1] + 1) % SIZES[1]  # change level 1's code
+    changed = m(b._replace(target=t2))
+    torch.testing.assert_close(base[0], changed[0])
+    torch.testing.assert_close(base[1], changed[1])
+    assert not torch.allclose(base[2], changed[2])
+
+
+def test_history_order_matters_and_long_term_weights_are_recency_decays():
+    m = tiny_model(catalog(), decays=(1.0, 0.5))
+    w = m.decay_w
+    assert w.shape == (2, m.cfg.max_history)
+    assert torch.all(w[0] == 1)
+    assert w[1, -1] == 1.0 and w[1, -2] == 0.5 and w[1, -3] == 0.25  # most recent last
+
+
+def test_dropout_bank_is_identity_in_eval_and_unbiased_in_training():
+    d = Dropout(0.25)
+    x = torch.ones(1000, 100)
+    d.eval()
+    assert torch.equal(d(x), x)
+    d.train()
+    torch.manual_seed(0)
+    y = d(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.75))
+    assert not torch.equal(d(x), y)  # another window of the bank
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
+
+
+def test_loss_decreases_when_fitting_a_tiny_set():
+    codes = catalog()
+    m = tiny_model(codes, dropout=0.0).train()
+    b = batch(m, B=3, target=True)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    first = float(m.loss(b).detach())
+    for _ in range(60):
+        loss = m.loss(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m.loss(b).detach()) < 0.2 * first
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m, target=True)
+    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1", extra={"task": "search"})
+    m2, meta = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
+    assert meta["task"] == "search" and m2.cfg == m.cfg
+    for a, c in zip(m(b), m2.eval()(b), strict=True):
+        torch.testing.assert_close(a, c)
+    with pytest.raises(G.CheckpointMismatch, match="SID table"):
+        G.load_checkpoint(tmp_path, codes, sid_hash="other", vocab_hash="v1")
+    with pytest.raises(G.CheckpointMismatch, match="vocabulary"):
+        G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v2")
+    (tmp_path / G.WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="weights do not match"):
+        G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
+    with pytest.raises(FileNotFoundError, match="not a generator checkpoint"):
+        G.load_checkpoint(tmp_path / "nope", codes, sid_hash="abc", vocab_hash="v1")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divisible"):
+        G.GeneratorConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="short_term"):
+        G.GeneratorConfig(short_term=30, max_history=10)
+    with pytest.raises(ValueError, match="unknown fields"):
+        G.GeneratorConfig.from_dict({"d_model": 32, "colour": "red"})
+    with pytest.raises(ValueError, match="item_codes"):
+        Generator(G.with_data_shape(G.PRESETS["tiny"], SIZES, 0), np.zeros((5, 2)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m, target=True)
+    cpu = m(b)
+    gpu = m.to("cuda")(b.to("cuda"))
+    for a, c in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(a, c.cpu(), atol=1e-4, rtol=1e-4)

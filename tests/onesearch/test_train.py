@@ -1,0 +1,106 @@
+"""Generator training: the schedule, early-stopping bookkeeping, and an exact resume after an interruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from onesearch.decode import SIDTrie
+from onesearch.model.data import Examples, Splits
+from onesearch.model.train import STATE_FILE, TrainConfig, evaluate, lr_factor, train
+from tests.onesearch.test_generator import SIZES, catalog, tiny_model
+
+
+def splits(n_items: int, cfg, seed: int = 0) -> Splits:
+    """Histories whose next item is (last item + 1) mod n: a rule the model can learn."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> Examples:
+        hist = rng.integers(0, n_items, (n, cfg.max_history)).astype(np.int32)
+        hist[: n // 3, :3] = -1
+        return Examples(
+            rng.integers(0, 2, n),
+            np.zeros((n, cfg.max_query_tokens), np.int64),
+            hist,
+            (hist[:, -1].astype(np.int64) + 1) % n_items,
+        )
+
+    return Splits("recommend", make(96), make(32), make(32))
+
+
+def test_lr_schedule_warms_up_then_decays_to_five_percent():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.05)
+
+
+def test_training_learns_a_simple_rule():
+    codes = catalog()
+    m = tiny_model(codes, vocab=0, dropout=0.0)
+    sp = splits(len(codes), m.cfg)
+    trie = SIDTrie.build(codes, SIZES)
+    before = evaluate(m, sp.test, trie, beam=5, k=5).metrics["recall@5"]
+    cfg = TrainConfig(
+        batch_size=16, lr=1e-2, warmup_steps=5, epochs=25, patience=0, eval_beam=5, progress=False
+    )
+    res = train(m, sp, trie, cfg)
+    after = evaluate(res.model, sp.test, trie, beam=5, k=5).metrics
+    assert after["recall@5"] > max(0.8, before + 0.3)
+    assert after["valid_rate"] == 1.0
+    assert res.stopped == "epochs" and len(res.history) == 25
+    assert res.best["recall@5"] == max(h["val_recall@5"] for h in res.history)
+
+
+def test_patience_stops_training():
+    codes = catalog()
+    m = tiny_model(codes, vocab=0)
+    sp = splits(len(codes), m.cfg)
+    cfg = TrainConfig(
+        batch_size=32, lr=0.0, warmup_steps=1, epochs=20, patience=2, eval_beam=5, progress=False
+    )
+    res = train(m, sp, SIDTrie.build(codes, SIZES), cfg)  # lr 0: nothing improves after the first eval
+    assert res.stopped == "patience" and len(res.history) == 3
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    codes = catalog()
+    trie = SIDTrie.build(codes, SIZES)
+    cfg = TrainConfig(
+        batch_size=16, lr=5e-3, warmup_steps=3, epochs=4, patience=0, eval_beam=5, progress=False
+    )
+
+    straight = train(
+        tiny_model(codes, vocab=0), splits(len(codes), tiny_model(codes, vocab=0).cfg), trie, cfg
+    )
+
+    def stop_after_two(entry):
+        if entry["epoch"] >= 2:
+            raise KeyboardInterrupt
+
+    m = tiny_model(codes, vocab=0)
+    sp = splits(len(codes), m.cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(m, sp, trie, cfg, workdir=tmp_path, on_eval=stop_after_two)
+    assert (tmp_path / STATE_FILE).exists()
+    resumed = train(
+        tiny_model(codes, vocab=0, seed=123), sp, trie, cfg, workdir=tmp_path
+    )  # other init: state wins
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx(
+        [h["train_loss"] for h in straight.history]
+    )
+    for (k, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_training_refuses_empty_splits():
+    codes = catalog()
+    m = tiny_model(codes, vocab=0)
+    sp = splits(len(codes), m.cfg)
+    empty = sp.train.take(np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match="no training examples"):
+        train(m, Splits("recommend", empty, sp.valid, sp.test), SIDTrie.build(codes, SIZES), TrainConfig())

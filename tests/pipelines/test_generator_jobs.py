@@ -1,0 +1,109 @@
+"""train-generator and bench-generative end to end on the tiny synthetic world."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onesearch.model.bundle import GeneratorBundle
+from onesearch.model.generator import CheckpointMismatch
+from pipelines import bench_generative, tokenize, train_generator
+from tests.pipelines.test_jobs import _run_cli
+
+BENCH_KEYS = {
+    "dataset", "task", "tokenizer", "params", "train_minutes", "recall@5", "recall@10", "ndcg@5", "ndcg@10",
+    "mrr@10", "valid_rate", "decode_qps", "beam",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sids(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    cfg = tokenize.Config(
+        dataset="synthetic-tiny", embedding="cf", codebook_sizes=(8, 8), pq_codes=8, output=str(out)
+    )
+    res = tokenize.main(cfg)
+    other = tokenize.main(replace(cfg, seed=1, output=str(out / "other")))
+    return res["output"], other["output"]
+
+
+@pytest.fixture(scope="module")
+def trained(sids, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen")
+    cfg = replace(train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(out))
+    return cfg, train_generator.main(cfg)
+
+
+def test_train_generator_reports_and_saves_a_loadable_bundle(trained):
+    cfg, res = trained
+    assert {
+        "model_uri",
+        "mlflow_model_uri",
+        "val_recall@10",
+        "val_ndcg@10",
+        "params",
+        "train_minutes",
+    } <= set(res)
+    assert res["steps"] > 0 and res["examples"]["train"] > 0
+    bundle = GeneratorBundle.load(res["model_uri"])
+    assert bundle.meta["task"] == "recommend" and bundle.vocab is None
+    ids, scores = bundle.retrieve([[int(bundle.table.item_ids[0]), int(bundle.table.item_ids[1])], []], k=5)
+    assert ids.shape == (2, 5) and np.isin(ids, bundle.table.item_ids).all()
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert not [p for p in Path(cfg.output).rglob("trainer_state.pt")]  # the resume state is gone once done
+
+
+def test_bench_generative_on_a_saved_model_and_an_mlflow_uri(trained):
+    cfg, res = trained
+    bench = bench_generative.Config(
+        model=res["model_uri"], trainer=cfg, beam=10, qps_beams=(1, 10), qps_requests=32
+    )
+    out = bench_generative.main(bench)
+    assert BENCH_KEYS <= set(out)
+    assert out["valid_rate"] == 1.0 and out["requests"] > 0
+    assert 0 <= out["recall@5"] <= out["recall@10"] <= 1 and out["ndcg@10"] <= out["recall@10"]
+    assert set(out["decode_qps_by_beam"]) == {"1", "10"}
+    via_mlflow = bench_generative.main(replace(bench, model=res["mlflow_model_uri"]))
+    assert via_mlflow["recall@10"] == out["recall@10"]
+
+
+def test_search_task_reads_queries_and_refuses_empty_ones(sids, tmp_path):
+    cfg = replace(train_generator.PRESETS["tiny"], task="search", tokenizer=sids[0], output=str(tmp_path))
+    res = train_generator.main(cfg)
+    bundle = GeneratorBundle.load(res["model_uri"])
+    assert bundle.vocab is not None and bundle.model.cfg.max_query_tokens > 0
+    first = int(bundle.table.item_ids[0])
+    ids, _ = bundle.retrieve([[first], [first]], ["red dress", None], k=3)
+    assert np.isin(ids, bundle.table.item_ids).all()
+    with pytest.raises(ValueError, match="request 0: the query is empty"):
+        bundle.retrieve([[first]], [""])
+    with pytest.raises(KeyError, match="not in the SID table"):
+        bundle.retrieve([[10**9]])
+
+
+def test_bundle_refuses_a_mismatched_sid_table(trained, sids, tmp_path):
+    _, res = trained
+    copy = tmp_path / "bundle"
+    shutil.copytree(res["model_uri"], copy)
+    for f in ("sid.parquet", "sid.json"):
+        shutil.copy(f"{sids[1]}/{f}", copy / f)
+    with pytest.raises(CheckpointMismatch, match="trained on SID table"):
+        GeneratorBundle.load(copy)
+
+
+def test_cli_errors_and_json_last_line(trained, tmp_path):
+    cfg, res = trained
+    r = _run_cli("train-generator", "--preset", "tiny", "--task", "browse", cwd=tmp_path)
+    assert r.returncode == 1 and "error: train-generator: --task must be one of" in r.stderr
+    r = _run_cli("bench-generative", "--preset", "tiny", "--model", str(tmp_path / "none"), cwd=tmp_path)
+    assert r.returncode == 1 and "no such folder" in r.stderr
+    r = _run_cli(
+        "bench-generative", "--preset", "tiny", "--model", res["model_uri"], "--qps-beams", "1", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["valid_rate"] == 1.0
