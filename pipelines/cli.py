@@ -23,6 +23,7 @@ JOBS: dict[str, str] = {
     "tokenize": "pipelines.tokenize",
     "train-generator": "pipelines.train_generator",
     "bench-generative": "pipelines.bench_generative",
+    "bench-search": "pipelines.bench_search",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 

@@ -60,7 +60,8 @@ def _leaves(
     cls: type, default: Any, path: tuple[str, ...] = ()
 ) -> list[tuple[tuple[str, ...], Any, Any, str]]:
     """(path, type, default, doc) of every scalar field; a nested dataclass field contributes its own fields,
-    whose options carry no prefix (``train: TrainConfig`` gives ``--lr``)."""
+    whose options carry no prefix unless two share a name (``train: TrainConfig`` gives ``--lr``; see
+    :func:`_option_names`)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     out = []
@@ -74,14 +75,21 @@ def _leaves(
     return out
 
 
-def _check_unique(leaves: list) -> None:
-    seen: dict[str, tuple[str, ...]] = {}
-    for path, *_ in leaves:
-        if path[-1] in seen:
-            raise TypeError(
-                f"config fields {'.'.join(seen[path[-1]])} and {'.'.join(path)} share an option name"
-            )
-        seen[path[-1]] = path
+def _option_names(leaves: list) -> list[str]:
+    """Option (dest) name per leaf: the field's own name, or, where two nested fields share it, the name prefixed
+    with its parent's (``train_seed``, ``cascade_seed``), or with its whole path if that still clashes."""
+    from collections import Counter
+
+    def names(width: int | None) -> list[str]:
+        return ["_".join(path if width is None else path[-width:]) for path, *_ in leaves]
+
+    own, counts = names(1), Counter(names(1))
+    parent, pcounts = names(2), Counter(names(2))
+    full = names(None)
+    return [
+        o if counts[o] == 1 else (p if pcounts[p] == 1 else f)
+        for o, p, f in zip(own, parent, full, strict=True)
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None) -> None:
@@ -95,9 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
         )
     default_cfg = next(iter(presets.values())) if presets else None
     leaves = _leaves(cls, default_cfg)
-    _check_unique(leaves)
-    for path, tp, default, doc in leaves:
-        name = path[-1]
+    for (path, tp, default, doc), name in zip(leaves, _option_names(leaves), strict=True):
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
         help_ = doc + shown
         if tp is bool:
@@ -128,8 +134,9 @@ def config_from_args(cls: type, ns: argparse.Namespace, presets: dict[str, Any] 
         cfg = presets[preset_name] if preset_name else next(iter(presets.values()))
     else:
         cfg = cls()
-    for path, *_ in _leaves(cls, cfg):
-        v = getattr(ns, path[-1], None)
+    leaves = _leaves(cls, cfg)
+    for (path, *_), name in zip(leaves, _option_names(leaves), strict=True):
+        v = getattr(ns, name, None)
         if v is not None:
             cfg = _replace_path(cfg, path, tuple(v) if isinstance(v, list) else v)
     return cfg

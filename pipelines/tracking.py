@@ -96,6 +96,13 @@ def log_artifacts(directory: str | os.PathLike, artifact_path: str | None = None
     mlflow.log_artifacts(str(directory), artifact_path)
 
 
+def log_file(path: str | os.PathLike) -> None:
+    """Log one file (a figure, a table) as an artifact of the active run."""
+    import mlflow
+
+    mlflow.log_artifact(str(path))
+
+
 def log_text(text: str, name: str) -> None:
     """Log ``text`` as the artifact ``name`` of the active run."""
     import mlflow

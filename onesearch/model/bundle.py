@@ -107,3 +107,24 @@ class GeneratorBundle:
 
 
 _OWN = {"format", "config", "sid_hash", "vocab_hash", "weights_sha256", "params"}
+
+
+class GenerativeRetriever:
+    """The ``generative`` system: a bundle behind the common retriever interface."""
+
+    name = "generative"
+
+    def __init__(self, bundle: GeneratorBundle, beam: int = 50, batch_size: int = 256):
+        self.bundle, self.beam, self.batch_size = bundle, beam, batch_size
+
+    def retrieve(self, requests, k: int):
+        from onesearch.retrieval import Retrieved
+
+        ids, scores = self.bundle.retrieve(
+            list(requests.history),
+            list(requests.query),
+            k=k,
+            beam=max(self.beam, k),
+            batch_size=self.batch_size,
+        )
+        return Retrieved(ids.astype(np.int64), scores.astype(np.float32))

@@ -64,3 +64,37 @@ def test_help_shows_docs_and_defaults(capsys):
 def test_flatten_nested():
     assert flatten({"a": Toy(), "b": {"c": 1}})["a.levels"] == (8, 8)
     assert flatten({"a": {"b": {"c": 1}}, "d": None}) == {"a.b.c": 1, "d": None}
+
+
+@dataclass(frozen=True)
+class Inner:
+    """Nested settings."""
+
+    lr: float = 0.1
+    """Learning rate."""
+    seed: int = 0
+    """Inner seed."""
+
+
+@dataclass(frozen=True)
+class Outer:
+    """A config with nested ones."""
+
+    name: str = "x"
+    """Name."""
+    seed: int = 1
+    """Outer seed."""
+    train: Inner = Inner()
+    """Training."""
+    other: Inner = Inner(lr=0.5)
+    """Another."""
+
+
+def test_nested_configs_flatten_into_options_and_clashes_get_their_parent_prefix():
+    p = argparse.ArgumentParser()
+    presets = {"default": Outer()}
+    add_arguments(p, Outer, presets)
+    ns = p.parse_args(["--train-lr", "0.2", "--other-seed", "7", "--seed", "3", "--train-seed", "4"])
+    cfg = config_from_args(Outer, ns, presets)
+    assert cfg == Outer(seed=3, train=Inner(lr=0.2, seed=4), other=Inner(lr=0.5, seed=7))
+    assert flatten(cfg)["other.lr"] == 0.5

@@ -1,0 +1,184 @@
+"""One interface for every retriever (generator, cascade, SASRec, popularity) and the side-by-side metrics.
+
+A retriever answers :class:`Requests` — per request an optional query and the user's purchase history as item
+ids, oldest first — with :class:`Retrieved`: the top-K item ids and scores, best first, -1 where it has fewer.
+
+Item buckets (:func:`item_buckets`) come from the training interactions: the items with at least one are ranked
+by count and the top 20% of them are ``head``, the rest ``tail``; items with none are ``cold``. On top of
+:mod:`onesearch.metrics`, :func:`side_by_side_metrics` reports recall (= HR) on requests whose target is a tail or
+a cold item, and ``tail_exposure@10``: the share of all top-10 slots filled with tail or cold items.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from onesearch.metrics import ranking_metrics, target_ranks
+
+HEAD, TAIL, COLD = 0, 1, 2
+BUCKET_NAMES = ("head", "tail", "cold")
+
+
+class Requests(NamedTuple):
+    """B requests."""
+
+    query: list[str | None]
+    """Query text per request; None for a recommendation request."""
+    history: list[np.ndarray]
+    """Purchased item ids per request, oldest first (may be empty)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.history)
+
+    def take(self, idx: np.ndarray | list[int]) -> Requests:
+        return Requests([self.query[i] for i in idx], [self.history[i] for i in idx])
+
+
+class Retrieved(NamedTuple):
+    items: np.ndarray
+    """(B, K) int64 item ids, best first; -1 where there are fewer than K."""
+    scores: np.ndarray
+    """(B, K) float32 scores (higher is better); -inf where there is no item."""
+
+
+class Retriever(Protocol):
+    name: str
+
+    def retrieve(self, requests: Requests, k: int) -> Retrieved: ...
+
+
+def top_k(scores: np.ndarray, k: int, ids: np.ndarray) -> Retrieved:
+    """Best ``k`` of (B, n) scores over the items ``ids`` (n,), ties broken by the lower column."""
+    B, n = scores.shape
+    kk = min(k, n)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    ps = np.take_along_axis(scores, part, 1)
+    order = np.lexsort((part, -ps), axis=1)
+    cols = np.take_along_axis(part, order, 1)
+    out_s = np.take_along_axis(scores, cols, 1).astype(np.float32)
+    out_i = ids[cols]
+    if kk < k:
+        out_i = np.pad(out_i, ((0, 0), (0, k - kk)), constant_values=-1)
+        out_s = np.pad(out_s, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return Retrieved(out_i.astype(np.int64), out_s)
+
+
+def item_buckets(item_ids: np.ndarray, train_item_ids: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Bucket (HEAD, TAIL, COLD) of each of ``item_ids`` from the item ids of the training interactions."""
+    ids, counts = np.unique(np.asarray(train_item_ids, dtype=np.int64), return_counts=True)
+    pos = {int(i): c for i, c in zip(ids, counts, strict=True)}
+    c = np.array([pos.get(int(i), 0) for i in item_ids])
+    out = np.full(len(item_ids), COLD, dtype=np.int8)
+    seen = np.flatnonzero(c > 0)
+    out[seen] = TAIL
+    n_head = int(round(head_share * len(seen)))
+    if n_head:
+        order = seen[np.lexsort((np.asarray(item_ids)[seen], -c[seen]))]  # by count, ties by id
+        out[order[:n_head]] = HEAD
+    return out
+
+
+def side_by_side_metrics(
+    retrieved: np.ndarray, target: np.ndarray, bucket_of: dict[int, int] | np.ndarray, item_ids: np.ndarray
+) -> dict[str, float | None]:
+    """hr@10, ndcg@10, mrr@10, hr@50, tail_hr@10, cold_hr@10, tail_exposure@10 for (B, K≥50) retrieved ids.
+
+    ``bucket_of`` is the bucket per item of ``item_ids`` (same order). A bucket with no target gives None.
+    """
+    lookup = {int(i): int(b) for i, b in zip(item_ids, np.asarray(bucket_of), strict=True)}
+    ranks = target_ranks(retrieved, target)
+    base = ranking_metrics(ranks, ks=(10, 50), mrr_k=10)
+    tb = np.array([lookup.get(int(t), COLD) for t in target])
+    out: dict[str, float | None] = {
+        "hr@10": base["recall@10"],
+        "ndcg@10": base["ndcg@10"],
+        "mrr@10": base["mrr@10"],
+        "hr@50": base["recall@50"],
+    }
+    for name, b in (("tail", TAIL), ("cold", COLD)):
+        sel = tb == b
+        out[f"{name}_hr@10"] = float(((ranks[sel] >= 1) & (ranks[sel] <= 10)).mean()) if sel.any() else None
+    top = retrieved[:, :10]
+    slot = np.vectorize(lambda i: lookup.get(int(i), -1))(top) if top.size else top
+    filled = top >= 0
+    out["tail_exposure@10"] = float(((slot == TAIL) | (slot == COLD))[filled].mean()) if filled.any() else 0.0
+    return out
+
+
+def hr_curve(retrieved: np.ndarray, target: np.ndarray, max_k: int = 50) -> list[float]:
+    """HR@K for K = 1..max_k."""
+    ranks = target_ranks(retrieved, target)
+    return [float(((ranks >= 1) & (ranks <= k)).mean()) for k in range(1, max_k + 1)]
+
+
+def split_requests(ds, task: str) -> dict[str, tuple[Requests, np.ndarray]]:
+    """Requests and target item ids of the leave-one-out splits of ``task`` (recommend or search).
+
+    Same protocol as the generator's examples (:mod:`onesearch.model.data`): recommend trains on every prefix of
+    each user's training purchases; search uses the split search log with the purchases before each request.
+    """
+    import polars as pl
+
+    from onesearch.data import schema as S
+    from onesearch.data.splits import leave_one_out
+
+    buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
+    if task == "recommend":
+        split = leave_one_out(buys)
+        per_user = split.group_by(S.USER_ID, maintain_order=True).agg(
+            pl.col(S.ITEM_ID).filter(pl.col(S.SPLIT) == "train").alias("train"),
+            pl.col(S.ITEM_ID).filter(pl.col(S.SPLIT) == "valid").first().alias("valid"),
+            pl.col(S.ITEM_ID).filter(pl.col(S.SPLIT) == "test").first().alias("test"),
+        )
+        out: dict[str, tuple[list, list]] = {"train": ([], []), "valid": ([], []), "test": ([], [])}
+        for tr, va, te in per_user.select("train", "valid", "test").iter_rows():
+            seq = np.asarray(tr, dtype=np.int64)
+            for t in range(1, len(seq)):
+                out["train"][0].append(seq[:t])
+                out["train"][1].append(seq[t])
+            if va is not None and te is not None and len(seq):
+                out["valid"][0].append(seq)
+                out["valid"][1].append(va)
+                out["test"][0].append(np.append(seq, va))
+                out["test"][1].append(te)
+        return {k: (Requests([None] * len(h), h), np.asarray(t, dtype=np.int64)) for k, (h, t) in out.items()}
+    if task != "search":
+        raise ValueError(f"task must be recommend or search, got {task!r}")
+    if ds.search_log is None:
+        raise ValueError(f"dataset {ds.name!r} has no search log; use --task recommend")
+    seqs = {
+        u: np.asarray(r, dtype=np.int64)
+        for u, r in buys.sort([S.USER_ID, S.TIMESTAMP], maintain_order=True)
+        .group_by(S.USER_ID, maintain_order=True)
+        .agg(S.ITEM_ID)
+        .iter_rows()
+    }
+    log = leave_one_out(ds.search_log, order_by=(S.POSITION, S.TIMESTAMP))
+    empty = np.zeros(0, dtype=np.int64)
+    res = {}
+    for name in ("train", "valid", "test"):
+        part = log.filter(pl.col(S.SPLIT) == name)
+        hist = [
+            seqs.get(u, empty)[:p]
+            for u, p in zip(part[S.USER_ID].to_list(), part[S.POSITION].to_list(), strict=True)
+        ]
+        res[name] = (Requests(part[S.QUERY].to_list(), hist), part[S.ITEM_ID].to_numpy().astype(np.int64))
+    return res
+
+
+def training_sequences(ds) -> list[np.ndarray]:
+    """Each user's training purchases (leave-one-out), oldest first: what sequential models learn from."""
+    import polars as pl
+
+    from onesearch.data import schema as S
+    from onesearch.data.splits import leave_one_out
+
+    split = leave_one_out(ds.interactions.filter(pl.col(S.EVENT) == "purchase"))
+    tr = split.filter(pl.col(S.SPLIT) == "train")
+    return [
+        np.asarray(s, dtype=np.int64)
+        for s in tr.group_by(S.USER_ID, maintain_order=True).agg(S.ITEM_ID)[S.ITEM_ID].to_list()
+    ]

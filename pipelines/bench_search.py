@@ -1,0 +1,220 @@
+"""bench-search: every system side by side on the same split, candidates and machine, in one run.
+
+Systems: ``generative`` (trained here with the train-generator settings, or ``--model``), ``cascade`` (BM25 + dense +
+co-purchase recall, LightGBM LambdaRank), ``cascade_recall`` (its recall stage alone), ``sasrec`` and
+``popularity``. Each is asked for its top 50 on every test request; items are bucketed by training purchases (head
+= top 20% of the purchased items by count, tail = the other purchased items, cold = never purchased in training).
+Prints ``{"dataset", "task", "systems": {name: {"hr@10", "ndcg@10", "mrr@10", "hr@50", "tail_hr@10",
+"cold_hr@10", "tail_exposure@10", "qps_batch", "p50_ms", "p99_ms"}}}`` and logs a markdown table and an HR@K plot.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
+from onesearch.cascade.sasrec import SASRec, SASRecConfig
+from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
+from onesearch.data import schema as S
+from onesearch.data.registry import load_dataset
+from onesearch.data.splits import leave_one_out
+from onesearch.model.bundle import GenerativeRetriever, GeneratorBundle
+from onesearch.retrieval import (
+    hr_curve,
+    item_buckets,
+    side_by_side_metrics,
+    split_requests,
+    training_sequences,
+)
+from onesearch.tokenizer.embeddings import cf_embeddings, item_texts, text_embeddings
+from pipelines import tracking, train_generator
+
+JOB = "bench-search"
+SYSTEMS = ("generative", "cascade", "cascade_recall", "sasrec", "popularity")
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50", "tail_hr@10", "cold_hr@10", "tail_exposure@10", "qps_batch",
+           "p50_ms", "p99_ms")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the bench-search job."""
+
+    model: str = ""
+    """Generator bundle (folder or MLflow URI) to evaluate; empty = train one with the trainer settings."""
+    trainer: train_generator.Config = field(default_factory=train_generator.Config)
+    """Generator training settings (dataset and task apply to every system)."""
+    beam: int = 50
+    """Generator beam width (at least 50 for hr@50)."""
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    """Cascade settings."""
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    """SASRec settings."""
+    systems: tuple[str, ...] = SYSTEMS
+    """Systems to run."""
+    test_requests: int = 0
+    """Evaluate on a seeded sample of this many test requests (0 = all)."""
+    latency_requests: int = 200
+    """Single requests timed for p50 / p99 latency."""
+    qps_requests: int = 1024
+    """Requests decoded at batch 64 for throughput."""
+
+
+PRESETS = {
+    "base": Config(),
+    "tiny": Config(
+        trainer=train_generator.PRESETS["tiny"],
+        beam=50,
+        cascade=CascadeConfig(
+            per_source=50, candidates=100, rounds=30, early_stopping=10, train_requests=2000
+        ),
+        sasrec=SASRecConfig(d_model=16, epochs=4, eval_every=2, max_minutes=1),
+        latency_requests=10,
+        qps_requests=64,
+    ),
+}
+
+
+def _embeddings(ds, train: pl.DataFrame) -> tuple[np.ndarray, object]:
+    """Item embeddings for dense recall and a query encoder (text where the catalogue has text, else cf)."""
+    ids = ds.items[S.ITEM_ID].to_numpy()
+    if ds.has_text:
+        emb, _ = text_embeddings(item_texts(ds.items))
+
+        def encode(queries: list[str]) -> np.ndarray:
+            from onesearch.tokenizer.embeddings import _load_model
+
+            return _load_model().encode(
+                queries, batch_size=256, normalize_embeddings=True, show_progress_bar=False
+            )
+
+        return emb, encode
+    return cf_embeddings(train, ids), None
+
+
+def _qps(system, req, k: int, batch: int) -> float:
+    t0 = time.perf_counter()
+    for s in range(0, req.size, batch):
+        system.retrieve(req.take(range(s, min(s + batch, req.size))), k)
+    return req.size / (time.perf_counter() - t0)
+
+
+def _latency(system, req, k: int, n: int) -> tuple[float, float]:
+    times = []
+    for i in range(min(n, req.size)):
+        t0 = time.perf_counter()
+        system.retrieve(req.take([i]), k)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def markdown(systems: dict[str, dict]) -> str:
+    head = "| system | " + " | ".join(METRICS) + " |"
+    sep = "|---" * (len(METRICS) + 1) + "|"
+    fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:.1f}")  # noqa: E731
+    rows = [f"| {n} | " + " | ".join(fmt(m.get(c)) for c in METRICS) + " |" for n, m in systems.items()]
+    return "\n".join([head, sep, *rows])
+
+
+def plot_hr(curves: dict[str, list[float]], title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, c in curves.items():
+        ax.plot(range(1, len(c) + 1), c, label=name)
+    ax.set_xlabel("K (list length)")
+    ax.set_ylabel("HR@K (share of test requests whose target is in the top K)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(cfg: Config) -> dict:
+    unknown = set(cfg.systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown system(s) {sorted(unknown)}; choose from {SYSTEMS}")
+    if "generative" in cfg.systems and cfg.beam < 50:
+        raise ValueError(f"--beam must be at least 50 for hr@50, got {cfg.beam}")
+    t = cfg.trainer
+    with tracking.job_run(JOB, cfg) as run:
+        ds = load_dataset(t.dataset)
+        req = split_requests(ds, t.task)
+        test, target = req["test"]
+        if cfg.test_requests and cfg.test_requests < test.size:
+            pick = np.sort(np.random.default_rng(0).choice(test.size, cfg.test_requests, replace=False))
+            test, target = test.take(pick), target[pick]
+        buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
+        train = leave_one_out(buys).filter(pl.col(S.SPLIT) == "train")
+        catalog = Catalog.build(ds.items, train)
+        buckets = item_buckets(catalog.item_ids, train[S.ITEM_ID].to_numpy())
+        log = lambda m: print(f"[{JOB}] {m}", file=sys.stderr, flush=True)  # noqa: E731
+        log(f"{ds.name} {t.task}: {test.size} test requests, buckets "
+            f"head/tail/cold = {[int((buckets == b).sum()) for b in range(3)]} items")  # fmt: skip
+
+        systems, extra = {}, {}
+        if "popularity" in cfg.systems:
+            systems["popularity"] = Popularity(catalog)
+        if {"cascade", "cascade_recall"} & set(cfg.systems):
+            emb, encode = _embeddings(ds, train)
+            cascade = Cascade(catalog, BM25Source(catalog), DenseSource(catalog, emb, encode),
+                              CovisitSource(catalog, train), cfg.cascade)  # fmt: skip
+            if "cascade_recall" in cfg.systems:
+                systems["cascade_recall"] = CascadeRecall(cascade)
+            if "cascade" in cfg.systems:
+                log("training the cascade's LightGBM ranker")
+                t0 = time.perf_counter()
+                extra["cascade"] = cascade.fit(*req["train"], *req["valid"])
+                extra["cascade"]["train_minutes"] = (time.perf_counter() - t0) / 60
+                systems["cascade"] = cascade
+        if "sasrec" in cfg.systems:
+            log("training SASRec")
+            sas = SASRec(catalog, cfg.sasrec)
+            extra["sasrec"] = sas.fit(training_sequences(ds), *req["valid"])
+            systems["sasrec"] = sas
+        if "generative" in cfg.systems:
+            path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(t)["model_uri"]
+            bundle = GeneratorBundle.load(path)
+            systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
+            extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
+
+        results, curves = {}, {}
+        for name in [s for s in SYSTEMS if s in systems]:
+            sysm = systems[name]
+            log(f"evaluating {name}")
+            got = sysm.retrieve(test, 50)
+            m = side_by_side_metrics(got.items, target, buckets, catalog.item_ids)
+            sample = test.take(range(min(cfg.qps_requests, test.size)))
+            m["qps_batch"] = _qps(sysm, sample, 50, 64)
+            m["p50_ms"], m["p99_ms"] = _latency(sysm, test, 50, cfg.latency_requests)
+            results[name] = m
+            curves[name] = hr_curve(got.items, target)
+        table = markdown(results)
+        print("\n" + table + "\n", file=sys.stderr, flush=True)
+        tracking.log_text(table, "systems.md")
+        with tempfile.TemporaryDirectory() as d:
+            title = f"{ds.name}, {t.task}: HR@K on {test.size} test requests"
+            tracking.log_file(plot_hr(curves, title, Path(d) / "hr_at_k.png"))
+        result = {
+            "dataset": ds.name,
+            "task": t.task,
+            "test_requests": test.size,
+            "systems": results,
+            "details": extra,
+            "mlflow_run_id": run.info.run_id,
+        }
+        tracking.log_metrics({"systems": results})
+        tracking.log_json(result, "bench.json")
+        return result
