@@ -122,11 +122,11 @@ class Cascade:
                 top, np.argsort(-np.take_along_axis(bm25, top, 1), 1, kind="stable"), 1
             )
             add(order, np.take_along_axis(bm25, order, 1) > 0, has_q)
-            rows, sims = self.dense.search(qv, N)
-            add(rows, rows >= 0, has_q)
+            rows, _ = self.dense.search(qv, N)
+            add(rows, rows >= 0, has_q & (np.abs(qv).sum(1) > 0))  # no query encoder: no dense-query source
         if has_h.any():
-            rows, sims = self.dense.search(hv, N)
-            add(rows, rows >= 0, has_h)
+            rows, _ = self.dense.search(hv, N)
+            add(rows, rows >= 0, has_h & (np.abs(hv).sum(1) > 0))
             top = np.argpartition(-cov, N - 1, axis=1)[:, :N]
             order = np.take_along_axis(top, np.argsort(-np.take_along_axis(cov, top, 1), 1, kind="stable"), 1)
             add(order, np.take_along_axis(cov, order, 1) > 0, has_h)
