@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 import numpy as np
+import polars as pl
 
+from onesearch.data import schema as S
+from onesearch.data.splits import leave_one_out
 from onesearch.metrics import ranking_metrics, target_ranks
 
 HEAD, TAIL, COLD = 0, 1, 2
@@ -54,10 +57,7 @@ def top_k(scores: np.ndarray, k: int, ids: np.ndarray) -> Retrieved:
     """Best ``k`` of (B, n) scores over the items ``ids`` (n,), ties broken by the lower column."""
     B, n = scores.shape
     kk = min(k, n)
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    ps = np.take_along_axis(scores, part, 1)
-    order = np.lexsort((part, -ps), axis=1)
-    cols = np.take_along_axis(part, order, 1)
+    cols = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
     out_s = np.take_along_axis(scores, cols, 1).astype(np.float32)
     out_i = ids[cols]
     if kk < k:
@@ -120,11 +120,6 @@ def split_requests(ds, task: str) -> dict[str, tuple[Requests, np.ndarray]]:
     Same protocol as the generator's examples (:mod:`onesearch.model.data`): recommend trains on every prefix of
     each user's training purchases; search uses the split search log with the purchases before each request.
     """
-    import polars as pl
-
-    from onesearch.data import schema as S
-    from onesearch.data.splits import leave_one_out
-
     buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
     if task == "recommend":
         split = leave_one_out(buys)
@@ -169,16 +164,43 @@ def split_requests(ds, task: str) -> dict[str, tuple[Requests, np.ndarray]]:
     return res
 
 
-def training_sequences(ds) -> list[np.ndarray]:
-    """Each user's training purchases (leave-one-out), oldest first: what sequential models learn from."""
-    import polars as pl
+def training_sequences(train: pl.DataFrame) -> list[np.ndarray]:
+    """Each user's purchases in ``train`` (:func:`onesearch.data.splits.training_purchases`), oldest first."""
+    seqs = train.sort([S.USER_ID, S.TIMESTAMP], maintain_order=True).group_by(S.USER_ID, maintain_order=True)
+    return [np.asarray(s, dtype=np.int64) for s in seqs.agg(S.ITEM_ID)[S.ITEM_ID].to_list()]
 
-    from onesearch.data import schema as S
-    from onesearch.data.splits import leave_one_out
 
-    split = leave_one_out(ds.interactions.filter(pl.col(S.EVENT) == "purchase"))
-    tr = split.filter(pl.col(S.SPLIT) == "train")
-    return [
-        np.asarray(s, dtype=np.int64)
-        for s in tr.group_by(S.USER_ID, maintain_order=True).agg(S.ITEM_ID)[S.ITEM_ID].to_list()
+def holdout_fold(ds, task: str, train: pl.DataFrame) -> tuple[pl.DataFrame, Requests, np.ndarray]:
+    """A time holdout inside the training period, for models whose features count purchases (the cascade ranker).
+
+    Returns the purchases before each user's last training request and those last requests with their targets:
+    features computed from the returned purchases never include the request's own answer, as they would if the
+    ranker learned from requests drawn from the same purchases its popularity and co-purchase counts come from.
+    recommend: the last training purchase of each user with two or more; search: each user's last training-split
+    search request.
+    """
+    ordered = train.sort([S.USER_ID, S.TIMESTAMP], maintain_order=True)
+    idx = pl.int_range(pl.len()).over(S.USER_ID)
+    if task == "recommend":
+        n = pl.len().over(S.USER_ID)
+        fold = ordered.filter((n < 2) | (idx < n - 1))
+        hist, tgt = [], []
+        for seq in training_sequences(train):
+            if len(seq) >= 2:
+                hist.append(seq[:-1])
+                tgt.append(seq[-1])
+        return fold, Requests([None] * len(hist), hist), np.asarray(tgt, dtype=np.int64)
+    log = leave_one_out(ds.search_log, order_by=(S.POSITION, S.TIMESTAMP)).filter(pl.col(S.SPLIT) == "train")
+    last = log.group_by(S.USER_ID, maintain_order=True).agg(pl.all().last())
+    cut = last.select(S.USER_ID, pl.col(S.POSITION).alias("_cut"))
+    fold = ordered.join(cut, on=S.USER_ID, how="left", maintain_order="left")
+    fold = fold.filter(pl.col("_cut").is_null() | (idx < pl.col("_cut"))).drop("_cut")
+    seqs = dict(
+        zip(fold[S.USER_ID].unique(maintain_order=True).to_list(), training_sequences(fold), strict=True)
+    )
+    empty = np.zeros(0, dtype=np.int64)
+    hist = [
+        seqs.get(u, empty)[:p]
+        for u, p in zip(last[S.USER_ID].to_list(), last[S.POSITION].to_list(), strict=True)
     ]
+    return fold, Requests(last[S.QUERY].to_list(), hist), last[S.ITEM_ID].to_numpy().astype(np.int64)

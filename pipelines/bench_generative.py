@@ -65,6 +65,8 @@ def _qps(bundle: GeneratorBundle, ex, beam: int, batch: int, device, amp: bool) 
 
 def main(cfg: Config) -> dict:
     tcfg = cfg.trainer
+    if cfg.beam < 10:
+        raise ValueError(f"--beam must be at least 10 (recall@10 and ndcg@10 are reported), got {cfg.beam}")
     if cfg.split not in ("test", "valid"):
         raise ValueError(f"--split must be test or valid, got {cfg.split!r}")
     with tracking.job_run(JOB, cfg) as run:

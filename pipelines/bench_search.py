@@ -24,9 +24,10 @@ from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
 from onesearch.data import schema as S
 from onesearch.data.registry import load_dataset
-from onesearch.data.splits import leave_one_out
+from onesearch.data.splits import training_purchases
 from onesearch.model.bundle import GenerativeRetriever, GeneratorBundle
 from onesearch.retrieval import (
+    holdout_fold,
     hr_curve,
     item_buckets,
     side_by_side_metrics,
@@ -81,21 +82,21 @@ PRESETS = {
 }
 
 
-def _embeddings(ds, train: pl.DataFrame) -> tuple[np.ndarray, object]:
-    """Item embeddings for dense recall and a query encoder (text where the catalogue has text, else cf)."""
-    ids = ds.items[S.ITEM_ID].to_numpy()
-    if ds.has_text:
-        emb, _ = text_embeddings(item_texts(ds.items))
+def _text(ds) -> tuple[np.ndarray | None, object]:
+    """Item text embeddings and a query encoder (MiniLM), or (None, None) for a text-free catalogue, whose dense
+    source then uses the behaviour embedding of the training purchases and has no query side."""
+    if not ds.has_text:
+        return None, None
+    emb, _ = text_embeddings(item_texts(ds.items))
 
-        def encode(queries: list[str]) -> np.ndarray:
-            from onesearch.tokenizer.embeddings import _load_model
+    def encode(queries: list[str]) -> np.ndarray:
+        from onesearch.tokenizer.embeddings import _load_model
 
-            return _load_model().encode(
-                queries, batch_size=256, normalize_embeddings=True, show_progress_bar=False
-            )
+        return _load_model().encode(
+            queries, batch_size=256, normalize_embeddings=True, show_progress_bar=False
+        )
 
-        return emb, encode
-    return cf_embeddings(train, ids), None
+    return emb, encode
 
 
 def _qps(system, req, k: int, batch: int) -> float:
@@ -157,7 +158,7 @@ def main(cfg: Config) -> dict:
             pick = np.sort(np.random.default_rng(0).choice(test.size, cfg.test_requests, replace=False))
             test, target = test.take(pick), target[pick]
         buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
-        train = leave_one_out(buys).filter(pl.col(S.SPLIT) == "train")
+        train = training_purchases(buys, ds.search_log, t.task)  # no held-out target of the task among them
         catalog = Catalog.build(ds.items, train)
         buckets = item_buckets(catalog.item_ids, train[S.ITEM_ID].to_numpy())
         log = lambda m: print(f"[{JOB}] {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -168,25 +169,41 @@ def main(cfg: Config) -> dict:
         if "popularity" in cfg.systems:
             systems["popularity"] = Popularity(catalog)
         if {"cascade", "cascade_recall"} & set(cfg.systems):
-            emb, encode = _embeddings(ds, train)
-            cascade = Cascade(catalog, BM25Source(catalog), DenseSource(catalog, emb, encode),
-                              CovisitSource(catalog, train), cfg.cascade)  # fmt: skip
+            text_emb, encode = _text(ds)
+            bm25 = BM25Source(catalog)
+
+            def cascade_on(purchases: pl.DataFrame) -> Cascade:
+                cat = Catalog.build(ds.items, purchases)
+                emb = text_emb if text_emb is not None else cf_embeddings(purchases, cat.item_ids)
+                return Cascade(
+                    cat, bm25, DenseSource(cat, emb, encode), CovisitSource(cat, purchases), cfg.cascade
+                )
+
+            cascade = cascade_on(train)
             if "cascade_recall" in cfg.systems:
                 systems["cascade_recall"] = CascadeRecall(cascade)
             if "cascade" in cfg.systems:
-                log("training the cascade's LightGBM ranker")
+                log("training the cascade's LightGBM ranker on a time holdout of the training period")
                 t0 = time.perf_counter()
-                extra["cascade"] = cascade.fit(*req["train"], *req["valid"])
+                fold, fold_req, fold_target = holdout_fold(ds, t.task, train)
+                extra["cascade"] = cascade.fit(
+                    fold_req, fold_target, *req["valid"], features_from=cascade_on(fold)
+                )
                 extra["cascade"]["train_minutes"] = (time.perf_counter() - t0) / 60
                 systems["cascade"] = cascade
         if "sasrec" in cfg.systems:
             log("training SASRec")
             sas = SASRec(catalog, cfg.sasrec)
-            extra["sasrec"] = sas.fit(training_sequences(ds), *req["valid"])
+            extra["sasrec"] = sas.fit(training_sequences(train), *req["valid"])
             systems["sasrec"] = sas
         if "generative" in cfg.systems:
             path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(t)["model_uri"]
             bundle = GeneratorBundle.load(path)
+            if bundle.meta.get("dataset") != ds.name or t.task not in bundle.meta.get("tasks", [t.task]):
+                raise ValueError(
+                    f"{path}: a {bundle.meta.get('tasks')} model of {bundle.meta.get('dataset')!r}; this run is "
+                    f"{t.task} on {ds.name!r}"
+                )
             systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
             extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
 

@@ -166,6 +166,7 @@ def main(cfg: Config) -> dict:
         extra = {
             "dataset": p.ds.name,
             "task": cfg.task,
+            "tasks": ["search", "recommend"] if cfg.task == "search" and cfg.mix_recommend else [cfg.task],
             "tokenizer": cfg.tokenizer,
             "model_size": cfg.model_size,
             "train_minutes": res.minutes,

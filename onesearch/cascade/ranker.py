@@ -222,7 +222,8 @@ class Cascade:
         ).astype(np.float32)
         return rows, feats
 
-    def _dataset(self, req: Requests, target: np.ndarray, keep_missing: bool) -> tuple:
+    def _dataset(self, req: Requests, target: np.ndarray) -> tuple:
+        """Features and labels of the requests whose target the recall stage finds (the others teach nothing)."""
         X, y, groups = [], [], []
         tr = np.array([self.catalog.row.get(int(t), -1) for t in target])
         found = 0
@@ -232,19 +233,28 @@ class Cascade:
             for j, i in enumerate(idx):
                 ok = rows[j] >= 0
                 lab = (rows[j][ok] == tr[i]).astype(np.float32)
-                if lab.any():
-                    found += 1
-                elif not keep_missing:
+                if not lab.any():
                     continue
+                found += 1
                 X.append(f[j][ok])
                 y.append(lab)
                 groups.append(int(ok.sum()))
         return np.concatenate(X), np.concatenate(y), np.array(groups), found
 
     def fit(
-        self, train: Requests, train_target: np.ndarray, valid: Requests, valid_target: np.ndarray
+        self,
+        train: Requests,
+        train_target: np.ndarray,
+        valid: Requests,
+        valid_target: np.ndarray,
+        features_from: Cascade | None = None,
     ) -> dict:
-        """Train the ranker; returns the recall stage's coverage and the ranker's best round."""
+        """Train the ranker; returns the recall stage's coverage and the ranker's best round.
+
+        ``features_from`` computes the training requests' features: a cascade whose sources were built from the
+        purchases before those requests (:func:`onesearch.retrieval.holdout_fold`), so that no training feature
+        counts its own target; validation features come from this cascade, as test features will.
+        """
         import lightgbm as lgb
 
         cfg = self.cfg
@@ -252,8 +262,8 @@ class Cascade:
         if train.size > cfg.train_requests:
             pick = np.sort(rng.choice(train.size, cfg.train_requests, replace=False))
             train, train_target = train.take(pick), train_target[pick]
-        Xt, yt, gt, found_t = self._dataset(train, train_target, keep_missing=False)
-        Xv, yv, gv, found_v = self._dataset(valid, valid_target, keep_missing=False)
+        Xt, yt, gt, found_t = (features_from or self)._dataset(train, train_target)
+        Xv, yv, gv, found_v = self._dataset(valid, valid_target)
         if not len(gt) or not len(gv):
             raise ValueError(
                 "the recall stage found no training or validation target; the ranker cannot learn"

@@ -69,12 +69,16 @@ class SASRecModel(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, L) item rows + 1 (0 = padding, left-padded) → (B, L, d) hidden states."""
-        L = seq.shape[1]
+        B, L = seq.shape
+        real = seq > 0
         x = self.item(seq) * self.cfg.d_model**0.5 + self.pos.weight[:L]
-        x = self.drop(x) * (seq > 0).unsqueeze(-1)
-        causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).triu(1)
-        h = self.blocks(x, mask=causal)  # left padding: each real position attends to itself at least
-        return self.ln(h)
+        x = self.drop(x) * real.unsqueeze(-1)
+        # a position sees the real positions up to itself, and always itself (padding rows then stay finite)
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        allowed = (torch.ones(L, L, dtype=torch.bool, device=seq.device).tril() & real[:, None, :]) | eye
+        blocked = (~allowed).repeat_interleave(self.cfg.n_heads, dim=0)  # (B·heads, L, L)
+        h = self.blocks(x, mask=blocked)
+        return self.ln(h) * real.unsqueeze(-1)
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.item.weight[1:].T

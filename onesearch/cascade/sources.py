@@ -56,6 +56,12 @@ class Catalog:
         counts = np.zeros(len(ids))
         recent = np.zeros(len(ids))
         if train.height:
+            unknown = set(train[S.ITEM_ID].to_list()) - row.keys()
+            if unknown:
+                raise ValueError(
+                    f"Catalog: {len(unknown)} purchased item id(s) are not in the items table, e.g. "
+                    f"{sorted(unknown)[:5]} (were the purchases taken from another dataset?)"
+                )
             r = np.array([row[int(i)] for i in train[S.ITEM_ID].to_list()])
             np.add.at(counts, r, 1)
             ts = train[S.TIMESTAMP].to_numpy()
@@ -83,7 +89,8 @@ class Catalog:
         return len(self.item_ids)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of known item ids; unknown ids are dropped (a history may hold items the catalogue lost)."""
+        """Rows of known item ids; unknown ids are dropped: the baselines read a history with items the catalogue
+        no longer has as the history without them (the generator, whose inputs are IDs, refuses such requests)."""
         return np.array([self.row[int(i)] for i in ids if int(i) in self.row], dtype=np.int64)
 
 

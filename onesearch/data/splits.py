@@ -71,3 +71,36 @@ def user_sequences(split_df: pl.DataFrame) -> pl.DataFrame:
         )
         .filter(pl.col("test_item").is_not_null())
     )
+
+
+TRAINING_SCOPES = ("recommend", "search", "both")
+
+
+def training_purchases(purchases: pl.DataFrame, search_log: pl.DataFrame | None, scope: str) -> pl.DataFrame:
+    """Each user's purchases that no held-out target of ``scope`` can be among, oldest first.
+
+    - ``recommend``: the leave-one-out training part (all but the last two purchases of a user with three or more).
+    - ``search``: the purchases before the user's validation search request (its ``position`` is how many came
+      before it), or all of them for a user with no held-out request. The recommend split alone would not do: a
+      user's last purchases need not be searches, so a held-out search target can sit in the recommend training
+      part.
+    - ``both``: the shorter of the two, for what serves both tasks (the semantic IDs' behaviour embedding).
+
+    Popularity, co-purchase counts, behaviour embeddings, sequential models and item buckets read only these.
+    """
+    if scope not in TRAINING_SCOPES:
+        raise ValueError(f"scope must be one of {TRAINING_SCOPES}, got {scope!r}")
+    ordered = purchases.sort([S.USER_ID, S.TIMESTAMP], maintain_order=True)
+    idx = pl.int_range(pl.len()).over(S.USER_ID)
+    n = pl.len().over(S.USER_ID)
+    rec_cut = pl.when(n >= 3).then(n - 2).otherwise(n)
+    if scope == "recommend" or search_log is None:
+        if scope == "search":
+            raise ValueError("scope 'search' needs a search log")
+        return ordered.filter(idx < rec_cut)
+    valid = leave_one_out(search_log, order_by=(S.POSITION, S.TIMESTAMP)).filter(pl.col(S.SPLIT) == "valid")
+    cut = valid.select(S.USER_ID, pl.col(S.POSITION).alias("_search_cut"))
+    out = ordered.join(cut, on=S.USER_ID, how="left", maintain_order="left")
+    search_cut = pl.col("_search_cut").fill_null(n)
+    limit = search_cut if scope == "search" else pl.min_horizontal(search_cut, rec_cut)
+    return out.filter(idx < limit).drop("_search_cut")

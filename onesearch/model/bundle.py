@@ -78,7 +78,14 @@ class GeneratorBundle:
         return cls(model.to(device).eval(), table, vocab, meta)
 
     def requests(self, histories: list[list[int]], queries: list[str | None] | None = None) -> Examples:
+        """Model inputs for requests given as item ids and query strings (None = a recommendation request)."""
         cfg = self.model.cfg
+        tasks = self.meta.get("tasks")
+        if tasks and "recommend" not in tasks and (queries is None or any(q is None for q in queries)):
+            raise ValueError(
+                "this model was trained for search only: every request needs a query (train with --mix-recommend "
+                "or --task recommend to serve recommendations)"
+            )
         return requests(self.table, self.vocab, histories, queries, cfg.max_history, cfg.max_query_tokens)
 
     def retrieve(

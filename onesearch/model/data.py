@@ -8,8 +8,9 @@ with -1.
   examples are every prefix of the training part (sliding window: items 1..t predict item t+1); validation predicts
   the validation item from the training items, test the test item from the training items plus the validation item.
 - ``search``: the search log split the same way (by position, then time); a request's history is the user's first
-  ``position`` purchases, its query the logged query. ``mix_recommend`` adds the recommend training examples to
-  the search training set (the task token tells them apart), so one model learns both.
+  ``position`` purchases, its query the logged query. ``mix_recommend`` adds recommend examples (every prefix of
+  the purchases before each user's held-out searches, :func:`onesearch.data.splits.training_purchases`) to the
+  search training set (the task token tells them apart), so one model learns both.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
-from onesearch.data.splits import leave_one_out
+from onesearch.data.splits import leave_one_out, training_purchases
 from onesearch.model.generator import TASKS, Batch
 from onesearch.model.text import QueryTokenizer
 from onesearch.tokenizer.sid import SIDTable
@@ -105,6 +106,19 @@ def _rows(table: SIDTable, ids: np.ndarray, what: str) -> np.ndarray:
         raise KeyError(f"{what}: {e.args[0]} (the SID table was built for another catalogue?)") from None
 
 
+def window_examples(seqs: list[np.ndarray], max_history: int, query_width: int) -> Examples:
+    """Recommend examples from every prefix of each sequence of SID-table rows (items 1..t predict item t+1)."""
+    hist = [_windows(s, max_history) for s in seqs if len(s) >= 2]
+    tgt = [s[1:] for s in seqs if len(s) >= 2]
+    n = sum(len(t) for t in tgt)
+    return Examples(
+        np.full(n, TASKS.index("recommend"), dtype=np.int64),
+        np.zeros((n, query_width), dtype=np.int64),
+        np.concatenate(hist) if hist else np.zeros((0, max_history), np.int32),
+        np.concatenate(tgt).astype(np.int64) if tgt else np.zeros(0, np.int64),
+    )
+
+
 def recommend_examples(ds: Dataset, table: SIDTable, max_history: int, query_width: int) -> Splits:
     split = leave_one_out(purchases(ds))
     split = split.with_columns(pl.Series("row", _rows(table, split[S.ITEM_ID].to_numpy(), "purchases")))
@@ -182,8 +196,14 @@ def search_examples(
     all_ex = Examples(task, q, hist, targets.astype(np.int64))
     split = log[S.SPLIT].to_numpy()
     train = all_ex.take(np.flatnonzero(split == "train"))
-    if mix_recommend:
-        train = Examples.concat([train, recommend_examples(ds, table, max_history, query_width).train])
+    if mix_recommend:  # every prefix of the purchases before each user's held-out searches
+        early = training_purchases(purchases(ds), ds.search_log, "search")
+        early = early.with_columns(pl.Series("row", _rows(table, early[S.ITEM_ID].to_numpy(), "purchases")))
+        seqs = [
+            np.asarray(r, dtype=np.int32)
+            for r in early.group_by(S.USER_ID, maintain_order=True).agg("row")["row"]
+        ]
+        train = Examples.concat([train, window_examples(seqs, max_history, query_width)])
     return Splits(
         "search",
         train,

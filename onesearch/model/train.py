@@ -1,9 +1,9 @@
 """Supervised training of the generator: teacher-forced cross-entropy over SID codes, early-stopped on recall@10.
 
 - AdamW, linear warm-up then cosine decay to 5% of the peak rate over ``epochs`` × steps per epoch.
-- Each epoch shuffles with ``default_rng([seed, epoch])`` and seeds torch with ``(seed, epoch)``, so a run resumed
-  from its state file (written after every evaluation, on a time limit and on Ctrl-C) continues exactly where it
-  stopped, mid-epoch included.
+- Each epoch shuffles with ``default_rng([seed, epoch])`` and each step seeds torch (dropout) from ``(seed, step)``,
+  so a run resumed from its state file (written after every evaluation, on a time limit and on Ctrl-C) continues
+  exactly where it stopped, mid-epoch included.
 - Validation: constrained beam search on the validation examples every ``eval_every`` epochs; the best weights
   by recall@10 are kept; ``patience`` evaluations without improvement stop training.
 - Device: CUDA when available (``device='auto'``), else CPU; bf16 autocast on CUDA (``amp='auto'``; ``on`` forces
@@ -281,8 +281,8 @@ def train(
         while step < total:
             epoch, pos = divmod(step, steps_per_epoch)
             perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_ex.size)
-            torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + pos)
             for b_i in range(pos, steps_per_epoch):
+                torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of step ``step``, resumable anywhere
                 idx = perm[b_i * cfg.batch_size : (b_i + 1) * cfg.batch_size]
                 batch = train_ex.batch(idx, None).to(device)
                 batch = batch._replace(target=codes[torch.from_numpy(train_ex.target[idx]).to(device)])

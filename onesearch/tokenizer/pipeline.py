@@ -25,7 +25,7 @@ import polars as pl
 
 from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
-from onesearch.data.splits import leave_one_out
+from onesearch.data.splits import training_purchases
 from onesearch.tokenizer import sid as SID
 from onesearch.tokenizer.embeddings import cf_embeddings, fuse, item_texts, text_embeddings
 from onesearch.tokenizer.keywords import KeywordConfig, enhance, extract_keywords, keyword_embeddings
@@ -65,9 +65,9 @@ class Embeddings:
 
 
 def training_interactions(ds: Dataset) -> pl.DataFrame:
-    """Purchases of the leave-one-out training split (held-out targets never shape the IDs)."""
+    """Purchases before any held-out target of either task (held-out targets never shape the IDs)."""
     purchases = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
-    return leave_one_out(purchases).filter(pl.col(S.SPLIT) == "train")
+    return training_purchases(purchases, ds.search_log, "both")
 
 
 def build_embeddings(ds: Dataset, cfg: EmbeddingConfig | None = None) -> Embeddings:

@@ -103,3 +103,43 @@ def test_argument_checks():
         beam_search(m, b, trie, beam=4, k=5)
     with pytest.raises(ValueError, match="levels"):
         beam_search(m, b, SIDTrie.build(np.array([[0, 0], [1, 2]]), SIZES[:2]), beam=4)
+
+
+def reference_beam(model, b, trie, beam):
+    """Beam search the slow way: per request, every beam re-runs the decoder over its prefix (no cache)."""
+    enc_all = model.encode(b)
+    out = []
+    for r in range(b.size):
+        enc = type(enc_all)(
+            [(k[r : r + 1], v[r : r + 1]) for k, v in enc_all.mem_kv], enc_all.keep[r : r + 1]
+        )
+        beams = [([], 0.0, 0)]
+        for lv in range(model.cfg.levels):
+            cand = []
+            for codes, score, node in beams:
+                prefix = torch.tensor([codes], dtype=torch.long)
+                x = torch.cat([model.start_tokens(1)[:, 0], model.embed_codes(prefix, 0)], dim=1)
+                h, _ = model.decode_step(x.unsqueeze(1), enc, None)
+                logp = model.level_logits(h[0, 0, -1], lv).float().log_softmax(-1)
+                for c in np.flatnonzero(trie.valid[lv][node].numpy()):
+                    nxt = int(trie.step(lv, torch.tensor([node]), torch.tensor([int(c)]))[0])
+                    cand.append((codes + [int(c)], score + float(logp[c]), nxt))
+            cand.sort(key=lambda t: -t[1])
+            beams = cand[:beam]
+        out.append(beams)
+    return out
+
+
+@torch.no_grad()
+def test_narrow_beam_matches_a_cache_free_reference():
+    codes = catalog()
+    m = tiny_model(codes)
+    for head in m.heads:  # spread the logits so that no two candidates tie
+        head.weight.mul_(30.0)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    got = beam_search(m, b, trie, beam=3)
+    ref = reference_beam(m, b, trie, 3)
+    for r, beams in enumerate(ref):
+        assert got.items[r].tolist() == [item for _, _, item in beams]
+        assert got.scores[r].tolist() == pytest.approx([s for _, s, _ in beams], abs=1e-4)

@@ -53,5 +53,8 @@ def test_top_k_breaks_ties_by_position_and_pads():
     scores = np.array([[0.5, 0.9, 0.5, 0.1]])
     got = top_k(scores, 3, np.array([10, 11, 12, 13]))
     assert got.items.tolist() == [[11, 10, 12]]
+    many = np.zeros((1, 1000))
+    many[0, 700] = 1.0
+    assert top_k(many, 4, np.arange(1000)).items.tolist() == [[700, 0, 1, 2]]  # zero-score ties: lowest first
     got = top_k(scores, 6, np.array([10, 11, 12, 13]))
     assert got.items.tolist() == [[11, 10, 12, 13, -1, -1]] and np.isinf(got.scores[0, 4:]).all()

@@ -1,6 +1,7 @@
 import polars as pl
 import pytest
 
+from onesearch.data import schema as S
 from onesearch.data.splits import leave_one_out, split_counts, user_sequences
 
 
@@ -56,3 +57,36 @@ def test_bad_arguments():
         leave_one_out(_inter([(1, 1, 0)]), min_events=0)
     with pytest.raises(ValueError, match=r"column 'position' is missing"):
         leave_one_out(_inter([(1, 1, 0)]), order_by=("position",))
+
+
+def test_training_purchases_leave_out_every_held_out_target_of_the_scope():
+    from onesearch.data.splits import training_purchases
+
+    buys = pl.DataFrame(
+        {
+            S.USER_ID: [0] * 6 + [1] * 4,
+            S.ITEM_ID: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            S.TIMESTAMP: [0, 1, 2, 3, 4, 5, 0, 1, 2, 3],
+            S.EVENT: ["purchase"] * 10,
+        }
+    )
+    # user 0 searched before purchases 2, 3 and 4 (positions 1, 2, 3), then bought 5 and 6 without searching
+    log = pl.DataFrame(
+        {
+            S.REQUEST_ID: [0, 1, 2],
+            S.USER_ID: [0, 0, 0],
+            S.POSITION: [1, 2, 3],
+            S.TIMESTAMP: [1, 2, 3],
+            S.QUERY: ["q"] * 3,
+            S.ITEM_ID: [2, 3, 4],
+            S.EVENT: ["purchase"] * 3,
+        }
+    )
+    ids = lambda scope: training_purchases(buys, log, scope)[S.ITEM_ID].to_list()  # noqa: E731
+    # recommend: all but the last two of each user; the search targets 3 (valid) and 4 (test) would be in it
+    assert ids("recommend") == [1, 2, 3, 4, 7, 8]
+    # search: user 0's purchases before the validation request (position 2); user 1 never searched
+    assert ids("search") == [1, 2, 7, 8, 9, 10]
+    assert ids("both") == [1, 2, 7, 8]
+    with pytest.raises(ValueError, match="scope"):
+        training_purchases(buys, log, "browse")

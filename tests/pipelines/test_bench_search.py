@@ -50,3 +50,11 @@ def test_sasrec_is_causal():
     torch.testing.assert_close(h1[:, :5], h2[:, :5])
     assert not torch.allclose(h1[:, 5], h2[:, 5])
     assert np.isfinite(h1.detach().numpy()).all()
+    # padding is invisible: more of it on the left changes nothing at the real positions
+    longer = SASRecModel(20, SASRecConfig(d_model=16, max_len=8, dropout=0.0)).eval()
+    longer.load_state_dict({k: v for k, v in m.state_dict().items() if k != "pos.weight"}, strict=False)
+    with torch.no_grad():
+        longer.pos.weight[2:] = m.pos.weight  # same positions for the real items
+        longer.pos.weight[:2] = 123.0
+    h3 = longer(torch.tensor([[0, 0, 0, 0, 3, 5, 7, 2]]))
+    torch.testing.assert_close(h3[:, 4:], h1[:, 2:])
