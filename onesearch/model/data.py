@@ -50,16 +50,30 @@ class Examples(NamedTuple):
     def take(self, idx: np.ndarray) -> Examples:
         return Examples(self.task[idx], self.query[idx], self.history[idx], self.target[idx])
 
-    def batch(self, idx: np.ndarray, item_codes: torch.Tensor | None = None) -> Batch:
-        """Tensors of the examples ``idx``; ``item_codes`` (n_items, L) adds the target codes."""
+    def batch(self, idx: np.ndarray, item_codes: torch.Tensor | None = None, trim: bool = True) -> Batch:
+        """Tensors of the examples ``idx``; ``item_codes`` (n_items, L) adds the target codes.
+
+        ``trim`` drops the history columns that are padding in every row of the batch (and the query's trailing
+        ones): the model's output is the same, and batches of short histories cost less.
+        """
         t = torch.from_numpy(self.target[idx])
         target = None if item_codes is None else item_codes[t]
+        hist, query = self.history[idx], self.query[idx]
+        if trim and len(idx):
+            real = (hist >= 0).any(0)
+            first = int(real.argmax()) if real.any() else hist.shape[1] - 1
+            hist = hist[:, first:]
+            used = (query > 0).any(0)
+            query = query[:, : int(np.flatnonzero(used)[-1]) + 1] if used.any() else query[:, :0]
         return Batch(
             torch.from_numpy(self.task[idx]),
-            torch.from_numpy(self.query[idx]),
-            torch.from_numpy(self.history[idx].astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(query)),
+            torch.from_numpy(hist.astype(np.int64)),
             target,
         )
+
+    def history_lengths(self) -> np.ndarray:
+        return (self.history >= 0).sum(1)
 
     @staticmethod
     def concat(parts: list[Examples]) -> Examples:

@@ -130,9 +130,9 @@ class Batch(NamedTuple):
     task: Tensor
     """(B,) long: index into :data:`TASKS`."""
     query: Tensor
-    """(B, max_query_tokens) long query token ids, 0 = padding (all 0 = no query)."""
+    """(B, Q ≤ max_query_tokens) long query token ids, 0 = padding (all 0 = no query)."""
     history: Tensor
-    """(B, max_history) long item rows of the SID table, most recent last, left-padded with -1."""
+    """(B, H ≤ max_history) long item rows of the SID table, most recent last, left-padded with -1."""
     target: Tensor | None = None
     """(B, levels) long codes of the target item (training and loss only)."""
 
@@ -355,31 +355,32 @@ class Generator(nn.Module):
         """Encoder input tokens (B, S, d) and their not-padding mask (B, S)."""
         cfg = self.cfg
         B, H = batch.history.shape
-        if H != cfg.max_history or batch.query.shape[1] != cfg.max_query_tokens:
+        Q = batch.query.shape[1]
+        if not 1 <= H <= cfg.max_history or Q > cfg.max_query_tokens:
             raise ValueError(
-                f"batch has history {H} / query {batch.query.shape[1]} columns; model expects "
-                f"{cfg.max_history} / {cfg.max_query_tokens}"
+                f"batch has history {H} / query {Q} columns; model reads 1..{cfg.max_history} / "
+                f"at most {cfg.max_query_tokens} (a batch may drop leading history and trailing query padding)"
             )
         t = self.type_emb.weight  # (4, d)
         task = (self.task_emb(batch.task) + t[0]).unsqueeze(1)  # (B, 1, d)
 
         q_keep = batch.query > 0  # (B, Q)
-        query = self.query_emb(batch.query) + self.query_pos.weight + t[1]  # (B, Q, d)
+        query = self.query_emb(batch.query) + self.query_pos.weight[:Q] + t[1]  # (B, Q, d)
 
         h_keep = batch.history >= 0  # (B, H)
         rows = batch.history.masked_fill(~h_keep, self.n_items)  # -1 → padding row
         per_level = self._level_embed(self.code_emb, self.item_codes[rows])  # (B, H, L, d)
 
         # long-term: per level and decay, the weighted mean over the whole (padded) history
-        w = self.decay_w.unsqueeze(0) * h_keep.unsqueeze(1)  # (B, n_decays, H)
+        w = self.decay_w[:, cfg.max_history - H :].unsqueeze(0) * h_keep.unsqueeze(1)  # (B, n_decays, H)
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
         long = torch.einsum("bkh,bhld->bkld", w.to(per_level.dtype), per_level)  # (B, n_decays, L, d)
         long = long.reshape(B, -1, cfg.d_model) + self.long_pos.weight + t[2]  # (B, n_decays·L, d)
         l_keep = h_keep.any(-1, keepdim=True).expand(B, long.shape[1])
 
         # short-term: the last items, one token each (sum of the levels), position 0 = most recent
-        s = cfg.short_term
-        short = per_level[:, H - s :].sum(2) + self.short_pos.weight.flip(0) + t[3]  # (B, s, d)
+        s = min(cfg.short_term, H)
+        short = per_level[:, H - s :].sum(2) + self.short_pos.weight[:s].flip(0) + t[3]  # (B, s, d)
         s_keep = h_keep[:, H - s :]
 
         x = torch.cat([task, query, long, short], dim=1)  # (B, S, d)

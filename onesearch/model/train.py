@@ -49,6 +49,9 @@ class TrainConfig:
     """Maximum passes over the training examples (the cosine schedule spans them)."""
     max_minutes: float = 0.0
     """Stop after this much training time, keeping the best weights (0 = no limit)."""
+    length_buckets: int = 50
+    """Sort each run of this many batches by history length, then shuffle the batches (0 = plain shuffle):
+    batches of similar lengths carry little padding, which the model then skips."""
     eval_every: float = 1.0
     """Evaluate every this many epochs (fractions allowed)."""
     patience: int = 4
@@ -124,17 +127,21 @@ def evaluate(
     k = min(beam, 50) if k is None else k
     model.eval()
     trie_d = trie.to(device)
-    items, scores = [], []
+    order = np.argsort(
+        examples.history_lengths(), kind="stable"
+    )  # similar lengths share a batch: less padding
+    it = np.zeros((examples.size, k), dtype=np.int64)
+    sc = np.zeros((examples.size, k), dtype=np.float32)
     t0 = time.perf_counter()
     starts = range(0, examples.size, batch_size)
     for s in tqdm(starts, desc="decode", disable=not progress, file=sys.stderr, leave=False):
-        b = examples.batch(np.arange(s, min(s + batch_size, examples.size))).to(device)
+        idx = order[s : s + batch_size]
+        b = examples.batch(idx).to(device)
         with autocast(device, amp):
             out = beam_search(model, b, trie_d, beam=beam, k=k, constrained=constrained)
-        items.append(out.items.cpu().numpy())
-        scores.append(out.scores.float().cpu().numpy())
+        it[idx] = out.items.cpu().numpy()
+        sc[idx] = out.scores.float().cpu().numpy()
     seconds = time.perf_counter() - t0
-    it, sc = np.concatenate(items), np.concatenate(scores)
     ks = tuple(sorted({x for x in (1, 5, 10, 20, 50) if x <= k} | {k}))
     metrics = ranking_metrics(target_ranks(it, examples.target), ks=ks)
     returned = np.isfinite(sc)
@@ -148,6 +155,23 @@ def _param_groups(model: Generator, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         (decay if p.ndim == 2 and "emb" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def epoch_batches(
+    n: int, batch_size: int, lengths: np.ndarray, rng: np.random.Generator, buckets: int
+) -> list[np.ndarray]:
+    """The batches of one epoch: a permutation, cut into runs of ``buckets`` batches that are each sorted by
+    history length, then the batches in random order. The count depends on ``n`` only, never on the draw."""
+    perm = rng.permutation(n)
+    if buckets <= 1:
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    chunk = buckets * batch_size
+    batches = []
+    for c in range(0, n, chunk):
+        part = perm[c : c + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -192,7 +216,9 @@ def train(
     model.to(device)
     codes = model.item_codes  # on device; the last row is padding, targets never index it
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
-    steps_per_epoch = math.ceil(train_ex.size / cfg.batch_size)
+    lengths = train_ex.history_lengths()
+    steps_per_epoch = len(epoch_batches(train_ex.size, cfg.batch_size, lengths, np.random.default_rng(0),
+                                        cfg.length_buckets))  # fmt: skip
     total = cfg.epochs * steps_per_epoch
     eval_steps = max(1, round(cfg.eval_every * steps_per_epoch))
     valid = splits.valid
@@ -280,10 +306,11 @@ def train(
     try:
         while step < total:
             epoch, pos = divmod(step, steps_per_epoch)
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_ex.size)
+            rng = np.random.default_rng([cfg.seed, epoch])
+            batches = epoch_batches(train_ex.size, cfg.batch_size, lengths, rng, cfg.length_buckets)
             for b_i in range(pos, steps_per_epoch):
                 torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of step ``step``, resumable anywhere
-                idx = perm[b_i * cfg.batch_size : (b_i + 1) * cfg.batch_size]
+                idx = batches[b_i]
                 batch = train_ex.batch(idx, None).to(device)
                 batch = batch._replace(target=codes[torch.from_numpy(train_ex.target[idx]).to(device)])
                 for g in opt.param_groups:

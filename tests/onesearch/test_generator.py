@@ -166,3 +166,25 @@ def test_cuda_matches_cpu():
     gpu = m.to("cuda")(b.to("cuda"))
     for a, c in zip(cpu, gpu, strict=True):
         torch.testing.assert_close(a, c.cpu(), atol=1e-4, rtol=1e-4)
+
+
+def test_trimmed_batches_give_the_same_output():
+    """Dropping history columns that are padding in every row (and trailing query padding) changes nothing."""
+    from onesearch.model.data import Examples
+
+    codes = catalog()
+    m = tiny_model(codes)
+    H, Q = m.cfg.max_history, m.cfg.max_query_tokens
+    hist = np.full((3, H), -1, dtype=np.int32)
+    hist[0, -3:] = [1, 2, 3]
+    hist[1, -1:] = [4]
+    hist[2, -2:] = [5, 6]
+    query = np.zeros((3, Q), dtype=np.int64)
+    query[0, :2] = [3, 4]
+    ex = Examples(np.array([0, 1, 0]), query, hist, np.array([0, 1, 2]))
+    item_codes = torch.as_tensor(codes)
+    full = ex.batch(np.arange(3), item_codes, trim=False)
+    trimmed = ex.batch(np.arange(3), item_codes)
+    assert trimmed.history.shape == (3, 3) and trimmed.query.shape == (3, 2)
+    for a, c in zip(m(full), m(trimmed), strict=True):
+        torch.testing.assert_close(a, c)

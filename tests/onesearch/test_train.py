@@ -44,7 +44,14 @@ def test_training_learns_a_simple_rule():
     trie = SIDTrie.build(codes, SIZES)
     before = evaluate(m, sp.test, trie, beam=5, k=5).metrics["recall@5"]
     cfg = TrainConfig(
-        batch_size=16, lr=1e-2, warmup_steps=5, epochs=40, patience=0, eval_beam=5, progress=False
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=5,
+        epochs=40,
+        patience=0,
+        eval_beam=5,
+        progress=False,
+        length_buckets=0,
     )
     res = train(m, sp, trie, cfg)
     after = evaluate(res.model, sp.test, trie, beam=5, k=5).metrics
@@ -103,3 +110,17 @@ def test_training_refuses_empty_splits():
     empty = sp.train.take(np.zeros(0, dtype=np.int64))
     with pytest.raises(ValueError, match="no training examples"):
         train(m, Splits("recommend", empty, sp.valid, sp.test), SIDTrie.build(codes, SIZES), TrainConfig())
+
+
+def test_epoch_batches_cover_everything_once_and_sort_runs_by_length():
+    from onesearch.model.train import epoch_batches
+
+    lengths = np.random.default_rng(0).integers(0, 50, 103)
+    a = epoch_batches(103, 10, lengths, np.random.default_rng(1), buckets=3)
+    b = epoch_batches(103, 10, lengths, np.random.default_rng(2), buckets=3)
+    assert len(a) == len(b) == 11  # runs of 30, 30, 30, 13 examples: 3 + 3 + 3 + 2 batches
+    assert sorted(np.concatenate(a).tolist()) == list(range(103))
+    spans = [lengths[x].max() - lengths[x].min() for x in a]
+    assert np.mean(spans) < 30  # sorted runs: a batch holds similar lengths
+    plain = epoch_batches(103, 10, lengths, np.random.default_rng(1), buckets=0)
+    assert len(plain) == 11 and sorted(np.concatenate(plain).tolist()) == list(range(103))
