@@ -78,12 +78,15 @@ def test_search_task_reads_queries_and_refuses_empty_ones(sids, tmp_path):
     bundle = GeneratorBundle.load(res["model_uri"])
     assert bundle.vocab is not None and bundle.model.cfg.max_query_tokens > 0
     first = int(bundle.table.item_ids[0])
-    ids, _ = bundle.retrieve([[first], [first]], ["red dress", None], k=3)
+    ids, _ = bundle.retrieve([[first], [first]], ["red dress", "blue shoes"], k=3)
     assert np.isin(ids, bundle.table.item_ids).all()
+    assert bundle.meta["tasks"] == ["search"]
+    with pytest.raises(ValueError, match="trained for search only"):
+        bundle.retrieve([[first]], [None])
     with pytest.raises(ValueError, match="request 0: the query is empty"):
         bundle.retrieve([[first]], [""])
     with pytest.raises(KeyError, match="not in the SID table"):
-        bundle.retrieve([[10**9]])
+        bundle.retrieve([[10**9]], ["glue"])
 
 
 def test_bundle_refuses_a_mismatched_sid_table(trained, sids, tmp_path):
