@@ -18,10 +18,11 @@ import torch
 
 from onesearch.data.registry import load_dataset
 from onesearch.decode import beam_search
+from onesearch.device import pick_device
 from onesearch.metrics import target_ranks
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import recommend_examples, search_examples
-from onesearch.model.train import autocast, evaluate, pick_device, use_amp
+from onesearch.model.train import autocast, evaluate, use_amp
 from pipelines import tracking, train_generator
 
 JOB = "bench-generative"

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from onesearch.decode import SIDTrie, beam_search
+from onesearch.device import pick_device
 from onesearch.io import atomic_write
 from onesearch.metrics import ranking_metrics, target_ranks
 from onesearch.model.data import Examples, Splits
@@ -72,15 +73,6 @@ class TrainConfig:
     """Seed of initialisation, shuffling and dropout."""
     progress: bool = True
     """Show a progress bar on stderr."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-    return dev
 
 
 def use_amp(device: torch.device, amp: str) -> bool:
@@ -174,6 +166,15 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def batches_per_epoch(n: int, batch_size: int, buckets: int) -> int:
+    """How many batches :func:`epoch_batches` makes: each run of ``buckets`` batches ends its own last batch."""
+    if buckets <= 1:
+        return math.ceil(n / batch_size)
+    chunk = buckets * batch_size
+    full, rest = divmod(n, chunk)
+    return full * buckets + math.ceil(rest / batch_size)
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up to 1, then cosine to 0.05 at ``total``."""
     if step < warmup:
@@ -217,8 +218,7 @@ def train(
     codes = model.item_codes  # on device; the last row is padding, targets never index it
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     lengths = train_ex.history_lengths()
-    steps_per_epoch = len(epoch_batches(train_ex.size, cfg.batch_size, lengths, np.random.default_rng(0),
-                                        cfg.length_buckets))  # fmt: skip
+    steps_per_epoch = batches_per_epoch(train_ex.size, cfg.batch_size, cfg.length_buckets)
     total = cfg.epochs * steps_per_epoch
     eval_steps = max(1, round(cfg.eval_every * steps_per_epoch))
     valid = splits.valid

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from onesearch.device import pick_device
 from onesearch.tokenizer.base import (
     QUANTIZER_CONFIG,
     QUANTIZER_WEIGHTS,
@@ -282,15 +283,6 @@ class _RQVAE(nn.Module):
         return (x - self.input_mean) / self.input_scale
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"RQVAEConfig: device {name!r} requested but CUDA is not available")
-    return dev
-
-
 # -- the quantizer --------------------------------------------------------------------------------------------
 
 
@@ -314,7 +306,7 @@ class RQVAEQuantizer:
         """After ``fit``: the fitted items' codes (n, levels) from the final, frozen model (= ``encode(emb)``)."""
         self.train_residual: np.ndarray | None = None
         """After ``fit``: each fitted item's final latent residual norm (n,) (orders items sharing all codes)."""
-        self._device = _resolve_device(self.cfg.device)
+        self._device = pick_device(self.cfg.device, "RQVAEConfig")
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:

@@ -113,7 +113,7 @@ def test_training_refuses_empty_splits():
 
 
 def test_epoch_batches_cover_everything_once_and_sort_runs_by_length():
-    from onesearch.model.train import epoch_batches
+    from onesearch.model.train import batches_per_epoch, epoch_batches
 
     lengths = np.random.default_rng(0).integers(0, 50, 103)
     a = epoch_batches(103, 10, lengths, np.random.default_rng(1), buckets=3)
@@ -122,5 +122,6 @@ def test_epoch_batches_cover_everything_once_and_sort_runs_by_length():
     assert sorted(np.concatenate(a).tolist()) == list(range(103))
     spans = [lengths[x].max() - lengths[x].min() for x in a]
     assert np.mean(spans) < 30  # sorted runs: a batch holds similar lengths
+    assert batches_per_epoch(103, 10, 3) == 11 and batches_per_epoch(103, 10, 0) == 11
     plain = epoch_batches(103, 10, lengths, np.random.default_rng(1), buckets=0)
     assert len(plain) == 11 and sorted(np.concatenate(plain).tolist()) == list(range(103))
