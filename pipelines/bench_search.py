@@ -90,11 +90,7 @@ def _text(ds) -> tuple[np.ndarray | None, object]:
     emb, _ = text_embeddings(item_texts(ds.items))
 
     def encode(queries: list[str]) -> np.ndarray:
-        from onesearch.tokenizer.embeddings import _load_model
-
-        return _load_model().encode(
-            queries, batch_size=256, normalize_embeddings=True, show_progress_bar=False
-        )
+        return text_embeddings(queries, cache_dir=None, batch_size=256, progress=False)[0]
 
     return emb, encode
 
