@@ -24,6 +24,8 @@ JOBS: dict[str, str] = {
     "train-generator": "pipelines.train_generator",
     "bench-generative": "pipelines.bench_generative",
     "bench-search": "pipelines.bench_search",
+    "simulate": "pipelines.simulate",
+    "bench-simulator": "pipelines.bench_simulator",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 

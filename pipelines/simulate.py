@@ -1,0 +1,239 @@
+"""simulate: run behaviour policies over many delivery periods and write every advertiser's trajectory as parquet.
+
+Each period, every one of the N advertisers gets a behaviour policy drawn from ``--policies`` (the heuristics
+``fixed``, ``pid``, ``pacing``, ``lp`` with perturbed settings, and ``ppo``: a Stable-Baselines3 PPO agent trained
+in ``simulators/Auction-v0`` first, sampling its actions). One row per (period, advertiser, step); the schema is in
+docs/simulator.md. Periods are written in parts of ``--part-periods`` (``part-00000.parquet``, ...), each written to a
+temporary name and renamed, so an interrupted run resumes at the first missing part. Query with DuckDB::
+
+    duckdb -c "select policy, avg(reward) from 'artifacts/offline/*.parquet' group by policy"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipelines import tracking
+from simulators.bidders import HEURISTICS, Bidder, PolicyBidder, heuristic
+from simulators.market import STATE_FEATURES, MarketConfig
+from simulators.rollout import run_period
+
+JOB = "simulate"
+POLICIES = (*HEURISTICS, "ppo")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the simulate job."""
+
+    periods: int = 200
+    """Delivery periods to simulate (each gives n_advertisers trajectories)."""
+    policies: tuple[str, ...] = POLICIES
+    """Behaviour policies to draw from, per advertiser and period: fixed, pid, pacing, lp, ppo."""
+    market: MarketConfig = field(default_factory=MarketConfig)
+    """The market of every period."""
+    alpha_max: float = 5.0
+    """Highest bid coefficient."""
+    ppo_steps: int = 20_000
+    """Environment steps of PPO training (when ppo is among the policies)."""
+    ppo_impressions: int = 100_000
+    """Impressions per period while PPO trains (fewer than the market's, for speed)."""
+    part_periods: int = 50
+    """Periods per parquet part."""
+    output: str = "artifacts/offline"
+    """Folder of the parquet parts (and ppo.zip)."""
+    seed: int = 0
+    """Seed of the whole dataset."""
+    progress: bool = True
+    """Show progress on stderr."""
+
+
+PRESETS = {
+    "default": Config(),
+    "tiny": Config(
+        periods=4,
+        market=MarketConfig(impressions=2_000, n_steps=8, n_advertisers=6, n_categories=2),
+        ppo_steps=64,
+        ppo_impressions=2_000,
+        part_periods=3,
+    ),
+}
+
+COLUMNS: tuple[str, ...] = (
+    "period",
+    "advertiser",
+    "step",
+    "policy",
+    "kind",
+    *STATE_FEATURES,
+    "action",
+    "reward",
+    "cost",
+    "conversions",
+    "exposures",
+    "budget",
+    "target",
+    "bid_scale",
+    "done",
+)
+"""Columns of the trajectory parquet, in order (documented in docs/simulator.md)."""
+
+
+def train_ppo(cfg: Config, path: Path):
+    """Train (or load, when ``path`` exists) a PPO bidder in the env; returns the SB3 model."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from simulators.env import AuctionEnv
+
+    if path.exists():
+        return PPO.load(path, device="cpu")
+    env = AuctionEnv(
+        config=replace(cfg.market, impressions=max(cfg.ppo_impressions, cfg.market.n_steps)),
+        alpha_max=cfg.alpha_max,
+    )
+    torch.manual_seed(cfg.seed)
+    n_steps = max(cfg.market.n_steps, min(2048, cfg.ppo_steps))
+    model = PPO(
+        "MlpPolicy", env, n_steps=n_steps, batch_size=min(64, n_steps), seed=cfg.seed, device="cpu", verbose=0
+    )
+    model.learn(total_timesteps=cfg.ppo_steps, progress_bar=False)
+    tmp = path.with_suffix(".tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return model
+
+
+def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], list[str]]:
+    names = [str(cfg.policies[i]) for i in rng.integers(0, len(cfg.policies), size=cfg.market.n_advertisers)]
+    bidders: list[Bidder] = []
+    for name in names:
+        if name == "ppo":
+            bidders.append(PolicyBidder(lambda s: ppo.predict(s, deterministic=False)[0][0], name="ppo"))
+        else:
+            bidders.append(heuristic(name, rng, cfg.market.n_steps))
+    return bidders, names
+
+
+def period_frame(period: int, traj, names: list[str]) -> pl.DataFrame:
+    """The rows of one period: (step, advertiser) in order."""
+    T, N = traj.actions.shape
+    adv = traj.advertisers
+    step = np.repeat(np.arange(T, dtype=np.int16), N)
+    who = np.tile(np.arange(N, dtype=np.int16), T)
+    cols: dict[str, object] = {
+        "period": np.full(T * N, period, dtype=np.int32),
+        "advertiser": who,
+        "step": step,
+        "policy": [names[i] for i in who],
+        "kind": adv.kind[who].astype(str),
+    }
+    flat_states = traj.states.reshape(T * N, -1)
+    for j, name in enumerate(STATE_FEATURES):
+        cols[name] = flat_states[:, j]
+    cols.update(
+        action=traj.actions.reshape(-1),
+        reward=traj.rewards.reshape(-1),
+        cost=traj.cost.reshape(-1),
+        conversions=traj.conversions.reshape(-1),
+        exposures=traj.exposures.reshape(-1),
+        budget=adv.budget[who].astype(np.float32),
+        target=adv.target[who].astype(np.float32),
+        bid_scale=adv.bid_scale[who].astype(np.float32),
+        done=step == T - 1,
+    )
+    return pl.DataFrame(cols).select(COLUMNS)
+
+
+def main(cfg: Config) -> dict:
+    unknown = sorted(set(cfg.policies) - set(POLICIES))
+    if unknown or not cfg.policies:
+        raise ValueError(f"unknown policies {unknown or '(none given)'}; choose from {', '.join(POLICIES)}")
+    if cfg.periods < 1 or cfg.part_periods < 1:
+        raise ValueError(f"periods and part_periods must be positive, got {cfg.periods}, {cfg.part_periods}")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    with tracking.job_run(JOB, cfg):
+        t0 = time.perf_counter()
+        ppo = train_ppo(cfg, out / "ppo.zip") if "ppo" in cfg.policies else None
+        ppo_seconds = time.perf_counter() - t0
+        n_parts = -(-cfg.periods // cfg.part_periods)
+        written = skipped = 0
+        sim_seconds = 0.0
+        for part in range(n_parts):
+            path = out / f"part-{part:05d}.parquet"
+            first = part * cfg.part_periods
+            periods = range(first, min(cfg.periods, first + cfg.part_periods))
+            if path.exists():
+                skipped += 1
+                continue
+            t1 = time.perf_counter()
+            frames = []
+            for p in periods:
+                # one generator per period: a resumed run draws exactly what a straight run would
+                rng = np.random.default_rng([cfg.seed, p])
+                if ppo is not None:
+                    import torch
+
+                    torch.manual_seed(cfg.seed * 1_000_003 + p)  # PPO samples its actions with torch
+                bidders, names = _bidders(cfg, rng, ppo)
+                traj = run_period(cfg.market, bidders, rng, alpha_max=cfg.alpha_max)
+                frames.append(period_frame(p, traj, names))
+            tmp = path.with_suffix(".parquet.tmp")
+            pl.concat(frames).write_parquet(tmp)
+            os.replace(tmp, path)
+            written += 1
+            sim_seconds += time.perf_counter() - t1
+            if cfg.progress:
+                print(
+                    f"[simulate] part {part + 1}/{n_parts}: periods {periods.start}-{periods.stop - 1}",
+                    file=sys.stderr,
+                )
+        summary = summarise(out)
+        result = {
+            "output": str(out),
+            "periods": cfg.periods,
+            "rows": summary.pop("rows"),
+            "parts_written": written,
+            "parts_resumed": skipped,
+            "ppo_seconds": ppo_seconds,
+            "simulate_seconds": sim_seconds,
+            **summary,
+        }
+        tracking.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+        tracking.log_json(result, "summary.json")
+    return result
+
+
+def summarise(folder: Path) -> dict:
+    """Per-policy statistics of a trajectory folder, computed with DuckDB over the parquet parts."""
+    import duckdb
+
+    glob = str(folder / "part-*.parquet")
+    con = duckdb.connect()
+    rows = con.execute(f"select count(*) from read_parquet('{glob}')").fetchone()[0]
+    per = con.execute(
+        f"""
+        with ep as (
+            select period, advertiser, any_value(policy) as policy, sum(reward) as score, sum(cost) as cost,
+                   sum(conversions) as conv, any_value(budget) as budget, any_value(bid_scale) as bid_scale
+            from read_parquet('{glob}') group by period, advertiser)
+        select policy, count(*) as trajectories, avg(score) as score, avg(cost / budget) as budget_used,
+               avg(case when conv > 0 then cost / conv / bid_scale end) as cpa_ratio
+        from ep group by policy order by policy
+        """
+    ).fetchall()
+    out: dict = {"rows": int(rows)}
+    for policy, n, score, used, cpa in per:
+        out[f"{policy}_trajectories"] = int(n)
+        out[f"{policy}_score"] = float(score)
+        out[f"{policy}_budget_used"] = float(used)
+        out[f"{policy}_cpa_ratio"] = None if cpa is None else float(cpa)
+    return out

@@ -1,0 +1,244 @@
+"""The bidder protocol, and the heuristic bidders that compete in the simulator.
+
+A bidder controls one advertiser's bid coefficient α (bid = α × predicted value on every impression of a step).
+Any object with these methods can bid in :class:`simulators.env.AuctionEnv` (as a competitor) or in
+``python -m pipelines simulate`` (as a behaviour policy)::
+
+    reset(advertiser: Advertiser) -> None    # a new period starts; budget, target, bid scale
+    act(state: np.ndarray) -> float          # the 16 state features (market.STATE_FEATURES) -> α
+    observe(feedback: Feedback) -> None      # optional: what the step just run did
+
+Heuristics here keep their own running totals from ``observe``; learned bidders (``bidding/``) read the state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from simulators.market import Advertiser, Feedback
+
+__all__ = [
+    "Bidder",
+    "FixedBidder",
+    "HEURISTICS",
+    "PolicyBidder",
+    "heuristic",
+    "OnlineLPBidder",
+    "PacingBidder",
+    "PIDBidder",
+    "default_competitors",
+]
+
+
+@runtime_checkable
+class Bidder(Protocol):
+    """Chooses one advertiser's bid coefficient every step."""
+
+    def reset(self, advertiser: Advertiser) -> None: ...
+
+    def act(self, state: np.ndarray) -> float: ...
+
+
+@dataclass
+class FixedBidder:
+    """Bids the same α all period."""
+
+    alpha: float = 1.0
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+
+    def act(self, state: np.ndarray) -> float:
+        return self.alpha
+
+    def observe(self, feedback: Feedback) -> None:
+        pass
+
+
+@dataclass
+class PIDBidder:
+    """PID control of the realised cost per conversion.
+
+    After every step, with cumulative cost C and conversions V (V counted as at least 1):
+    ``e = clip(1 − (C / max(V, 1)) / target, −1, 1)`` (positive: cheaper than the target, bid up), and
+    ``α = clip(α0 · exp(kp·e + ki·Σe + kd·(e − e_prev)), lo, hi)``. Before the first step α = α0.
+    """
+
+    alpha0: float = 1.0
+    kp: float = 0.5
+    ki: float = 0.05
+    kd: float = 0.0
+    lo: float = 0.1
+    hi: float = 3.0
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+        self.cost = 0.0
+        self.conversions = 0.0
+        self.integral = 0.0
+        self.prev_error = 0.0
+        self.alpha = self.alpha0
+
+    def act(self, state: np.ndarray) -> float:
+        return self.alpha
+
+    def observe(self, feedback: Feedback) -> None:
+        i = self.advertiser.index
+        self.cost += float(feedback.outcome.cost[i])
+        self.conversions += float(feedback.outcome.conversions[i])
+        if self.cost <= 0:
+            return  # nothing spent yet: no evidence about the cost per conversion
+        cpa = self.cost / max(self.conversions, 1.0)
+        e = min(1.0, max(-1.0, 1.0 - cpa / self.advertiser.bid_scale))
+        self.integral += e
+        u = self.kp * e + self.ki * self.integral + self.kd * (e - self.prev_error)
+        self.prev_error = e
+        self.alpha = min(self.hi, max(self.lo, self.alpha0 * math.exp(u)))
+
+
+@dataclass
+class PacingBidder:
+    """Budget pacing: spend in step with time.
+
+    After step t (of T), with spend S and budget B: the error in per-step budgets is
+    ``e = (B·(t+1)/T − S) / (B/T)``; ``α ← clip(α · exp(eta · clip(e, −3, 3)), lo, hi)``.
+    """
+
+    alpha0: float = 1.0
+    eta: float = 0.3
+    lo: float = 0.1
+    hi: float = 2.0
+    n_steps: int = 48
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+        self.spent = 0.0
+        self.alpha = self.alpha0
+
+    def act(self, state: np.ndarray) -> float:
+        return self.alpha
+
+    def observe(self, feedback: Feedback) -> None:
+        b = self.advertiser.budget
+        self.spent += float(feedback.outcome.cost[self.advertiser.index])
+        if b <= 0:
+            self.alpha = self.lo
+            return
+        per_step = b / self.n_steps
+        e = (per_step * (feedback.outcome.step + 1) - self.spent) / per_step
+        self.alpha = min(self.hi, max(self.lo, self.alpha * math.exp(self.eta * min(3.0, max(-3.0, e)))))
+
+
+@dataclass
+class OnlineLPBidder:
+    """Online-LP style: each step, the α that would spend the budget left on the traffic left.
+
+    It keeps a sample of (value at α = 1, least winning cost) pairs from the last ``window`` steps, ranks them by
+    value per cost, and treats impressions as bought at their least winning cost in that order until the budget left
+    (scaled by the traffic left over the sample size) runs out; α is the cost/value ratio of the last impression
+    bought, never above ``cap`` (the target-neutral bid when cap = 1).
+    """
+
+    window: int = 3
+    sample: int = 256
+    cap: float = 1.0
+    seed: int = 0
+    n_steps: int = 48
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+        self.spent = 0.0
+        self.values: list[np.ndarray] = []
+        self.costs: list[np.ndarray] = []
+        self.rng = np.random.default_rng(self.seed + 7919 * advertiser.index)
+        self._cum_cost: np.ndarray | None = None
+        self._ratio = np.zeros(0)
+
+    def act(self, state: np.ndarray) -> float:
+        if self._cum_cost is None:
+            return self.cap
+        n_steps_left = round(float(state[0]) * self.n_steps)
+        if n_steps_left <= 0:
+            return self.cap
+        # traffic left: this step's impressions, plus the mean step for the steps after it
+        traffic_left = 1000.0 * (float(state[13]) + max(n_steps_left - 1, 0) * float(state[15]))
+        budget_left = max(self.advertiser.budget - self.spent, 0.0)
+        size = self._cum_cost.size
+        # buy the sample in order of value per cost while the cost, scaled to the traffic left, fits the budget
+        k = int(np.searchsorted(self._cum_cost, budget_left * size / max(traffic_left, 1e-12), side="right"))
+        if k >= size:
+            return self.cap
+        if k == 0:
+            return 0.0
+        return float(min(self.cap, self._ratio[k - 1]))
+
+    def observe(self, feedback: Feedback) -> None:
+        i = self.advertiser.index
+        self.spent += float(feedback.outcome.cost[i])
+        n = feedback.p_value.shape[0]
+        if n == 0:
+            return
+        pick = self.rng.integers(0, n, size=min(self.sample, n))
+        value = feedback.p_value[pick, i].astype(np.float64) * self.advertiser.bid_scale
+        self.values = (self.values + [value])[-self.window :]
+        self.costs = (self.costs + [feedback.least_winning_cost[pick].astype(np.float64)])[-self.window :]
+        v = np.concatenate(self.values)
+        c = np.concatenate(self.costs)
+        ratio = c / np.maximum(v, 1e-12)  # the α at which each sampled impression is just won
+        order = np.argsort(ratio, kind="stable")
+        self._ratio = ratio[order]
+        self._cum_cost = np.cumsum(c[order])
+
+
+HEURISTICS: tuple[str, ...] = ("fixed", "pid", "pacing", "lp")
+"""Names of the heuristic bidders, for :func:`heuristic`."""
+
+
+def heuristic(kind: str, rng: np.random.Generator, n_steps: int = 48) -> Bidder:
+    """A heuristic bidder of ``kind`` (one of :data:`HEURISTICS`) with settings drawn from ``rng``."""
+    if kind == "fixed":
+        return FixedBidder(alpha=float(rng.uniform(0.6, 1.3)))
+    if kind == "pid":
+        return PIDBidder(
+            alpha0=float(rng.uniform(0.7, 1.3)),
+            kp=float(rng.uniform(0.2, 0.8)),
+            ki=float(rng.uniform(0.0, 0.1)),
+            kd=float(rng.uniform(0.0, 0.2)),
+        )
+    if kind == "pacing":
+        return PacingBidder(
+            alpha0=float(rng.uniform(0.6, 1.4)), eta=float(rng.uniform(0.1, 0.5)), n_steps=n_steps
+        )
+    if kind == "lp":
+        return OnlineLPBidder(
+            window=int(rng.integers(2, 6)),
+            cap=float(rng.uniform(0.8, 1.2)),
+            seed=int(rng.integers(2**31)),
+            n_steps=n_steps,
+        )
+    raise ValueError(f"unknown heuristic bidder {kind!r}; known: {', '.join(HEURISTICS)}")
+
+
+@dataclass
+class PolicyBidder:
+    """Any function of the state (e.g. a trained policy's ``predict``) as a bidder."""
+
+    policy: Callable[[np.ndarray], float]
+    name: str = "policy"
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+
+    def act(self, state: np.ndarray) -> float:
+        return float(self.policy(state))
+
+
+def default_competitors(n: int, rng: np.random.Generator, n_steps: int = 48) -> list[Bidder]:
+    """``n`` heuristic competitors with heterogeneous settings: fixed α, PID on CPA, budget pacing and online LP
+    in turn, each with parameters drawn from ``rng``."""
+    return [heuristic(HEURISTICS[i % len(HEURISTICS)], rng, n_steps) for i in range(n)]

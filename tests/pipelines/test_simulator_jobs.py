@@ -1,0 +1,68 @@
+"""simulate and bench-simulator, in-process on tiny markets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from pipelines import bench_simulator, simulate
+from simulators.auction import conversion_score
+
+
+def _cfg(tmp_path, **kw):
+    return replace(simulate.PRESETS["tiny"], output=str(tmp_path / "offline"), progress=False, **kw)
+
+
+def test_simulate_writes_the_documented_schema_and_resumes_exactly(tmp_path):
+    cfg = _cfg(tmp_path, policies=("fixed", "pid", "pacing", "lp"))
+    res = simulate.main(cfg)
+    m = cfg.market
+    assert res["rows"] == cfg.periods * m.n_advertisers * m.n_steps
+    assert res["parts_written"] == 2 and res["parts_resumed"] == 0
+    out = tmp_path / "offline"
+    df = pl.read_parquet(out / "part-*.parquet").sort("period", "step", "advertiser")
+    assert tuple(df.columns) == simulate.COLUMNS
+    assert set(df["policy"].unique()) <= {"fixed", "pid", "pacing", "lp"}
+    # every trajectory's rewards add up to the score of its totals
+    ep = df.group_by("period", "advertiser").agg(
+        pl.col("reward").sum(), pl.col("cost").sum(), pl.col("conversions").sum(), pl.col("bid_scale").first()
+    )
+    want = conversion_score(ep["conversions"].to_numpy(), ep["cost"].to_numpy(), ep["bid_scale"].to_numpy())
+    np.testing.assert_allclose(ep["reward"].to_numpy(), want, rtol=1e-4, atol=1e-4)
+    assert (ep["cost"] <= df.group_by("period", "advertiser").agg(pl.col("budget").first())["budget"].max()).all()
+    assert df.filter(pl.col("done"))["step"].unique().to_list() == [m.n_steps - 1]
+    # queryable with DuckDB
+    q = f"select count(*) from read_parquet('{out}/part-*.parquet') where policy = 'pid'"
+    n = duckdb.connect().execute(q).fetchone()[0]
+    assert n == df.filter(pl.col("policy") == "pid").height
+    # a crash that lost the second part: the rerun writes only that part, and writes the same rows
+    (out / "part-00001.parquet").unlink()
+    again = simulate.main(cfg)
+    assert again["parts_written"] == 1 and again["parts_resumed"] == 1
+    df2 = pl.read_parquet(out / "part-*.parquet").sort("period", "step", "advertiser")
+    assert df2.equals(df)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_simulate_with_a_ppo_behaviour_policy(tmp_path):
+    res = simulate.main(_cfg(tmp_path, policies=("ppo", "pid"), periods=2))
+    assert (tmp_path / "offline" / "ppo.zip").is_file()
+    assert res.get("ppo_trajectories", 0) + res.get("pid_trajectories", 0) == 2 * 6
+    df = pl.read_parquet(tmp_path / "offline" / "part-*.parquet")
+    assert df["action"].min() >= 0 and df["action"].max() <= 5.0
+
+
+def test_simulate_refuses_unknown_policies(tmp_path):
+    with pytest.raises(ValueError, match="unknown policies"):
+        simulate.main(_cfg(tmp_path, policies=("pid", "greedy")))
+
+
+def test_bench_simulator_tiny():
+    res = bench_simulator.main(bench_simulator.PRESETS["tiny"])
+    assert res["impressions"] == 5_000 and len(res["episode_seconds_all"]) == 2
+    assert res["auctions_per_second"] == pytest.approx(5_000 / res["episode_seconds"])
+    assert res["engine_auctions_per_second"] > 0
