@@ -183,7 +183,7 @@ class OnlineLPBidder:
         n = feedback.p_value.shape[0]
         if n == 0:
             return
-        pick = self.rng.integers(0, n, size=min(self.sample, n))
+        pick = np.arange(n) if n <= self.sample else self.rng.integers(0, n, size=self.sample)
         value = feedback.p_value[pick, i].astype(np.float64) * self.advertiser.bid_scale
         self.values = (self.values + [value])[-self.window :]
         self.costs = (self.costs + [feedback.least_winning_cost[pick].astype(np.float64)])[-self.window :]

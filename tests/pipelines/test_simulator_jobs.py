@@ -33,7 +33,9 @@ def test_simulate_writes_the_documented_schema_and_resumes_exactly(tmp_path):
     )
     want = conversion_score(ep["conversions"].to_numpy(), ep["cost"].to_numpy(), ep["bid_scale"].to_numpy())
     np.testing.assert_allclose(ep["reward"].to_numpy(), want, rtol=1e-4, atol=1e-4)
-    assert (ep["cost"] <= df.group_by("period", "advertiser").agg(pl.col("budget").first())["budget"].max()).all()
+    assert (
+        ep["cost"] <= df.group_by("period", "advertiser").agg(pl.col("budget").first())["budget"].max()
+    ).all()
     assert df.filter(pl.col("done"))["step"].unique().to_list() == [m.n_steps - 1]
     # queryable with DuckDB
     q = f"select count(*) from read_parquet('{out}/part-*.parquet') where policy = 'pid'"

@@ -86,7 +86,9 @@ def test_budgets_are_never_exceeded(case, budgets):
     # advertisers within budget keep every win; nobody gains a slot
     keep = ~dropped
     for a in np.flatnonzero(keep):
-        np.testing.assert_array_equal(trimmed.exposed & (trimmed.winners == a), res.exposed & (res.winners == a))
+        np.testing.assert_array_equal(
+            trimmed.exposed & (trimmed.winners == a), res.exposed & (res.winners == a)
+        )
     assert np.all((trimmed.winners == res.winners) | (trimmed.winners == -1))
 
 
