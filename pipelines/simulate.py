@@ -23,7 +23,7 @@ import polars as pl
 from pipelines import tracking
 from simulators.bidders import HEURISTICS, Bidder, PolicyBidder, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
-from simulators.rollout import run_period
+from simulators.rollout import TRAJECTORY_COLUMNS, run_period
 
 JOB = "simulate"
 POLICIES = (*HEURISTICS, "ppo")
@@ -66,24 +66,7 @@ PRESETS = {
     ),
 }
 
-COLUMNS: tuple[str, ...] = (
-    "period",
-    "advertiser",
-    "step",
-    "policy",
-    "kind",
-    *STATE_FEATURES,
-    "action",
-    "reward",
-    "cost",
-    "conversions",
-    "exposures",
-    "budget",
-    "target",
-    "bid_scale",
-    "done",
-)
-"""Columns of the trajectory parquet, in order (documented in docs/simulator.md)."""
+COLUMNS = TRAJECTORY_COLUMNS
 
 
 def train_ppo(cfg: Config, path: Path):

@@ -14,7 +14,27 @@ import numpy as np
 
 from simulators.auction import conversion_score
 from simulators.bidders import Bidder
-from simulators.market import Advertisers, Market, MarketConfig
+from simulators.market import STATE_FEATURES, Advertisers, Market, MarketConfig
+
+TRAJECTORY_COLUMNS: tuple[str, ...] = (
+    "period",
+    "advertiser",
+    "step",
+    "policy",
+    "kind",
+    *STATE_FEATURES,
+    "action",
+    "reward",
+    "cost",
+    "conversions",
+    "exposures",
+    "budget",
+    "target",
+    "bid_scale",
+    "done",
+)
+"""Columns of an offline trajectory table (one row per period, advertiser and step), in order; the meaning of each
+is in docs/simulator.md. Written by ``python -m pipelines simulate``, read by ``bidding``."""
 
 
 class Trajectories(NamedTuple):

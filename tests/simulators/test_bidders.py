@@ -54,7 +54,7 @@ def test_pid_rule_by_hand():
     assert b.act(np.zeros(16)) == pytest.approx(math.exp(0.5 * -0.5 + 0.1 * -0.3 + 0.2 * -0.7))
 
 
-@pytest.mark.parametrize("budget, want", [(0.0, 0.0), (5.0, 0.5), (12.0, 0.75), (16.0, 1.0), (100.0, 1.0)])
+@pytest.mark.parametrize("budget, want", [(0.0, 0.0), (5.0, 0.5), (13.0, 0.75), (16.0, 1.0), (100.0, 1.0)])
 def test_online_lp_rule_by_hand(budget, want):
     """Four impressions seen: value at α=1 = 10·p = [1, 2, 0.5, 4], least winning cost [1, 1, 1, 3], so the α that
     just wins each is cost/value = [1, 0.5, 2, 0.75]; in that order the cumulative cost is [1, 4, 5, 6] (for the

@@ -1,0 +1,334 @@
+"""Decision Transformer bidder, in one file: model, offline training, and the bidder that plays it.
+
+Each step t of an episode is three tokens, (return-to-go R_t, state s_t, action a_t), plus an embedding of t; a causal
+transformer reads the last ``context`` steps and predicts a_t from the hidden state of the s_t token. Returns and
+states are made comparable across advertisers (``bidding.data.featurize`` / ``normalised_returns``): a return of 1
+means 'spent the budget exactly at the target cost per conversion'. At play time the bidder asks for a target return
+(by default the 90th percentile of the training episodes' returns) and lowers it by every reward it earns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from bidding.data import Episodes, featurize, normalised_returns, return_to_go
+from simulators.auction import conversion_score
+from simulators.market import Advertiser, Feedback
+
+
+@dataclass(frozen=True)
+class DTConfig:
+    """Shape of the Decision Transformer."""
+
+    state_dim: int = 16
+    """State features per step."""
+    context: int = 20
+    """Steps the model reads (K): 3K tokens."""
+    d_model: int = 64
+    """Token width."""
+    n_layers: int = 3
+    """Transformer blocks."""
+    n_heads: int = 4
+    """Attention heads."""
+    d_ff: int = 256
+    """Feed-forward width."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention and residual branches."""
+    max_steps: int = 48
+    """Steps per episode (size of the timestep embedding)."""
+    alpha_max: float = 5.0
+    """Highest bid coefficient: predictions are alpha_max · sigmoid(·)."""
+
+
+@dataclass(frozen=True)
+class DTTrainConfig:
+    """Offline training of a Decision Transformer."""
+
+    steps: int = 4000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Windows per step."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, linear warm-up then cosine)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup: int = 200
+    """Warm-up steps."""
+    grad_clip: float = 0.5
+    """Gradient-norm clip."""
+    target_quantile: float = 0.9
+    """Target return at play time: this quantile of the training episodes' normalised returns."""
+    max_minutes: float = 15.0
+    """Stop after this much training time (0 = no limit)."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with causal self-attention."""
+
+    def __init__(self, cfg: DTConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.p_attn = cfg.dropout
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+        # (B, L, D) -> (B, heads, L, D/heads)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.p_attn if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, D)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class DecisionTransformer(nn.Module):
+    """(rtg, state, action) tokens → the action at every state token."""
+
+    def __init__(self, cfg: DTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed_rtg = nn.Linear(1, d)
+        self.embed_state = nn.Linear(cfg.state_dim, d)
+        self.embed_action = nn.Linear(1, d)
+        self.embed_time = nn.Embedding(cfg.max_steps, d)
+        self.ln_in = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_out = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+
+    def forward(
+        self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
+    ) -> Tensor:
+        """rtg, actions (B, K) float; states (B, K, S); timesteps (B, K) long; valid (B, K) bool (left padding is
+        False). Returns (B, K) predicted α; the prediction at step k sees R_≤k, s_≤k and a_<k only."""
+        B, K = rtg.shape
+        t = self.embed_time(timesteps)
+        r = self.embed_rtg(rtg.unsqueeze(-1)) + t
+        s = self.embed_state(states) + t
+        a = self.embed_action((actions / self.cfg.alpha_max).unsqueeze(-1)) + t
+        x = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)  # (B, 3K, d): R1 s1 a1 R2 s2 a2 ...
+        x = self.drop(self.ln_in(x))
+        L = 3 * K
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        keys = valid.repeat_interleave(3, dim=1)  # (B, 3K)
+        # a query may attend to earlier valid tokens, and always to itself (so padded rows stay finite)
+        allowed = (causal & keys[:, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
+        allowed = allowed[:, None]  # (B, 1, L, L), shared by the heads
+        for block in self.blocks:
+            x = block(x, allowed)
+        h = self.ln_out(x).reshape(B, K, 3, -1)[:, :, 1]  # hidden states of the s tokens
+        return torch.sigmoid(self.head(h).squeeze(-1)) * self.cfg.alpha_max
+
+
+def action_loss(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Mean squared error of α over the valid (not padded) steps."""
+    m = valid.to(pred.dtype)
+    return ((pred - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+class Prepared:
+    """Episodes as model inputs: featurized, standardised states; normalised return-to-go; actions."""
+
+    def __init__(self, ep: Episodes, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+        T = ep.n_steps
+        x = featurize(ep.states, ep.budget[:, None], ep.bid_scale[:, None], T)
+        flat = x.reshape(-1, x.shape[-1])
+        self.mean = flat.mean(0) if mean is None else mean
+        self.std = np.maximum(flat.std(0), 1e-6) if std is None else std
+        self.states = ((x - self.mean) / self.std).astype(np.float32)
+        rewards = normalised_returns(ep.rewards, ep.budget, ep.bid_scale)
+        self.rtg = return_to_go(rewards).astype(np.float32)
+        self.actions = ep.actions.astype(np.float32)
+        self.returns = rewards.sum(axis=1)
+        self.T = T
+
+    def windows(self, episodes: np.ndarray, ends: np.ndarray, K: int):
+        """Left-padded windows of K steps ending before ``ends`` (exclusive) of the given episodes."""
+        offs = np.arange(K) - K
+        steps = ends[:, None] + offs[None, :]  # (B, K)
+        valid = steps >= 0
+        st = np.maximum(steps, 0)
+        e = episodes[:, None]
+        return (
+            torch.from_numpy(np.where(valid, self.rtg[e, st], 0.0).astype(np.float32)),
+            torch.from_numpy(np.where(valid[..., None], self.states[e, st], 0.0).astype(np.float32)),
+            torch.from_numpy(np.where(valid, self.actions[e, st], 0.0).astype(np.float32)),
+            torch.from_numpy(st.astype(np.int64)),
+            torch.from_numpy(valid),
+        )
+
+
+def train_dt(
+    ep: Episodes, cfg: DTConfig, tcfg: DTTrainConfig, progress: bool = False
+) -> tuple[DTBidder, dict]:
+    """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics."""
+    if ep.n_steps > cfg.max_steps:
+        raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
+    torch.manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+    data = Prepared(ep)
+    model = DecisionTransformer(cfg)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_time" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed_time" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=tcfg.lr,
+    )
+
+    def lr_at(step: int) -> float:
+        if step < tcfg.warmup:
+            return (step + 1) / tcfg.warmup
+        frac = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    t0 = time.perf_counter()
+    losses = []
+    model.train()
+    step = 0
+    for step in range(tcfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = tcfg.lr * lr_at(step)
+        idx = rng.integers(0, ep.size, size=tcfg.batch_size)
+        ends = rng.integers(1, data.T + 1, size=tcfg.batch_size)
+        rtg, states, actions, ts, valid = data.windows(idx, ends, cfg.context)
+        pred = model(rtg, states, actions, ts, valid)
+        loss = action_loss(pred, actions, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress and step % 500 == 0:
+            print(f"[dt] step {step} loss {np.mean(losses[-100:]):.4f}", flush=True)
+        if tcfg.max_minutes and time.perf_counter() - t0 > 60 * tcfg.max_minutes:
+            break
+    model.eval()
+    target = float(np.quantile(data.returns, tcfg.target_quantile))
+    bidder = DTBidder(model, data.mean, data.std, target, n_steps=data.T)
+    stats = {
+        "steps": step + 1,
+        "train_minutes": (time.perf_counter() - t0) / 60,
+        "final_loss": float(np.mean(losses[-100:])),
+        "first_loss": float(np.mean(losses[:100])),
+        "target_return": target,
+    }
+    return bidder, stats
+
+
+# ---- the bidder -----------------------------------------------------------------------------------------------
+class DTBidder:
+    """Plays a trained Decision Transformer through the bidder protocol (needs ``observe`` every step)."""
+
+    name = "dt"
+
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        mean: np.ndarray,
+        std: np.ndarray,
+        target_return: float,
+        n_steps: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.n_steps = int(n_steps or model.cfg.max_steps)
+        """Steps per period of the training data (used to scale the state features)."""
+        self.cfg = model.cfg
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.target_return = float(target_return)
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+        self.states: list[np.ndarray] = []
+        self.rtgs: list[float] = []
+        self.actions: list[float] = []
+        self.rtg = self.target_return
+        self.cost = 0.0
+        self.conversions = 0.0
+        self.score = 0.0
+
+    @torch.no_grad()
+    def act(self, state: np.ndarray) -> float:
+        adv = self.advertiser
+        x = featurize(
+            np.asarray(state)[None], np.array([adv.budget]), np.array([adv.bid_scale]), self.n_steps
+        )
+        self.states.append(((x[0] - self.mean) / self.std).astype(np.float32))
+        self.rtgs.append(self.rtg)
+        K = self.cfg.context
+        s = np.stack(self.states[-K:])
+        n = s.shape[0]
+        t0 = len(self.states) - n
+        acts = np.array(self.actions[-(n - 1) :] + [0.0] if n > 1 else [0.0], dtype=np.float32)
+        pred = self.model(
+            torch.tensor(self.rtgs[-K:], dtype=torch.float32)[None],
+            torch.from_numpy(s)[None],
+            torch.from_numpy(acts)[None],
+            torch.arange(t0, t0 + n).clamp_max(self.cfg.max_steps - 1)[None],
+            torch.ones(1, n, dtype=torch.bool),
+        )
+        a = float(pred[0, -1])
+        self.actions.append(a)
+        return a
+
+    def observe(self, feedback: Feedback) -> None:
+        adv = self.advertiser
+        self.cost += float(feedback.outcome.cost[adv.index])
+        self.conversions += float(feedback.outcome.conversions[adv.index])
+        score = float(conversion_score(self.conversions, self.cost, adv.bid_scale))
+        self.rtg -= (score - self.score) * adv.bid_scale / max(adv.budget, 1e-9)
+        self.score = score
+
+    # ---- persistence ------------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``dt.safetensors`` and ``dt.json`` into the folder ``path``."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, out / "dt.safetensors.tmp")
+        (out / "dt.safetensors.tmp").replace(out / "dt.safetensors")
+        meta = {
+            "config": asdict(self.cfg),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "target_return": self.target_return,
+            "n_steps": self.n_steps,
+        }
+        (out / "dt.json.tmp").write_text(json.dumps(meta, indent=2))
+        (out / "dt.json.tmp").replace(out / "dt.json")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> DTBidder:
+        src = Path(path)
+        if not (src / "dt.json").is_file() or not (src / "dt.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{src}: not a saved Decision Transformer (needs dt.json and dt.safetensors)"
+            )
+        meta = json.loads((src / "dt.json").read_text())
+        model = DecisionTransformer(DTConfig(**meta["config"]))
+        model.load_state_dict(load_file(src / "dt.safetensors"))
+        return cls(
+            model, np.array(meta["mean"]), np.array(meta["std"]), meta["target_return"], meta["n_steps"]
+        )

@@ -1,0 +1,94 @@
+"""The Decision Transformer: loss on toy values, causality and padding, training and save/load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from bidding.data import load_trajectories
+from bidding.dt import DecisionTransformer, DTBidder, DTConfig, DTTrainConfig, action_loss, train_dt
+from pipelines import simulate
+from simulators.bidders import default_competitors
+from simulators.rollout import run_period
+
+CFG = DTConfig(context=4, d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, max_steps=8)
+
+
+def test_action_loss_on_toy_values():
+    pred = torch.tensor([[1.0, 2.0, 3.0]])
+    target = torch.tensor([[1.0, 1.0, 1.0]])
+    valid = torch.tensor([[True, True, False]])
+    assert float(action_loss(pred, target, valid)) == pytest.approx((0.0 + 1.0) / 2)
+
+
+def _inputs(B=2, K=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(B, K, generator=g),
+        torch.randn(B, K, 16, generator=g),
+        torch.rand(B, K, generator=g) * 2,
+        torch.arange(K).repeat(B, 1),
+        torch.ones(B, K, dtype=torch.bool),
+    )
+
+
+def test_prediction_at_step_k_ignores_its_own_action_and_the_future():
+    torch.manual_seed(0)
+    model = DecisionTransformer(CFG).eval()
+    rtg, s, a, ts, valid = _inputs()
+    base = model(rtg, s, a, ts, valid)
+    a2 = a.clone()
+    a2[:, 2] += 1.0  # the action at step 2 and everything after it must not move predictions 0..2
+    rtg2 = rtg.clone()
+    rtg2[:, 3] += 1.0
+    out = model(rtg2, s, a2, ts, valid)
+    torch.testing.assert_close(out[:, :3], base[:, :3])
+    assert not torch.allclose(out[:, 3], base[:, 3])
+    assert torch.all((base > 0) & (base < CFG.alpha_max))
+
+
+def test_left_padding_does_not_change_valid_predictions():
+    torch.manual_seed(0)
+    model = DecisionTransformer(CFG).eval()
+    rtg, s, a, ts, valid = _inputs(B=1, K=2)
+    short = model(rtg, s, a, ts, valid)
+    pad = lambda t, v=0: torch.cat([torch.full_like(t[:, :2], v), t], dim=1)  # noqa: E731
+    padded = model(
+        pad(rtg, 9.0), torch.cat([torch.randn(1, 2, 16), s], 1), pad(a, 3.0), pad(ts), pad(valid, False)
+    )
+    torch.testing.assert_close(padded[:, 2:], short)
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("traj")
+    cfg = replace(
+        simulate.PRESETS["tiny"], output=str(out), policies=("fixed", "pid", "pacing", "lp"), progress=False
+    )
+    simulate.main(replace(cfg, periods=6))
+    return load_trajectories(out)
+
+
+def test_training_lowers_the_loss_and_save_load_bids_the_same(episodes, tmp_path):
+    T = episodes.n_steps
+    bidder, stats = train_dt(
+        episodes, replace(CFG, max_steps=T), DTTrainConfig(steps=150, batch_size=16, warmup=10)
+    )
+    assert stats["final_loss"] < stats["first_loss"]
+    loaded = DTBidder.load(bidder.save(tmp_path / "dt"))
+    market = simulate.PRESETS["tiny"].market
+
+    def play(b):
+        rng = np.random.default_rng(5)
+        others = default_competitors(market.n_advertisers - 1, np.random.default_rng(6), n_steps=T)
+        return run_period(market, [b, *others], rng)
+
+    first, again = play(bidder), play(loaded)
+    np.testing.assert_allclose(first.actions[:, 0], again.actions[:, 0], atol=1e-6)
+    assert np.all((first.actions[:, 0] > 0) & (first.actions[:, 0] < CFG.alpha_max))
+    assert bidder.rtg != bidder.target_return or first.rewards[:, 0].sum() == 0  # observe lowers the target
+    with pytest.raises(FileNotFoundError, match="not a saved Decision Transformer"):
+        DTBidder.load(tmp_path)
