@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from bidding.data import Episodes, featurize, normalised_returns, return_to_go
+from bidding.offline import expectile_loss
 from simulators.auction import conversion_score
 from simulators.market import Advertiser, Feedback
 
@@ -48,6 +49,8 @@ class DTConfig:
     """Steps per episode (size of the timestep embedding)."""
     alpha_max: float = 5.0
     """Highest bid coefficient: predictions are alpha_max · sigmoid(·)."""
+    explore_epsilon: float = 0.0
+    """Value-guided DT: range of the exploration factor β ∈ [1 − ε, 1 + ε] on the logged action (0 = plain DT)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,63 @@ class DTTrainConfig:
     """Stop after this much training time (0 = no limit)."""
     seed: int = 0
     """Seed of initialisation and sampling."""
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """The learned value of the value-guided DT (``vdt``)."""
+
+    expectile: float = 0.7
+    """Expectile τ of the action value's regression on the return-to-go (> 0.5 leans to the better outcomes)."""
+    critic_steps: int = 4000
+    """Optimiser steps of the action value (trained before the DT)."""
+    critic_hidden: int = 256
+    """Hidden width of the action value."""
+    critic_lr: float = 3e-4
+    """Learning rate of the action value."""
+    explore_weight: float = 0.1
+    """Weight of the exploration objective −Q(s, β·a) in the DT loss."""
+    margin: float = 0.0
+    """Gate: imitate the explored action β·a only where Q(s, β·a) > Q(s, a) + margin."""
+
+
+class ActionValue(nn.Module):
+    """Q(s, α): the normalised return-to-go expected from state s after bidding α (an MLP)."""
+
+    def __init__(self, state_dim: int, hidden: int, alpha_max: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(state_dim + 1, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
+        self.alpha_max = alpha_max
+
+    def forward(self, s: Tensor, a: Tensor) -> Tensor:
+        return self.net(torch.cat([s, (a / self.alpha_max).unsqueeze(-1)], dim=-1)).squeeze(-1)
+
+
+def train_action_value(
+    data: Prepared, cfg: DTConfig, vcfg: ValueConfig, seed: int
+) -> tuple[ActionValue, float]:
+    """Fit Q(s_t, a_t) to the return-to-go R_t by expectile regression; returns Q and its final loss."""
+    g = torch.Generator().manual_seed(seed + 1)
+    s = torch.from_numpy(data.states.reshape(-1, data.states.shape[-1]))
+    a = torch.from_numpy(data.actions.reshape(-1))
+    r = torch.from_numpy(data.rtg.reshape(-1))
+    q = ActionValue(s.shape[1], vcfg.critic_hidden, cfg.alpha_max)
+    opt = torch.optim.Adam(q.parameters(), lr=vcfg.critic_lr)
+    losses = []
+    for _ in range(vcfg.critic_steps):
+        i = torch.randint(0, s.shape[0], (256,), generator=g)
+        loss = expectile_loss(r[i] - q(s[i], a[i]), vcfg.expectile)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return q.eval().requires_grad_(False), float(np.mean(losses[-100:]))
 
 
 class Block(nn.Module):
@@ -116,12 +176,29 @@ class DecisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
+        self.explore_head = nn.Linear(d, 1) if cfg.explore_epsilon > 0 else None
 
     def forward(
         self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
     ) -> Tensor:
         """rtg, actions (B, K) float; states (B, K, S); timesteps (B, K) long; valid (B, K) bool (left padding is
         False). Returns (B, K) predicted α; the prediction at step k sees R_≤k, s_≤k and a_<k only."""
+        return self.act_head(self.hidden(rtg, states, actions, timesteps, valid))
+
+    def act_head(self, h: Tensor) -> Tensor:
+        """(B, K, d) state-token hidden states → (B, K) α in (0, alpha_max)."""
+        return torch.sigmoid(self.head(h).squeeze(-1)) * self.cfg.alpha_max
+
+    def explore(self, h: Tensor) -> Tensor:
+        """(B, K, d) hidden states → (B, K) exploration factor β = 1 + ε·tanh(·) (value-guided DT only)."""
+        if self.explore_head is None:
+            raise ValueError("this Decision Transformer has no exploration head (explore_epsilon = 0)")
+        return 1.0 + self.cfg.explore_epsilon * torch.tanh(self.explore_head(h).squeeze(-1))
+
+    def hidden(
+        self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
+    ) -> Tensor:
+        """(B, K, d) hidden states of the state tokens (inputs as in :meth:`forward`)."""
         B, K = rtg.shape
         t = self.embed_time(timesteps)
         r = self.embed_rtg(rtg.unsqueeze(-1)) + t
@@ -137,8 +214,7 @@ class DecisionTransformer(nn.Module):
         allowed = allowed[:, None]  # (B, 1, L, L), shared by the heads
         for block in self.blocks:
             x = block(x, allowed)
-        h = self.ln_out(x).reshape(B, K, 3, -1)[:, :, 1]  # hidden states of the s tokens
-        return torch.sigmoid(self.head(h).squeeze(-1)) * self.cfg.alpha_max
+        return self.ln_out(x).reshape(B, K, 3, -1)[:, :, 1]  # hidden states of the s tokens
 
 
 def action_loss(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
@@ -181,14 +257,32 @@ class Prepared:
 
 
 def train_dt(
-    ep: Episodes, cfg: DTConfig, tcfg: DTTrainConfig, progress: bool = False
+    ep: Episodes,
+    cfg: DTConfig,
+    tcfg: DTTrainConfig,
+    value: ValueConfig | None = None,
+    progress: bool = False,
 ) -> tuple[DTBidder, dict]:
-    """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics."""
+    """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics.
+
+    With ``value`` (and ``cfg.explore_epsilon > 0``) this is the value-guided DT: an action value Q(s, α) is first
+    fitted to the return-to-go by expectile regression; then, at every step of the DT, an exploration head proposes
+    β ∈ [1 − ε, 1 + ε] and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates
+    β·a where Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
+    """
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
+    if (value is None) != (cfg.explore_epsilon == 0):
+        raise ValueError(
+            "a value-guided DT needs both a ValueConfig and explore_epsilon > 0; a plain DT neither"
+        )
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
+    t_start = time.perf_counter()
+    critic, critic_loss = (None, None)
+    if value is not None:
+        critic, critic_loss = train_action_value(data, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_time" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed_time" not in n)]
@@ -204,7 +298,8 @@ def train_dt(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     t0 = time.perf_counter()
-    losses = []
+    losses: list[float] = []
+    gated: list[float] = []
     model.train()
     step = 0
     for step in range(tcfg.steps):
@@ -213,8 +308,21 @@ def train_dt(
         idx = rng.integers(0, ep.size, size=tcfg.batch_size)
         ends = rng.integers(1, data.T + 1, size=tcfg.batch_size)
         rtg, states, actions, ts, valid = data.windows(idx, ends, cfg.context)
-        pred = model(rtg, states, actions, ts, valid)
-        loss = action_loss(pred, actions, valid)
+        h = model.hidden(rtg, states, actions, ts, valid)
+        pred = model.act_head(h)
+        if critic is None:
+            loss = action_loss(pred, actions, valid)
+        else:
+            beta = model.explore(h)
+            explored = beta * actions
+            m = valid.to(pred.dtype)
+            q_explored = critic(states, explored)
+            explore_loss = -(q_explored * m).sum() / m.sum().clamp_min(1.0)
+            with torch.no_grad():
+                better = q_explored.detach() > critic(states, actions) + value.margin
+                target = torch.where(better, explored.detach().clamp(0.0, cfg.alpha_max), actions)
+            loss = action_loss(pred, target, valid) + value.explore_weight * explore_loss
+            gated.append(float((better & valid).sum()) / max(1.0, float(valid.sum())))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -229,11 +337,14 @@ def train_dt(
     bidder = DTBidder(model, data.mean, data.std, target, n_steps=data.T)
     stats = {
         "steps": step + 1,
-        "train_minutes": (time.perf_counter() - t0) / 60,
+        "train_minutes": (time.perf_counter() - t_start) / 60,
         "final_loss": float(np.mean(losses[-100:])),
         "first_loss": float(np.mean(losses[:100])),
         "target_return": target,
     }
+    if critic is not None:
+        stats["critic_loss"] = critic_loss
+        stats["explored_share"] = float(np.mean(gated[-100:]))
     return bidder, stats
 
 
@@ -241,7 +352,9 @@ def train_dt(
 class DTBidder:
     """Plays a trained Decision Transformer through the bidder protocol (needs ``observe`` every step)."""
 
-    name = "dt"
+    @property
+    def name(self) -> str:
+        return "vdt" if self.cfg.explore_epsilon > 0 else "dt"
 
     def __init__(
         self,

@@ -1,0 +1,150 @@
+"""Judge a bidder in simulation: unseen periods, several budget ratios, the same competitors for every bidder.
+
+For every test period p, budget ratio b and advertiser slot i (``slots``), the period's advertisers are drawn from
+``[seed, p]``, advertiser i's budget is multiplied by b, every other advertiser is a default heuristic competitor
+(drawn from the same seed), and the bidder under test bids for advertiser i. All bidders therefore face exactly the
+same markets, and differences in score are the bidders' own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulators.bidders import Bidder, default_competitors
+from simulators.market import MarketConfig, sample_advertisers
+from simulators.rollout import run_period
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How bidders are judged."""
+
+    periods: int = 10
+    """Unseen test periods."""
+    first_period: int = 100_000
+    """Number of the first test period (training data uses small numbers, so these are unseen)."""
+    budget_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    """Budget multipliers of the tested advertiser."""
+    slots: tuple[int, ...] = (0, 11, 23, 35)
+    """Advertiser indices the tested bidder takes over, in turn (must be < n_advertisers)."""
+    seed: int = 0
+    """Seed of the test markets."""
+
+
+def evaluate(
+    make_bidder: Callable[[], Bidder],
+    market: MarketConfig,
+    cfg: EvalConfig,
+    alpha_max: float = 5.0,
+    curves: bool = False,
+) -> dict:
+    """Play the bidder in every (period, budget ratio, slot) of ``cfg``; return its figures.
+
+    ``score_by_budget``: mean score per budget ratio; ``score_mean``: their mean; ``cpa_violation_rate``: share of
+    plays whose cost per conversion ended above the target (bid scale); ``roi``: value of conversions / cost over all
+    plays; ``cac``: cost per conversion over all plays, relative to the target; ``budget_used``: mean share of the
+    budget spent; ``act_ms``: mean milliseconds per ``act`` call. With ``curves``, also the mean share of budget spent
+    and the mean cost per conversion / target after each step (for pacing plots).
+    """
+    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
+    T = market.n_steps
+    by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
+    violations = plays = 0
+    cost_total = value_total = conv_total = target_cost_total = 0.0
+    used: list[float] = []
+    act_seconds = 0.0
+    act_calls = 0
+    spend_curve = np.zeros(T)
+    cpa_curve = np.zeros(T)
+    for p in range(cfg.first_period, cfg.first_period + cfg.periods):
+        base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
+        for b in cfg.budget_ratios:
+            for slot in slots:
+                budget = base.budget.copy()
+                budget[slot] *= b
+                adv = base._replace(budget=budget)
+                others = default_competitors(
+                    market.n_advertisers - 1, np.random.default_rng([cfg.seed, p, 1]), T
+                )
+                bidder = _Timed(make_bidder())
+                bidders: list[Bidder] = [*others[:slot], bidder, *others[slot:]]
+                traj = run_period(
+                    market,
+                    bidders,
+                    np.random.default_rng([cfg.seed, p, 2]),
+                    advertisers=adv,
+                    alpha_max=alpha_max,
+                )
+                act_seconds += bidder.seconds
+                act_calls += bidder.calls
+                cost = float(traj.cost[:, slot].sum())
+                conv = float(traj.conversions[:, slot].sum())
+                scale = float(adv.bid_scale[slot])
+                by_ratio[b].append(float(traj.scores[slot]))
+                plays += 1
+                violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
+                cost_total += cost
+                conv_total += conv
+                value_total += conv * float(adv.value[slot])
+                target_cost_total += conv * scale
+                used.append(cost / budget[slot] if budget[slot] > 0 else 0.0)
+                if curves:
+                    spent = np.cumsum(traj.cost[:, slot]) / max(budget[slot], 1e-9)
+                    cum_conv = np.cumsum(traj.conversions[:, slot])
+                    cpa = np.where(
+                        cum_conv > 0, np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale, 0.0
+                    )
+                    spend_curve += spent
+                    cpa_curve += cpa
+    score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
+    out = {
+        "score_by_budget": score_by_budget,
+        "score_mean": float(np.mean(score_by_budget)),
+        "cpa_violation_rate": violations / max(plays, 1),
+        "roi": value_total / cost_total if cost_total > 0 else math.nan,
+        "cac": (cost_total / conv_total) / (target_cost_total / conv_total) if conv_total > 0 else math.nan,
+        "budget_used": float(np.mean(used)),
+        "act_ms": 1000 * act_seconds / max(act_calls, 1),
+        "plays": plays,
+    }
+    if curves:
+        out["spend_curve"] = (spend_curve / plays).tolist()
+        out["cpa_curve"] = (cpa_curve / plays).tolist()
+    return out
+
+
+class _Timed:
+    """Wraps a bidder and times its ``act`` calls."""
+
+    def __init__(self, bidder: Bidder) -> None:
+        self.bidder = bidder
+        self.seconds = 0.0
+        self.calls = 0
+        observe = getattr(bidder, "observe", None)
+        if observe is not None:
+            self.observe = observe
+
+    def reset(self, advertiser) -> None:
+        self.bidder.reset(advertiser)
+
+    def act(self, state: np.ndarray) -> float:
+        t = time.perf_counter()
+        a = self.bidder.act(state)
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return a
+
+
+def compare(
+    bidders: dict[str, Callable[[], Bidder]], market: MarketConfig, cfg: EvalConfig, **kw
+) -> dict[str, dict]:
+    """:func:`evaluate` for every named bidder factory, on the same markets."""
+    return {name: evaluate(make, market, cfg, **kw) for name, make in bidders.items()}
+
+
+__all__: Sequence[str] = ["EvalConfig", "compare", "evaluate"]
