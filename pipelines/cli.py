@@ -26,6 +26,7 @@ JOBS: dict[str, str] = {
     "bench-search": "pipelines.bench_search",
     "simulate": "pipelines.simulate",
     "bench-simulator": "pipelines.bench_simulator",
+    "bench-bidding": "pipelines.bench_bidding",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 

@@ -11,6 +11,7 @@ import torch
 from bidding.data import load_trajectories
 from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
 from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, train_offline
+from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import simulate
 from simulators.bidders import default_competitors
 from simulators.rollout import run_period
@@ -34,6 +35,9 @@ def episodes(tmp_path_factory):
 
 
 def _train(kind: str, ep):
+    if kind in ("ppo", "sac"):
+        cfg = OnlineConfig(algorithm=kind, timesteps=128, impressions=2_000)
+        return train_online(TINY.market, cfg)[0], SB3Bidder.load
     if kind in ("dt", "vdt"):
         cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=ep.n_steps)
         tcfg = DTTrainConfig(steps=60, batch_size=16, warmup=5)
@@ -57,7 +61,7 @@ def _play(bidder, seed=3):
     return run_period(market, [bidder, *others], np.random.default_rng(seed)).actions[:, 0]
 
 
-@pytest.mark.parametrize("kind", ["bc", "iql", "cql", "dt", "vdt"])
+@pytest.mark.parametrize("kind", ["bc", "iql", "cql", "dt", "vdt", "ppo", "sac"])
 def test_bidder_contract(kind, episodes, tmp_path):
     """Every learned bidder: acts in range, saves, loads, and bids the same after loading."""
     bidder, load = _train(kind, episodes)

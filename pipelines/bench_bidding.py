@@ -1,0 +1,196 @@
+"""bench-bidding: train the offline and online bidders, then judge every bidder on the same unseen markets.
+
+Offline bidders (bc, iql, cql, dt, vdt) train on the trajectories of ``--trajectories`` (made with ``simulate`` first
+when empty); online bidders (ppo, sac) train in the env; heuristics (fixed, pid, onlinelp) need no training. Every
+bidder then plays the test periods of ``bidding.evaluate`` (unseen seeds, budget ratios 50-150%, several advertiser
+slots, the same heuristic competitors for all). The last stdout line is
+``{"bidders": {name: {"score_by_budget", "score_mean", "cpa_violation_rate", "roi", "cac", "budget_used",
+"train_minutes", "act_ms"}}}``; MLflow gets the table (``bidders.md``) and plots of score by budget, budget pacing
+and cost per conversion over the day.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bidding.data import load_trajectories
+from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
+from bidding.evaluate import EvalConfig, evaluate
+from bidding.offline import OfflineConfig, PolicyBidder, train_offline
+from bidding.online import OnlineConfig, SB3Bidder, train_online
+from pipelines import simulate, tracking
+from simulators.bidders import FixedBidder, OnlineLPBidder, PIDBidder
+
+JOB = "bench-bidding"
+BIDDERS = ("fixed", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the bench-bidding job."""
+
+    trajectories: str = ""
+    """Folder of trajectory parts to train on; empty = run simulate (settings below) into <output>/offline."""
+    simulate: simulate.Config = field(default_factory=simulate.Config)
+    """Data generation when --trajectories is empty; its market is also the test market."""
+    bidders: tuple[str, ...] = BIDDERS
+    """Bidders to train and judge."""
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    """Test periods, budget ratios and advertiser slots."""
+    dt: DTConfig = field(default_factory=DTConfig)
+    """Decision Transformer shape (vdt uses it with explore_epsilon = vdt_epsilon)."""
+    dt_train: DTTrainConfig = field(default_factory=DTTrainConfig)
+    """Decision Transformer training (dt and vdt)."""
+    value: ValueConfig = field(default_factory=ValueConfig)
+    """The learned value of vdt."""
+    vdt_epsilon: float = 0.3
+    """Exploration range of vdt: β ∈ [1 − ε, 1 + ε]."""
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    """BC / IQL / CQL settings (the algorithm is set per bidder)."""
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    """PPO / SAC settings (the algorithm is set per bidder)."""
+    output: str = "artifacts/bidding"
+    """Folder for the trained bidders (and the trajectories when simulated here)."""
+
+
+_TINY_MARKET = simulate.PRESETS["tiny"].market
+PRESETS = {
+    "default": Config(),
+    "tiny": Config(
+        simulate=replace(simulate.PRESETS["tiny"], periods=6, policies=("fixed", "pid", "pacing", "lp")),
+        evaluation=EvalConfig(periods=2, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 3)),
+        dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=_TINY_MARKET.n_steps),
+        dt_train=DTTrainConfig(steps=40, batch_size=16, warmup=5),
+        value=ValueConfig(critic_steps=40, critic_hidden=32),
+        offline=OfflineConfig(hidden=32, steps=40, batch_size=64),
+        online=OnlineConfig(timesteps=128, impressions=2_000),
+    ),
+}
+
+
+HEURISTICS = {
+    "fixed": lambda n_steps: FixedBidder(1.0),
+    "pid": lambda n_steps: PIDBidder(),
+    "onlinelp": lambda n_steps: OnlineLPBidder(n_steps=n_steps),
+}
+"""The heuristic bidders judged, with their default settings."""
+
+
+def main(cfg: Config) -> dict:
+    unknown = sorted(set(cfg.bidders) - set(BIDDERS))
+    if unknown or not cfg.bidders:
+        raise ValueError(f"unknown bidders {unknown or '(none given)'}; choose from {', '.join(BIDDERS)}")
+    out = Path(cfg.output)
+    market = cfg.simulate.market
+    with tracking.job_run(JOB, cfg):
+        needs_data = {"bc", "iql", "cql", "dt", "vdt"} & set(cfg.bidders)
+        episodes = None
+        if needs_data:
+            folder = cfg.trajectories
+            if not folder:
+                folder = str(out / "offline")
+                simulate.main(replace(cfg.simulate, output=folder))
+            episodes = load_trajectories(folder)
+            if episodes.n_steps != market.n_steps:
+                raise ValueError(
+                    f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
+                )
+        results: dict[str, dict] = {}
+        for name in cfg.bidders:
+            print(f"[bench-bidding] {name}: training", file=sys.stderr)
+            train_minutes = 0.0
+            if name in HEURISTICS:
+                make = (lambda f: lambda: f(market.n_steps))(HEURISTICS[name])
+            else:
+                if name in ("bc", "iql", "cql"):
+                    bidder, stats = train_offline(episodes, replace(cfg.offline, algorithm=name))
+                    bidder = PolicyBidder.load(bidder.save(out / name))
+                elif name in ("dt", "vdt"):
+                    dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps))
+                    if name == "vdt":
+                        dcfg = replace(dcfg, explore_epsilon=cfg.vdt_epsilon)
+                    bidder, stats = train_dt(
+                        episodes, dcfg, cfg.dt_train, cfg.value if name == "vdt" else None
+                    )
+                    bidder = DTBidder.load(bidder.save(out / name))
+                else:
+                    bidder, stats = train_online(market, replace(cfg.online, algorithm=name))
+                    bidder = SB3Bidder.load(bidder.save(out / name))
+                train_minutes = stats["train_minutes"]
+                tracking.log_metrics(
+                    {f"train.{name}.{k}": v for k, v in stats.items() if isinstance(v, float)}
+                )
+                make = (lambda b: lambda: b)(bidder)
+            print(f"[bench-bidding] {name}: evaluating", file=sys.stderr)
+            res = evaluate(make, market, cfg.evaluation, curves=True)
+            res["train_minutes"] = train_minutes
+            results[name] = res
+            tracking.log_metrics(
+                {
+                    f"{name}.{k}": v
+                    for k, v in res.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
+        table = markdown(results, cfg.evaluation.budget_ratios)
+        tracking.log_text(table, "bidders.md")
+        _plots(results, cfg.evaluation.budget_ratios, out)
+        tracking.log_json(results, "bench.json")
+        print(table, file=sys.stderr)
+    keep = (
+        "score_by_budget",
+        "score_mean",
+        "cpa_violation_rate",
+        "roi",
+        "cac",
+        "budget_used",
+        "train_minutes",
+        "act_ms",
+    )
+    return {"bidders": {n: {k: r[k] for k in keep} for n, r in results.items()}}
+
+
+def markdown(results: dict[str, dict], ratios) -> str:
+    """The results as a markdown table, best mean score first."""
+    head = "| bidder | " + " | ".join(f"score @{r:.0%}" for r in ratios)
+    head += " | mean | CPA violations | ROI | CAC / target | budget used | train min | act ms |"
+    lines = [head, "|" + "---|" * (len(ratios) + 8)]
+    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"]):
+        cells = [f"{v:.2f}" for v in r["score_by_budget"]]
+        cells += [
+            f"{r['score_mean']:.2f}",
+            f"{r['cpa_violation_rate']:.0%}",
+            f"{r['roi']:.2f}",
+            f"{r['cac']:.2f}",
+            f"{r['budget_used']:.0%}",
+            f"{r['train_minutes']:.1f}",
+            f"{r['act_ms']:.2f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plots(results: dict[str, dict], ratios, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for name, r in results.items():
+        axes[0].plot([100 * x for x in ratios], r["score_by_budget"], marker="o", label=name)
+        axes[1].plot(r["spend_curve"], label=name)
+        axes[2].plot(r["cpa_curve"], label=name)
+    axes[0].set(xlabel="budget (% of the period's)", ylabel="mean score", title="Score by budget")
+    axes[1].set(xlabel="step", ylabel="share of budget spent", title="Budget pacing over the day")
+    axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
+    axes[2].set(xlabel="step", ylabel="cost per conversion / target", title="CPA over the day")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bidding.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    tracking.log_file(path)
