@@ -1,5 +1,6 @@
-"""quickstart: the end-to-end demo on embedded data: prepare the data, give every item a semantic ID, then train a
-tiny generative retriever on the synthetic world and evaluate it on the held-out test requests."""
+"""quickstart: the end-to-end demo on embedded data: prepare the data, give every item a semantic ID, train a tiny
+generative retriever on the synthetic world and evaluate it on the held-out test requests; then simulate a small ad
+market, train a small Decision Transformer bidder on its trajectories and judge it against PID."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bidding.dt import DTConfig, DTTrainConfig
+from bidding.evaluate import EvalConfig
 from onesearch.data.registry import shared_data_dir
-from pipelines import bench_generative, prepare_data, tokenize, tracking, train_generator
+from pipelines import bench_bidding, bench_generative, prepare_data, tokenize, tracking, train_generator
+from simulators.market import MarketConfig
 
 JOB = "quickstart"
 
@@ -32,11 +36,13 @@ class Config:
     """Task of the tiny generator trained on the synthetic world: search, recommend, or 'none' to skip."""
     generator_epochs: int = 8
     """Training epochs of that generator."""
+    bidding: bool = True
+    """Simulate a small ad market, train a small Decision Transformer bidder on it, and judge it against PID."""
 
 
 PRESETS = {
     "default": Config(),
-    "tiny": Config(world="tiny", scientific="scientific-mini", generator_epochs=2),
+    "tiny": Config(world="tiny", scientific="scientific-mini", generator_epochs=2, bidding=False),
 }
 
 _COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
@@ -53,6 +59,26 @@ _GEN_COLUMNS = (
 )
 
 
+_BID_COLUMNS = ("score_mean", "cpa_violation_rate", "budget_used", "train_minutes", "act_ms")
+
+
+def _bidding_config(output: Path, seed: int) -> bench_bidding.Config:
+    """A market small enough to simulate, train on and judge in well under a minute."""
+    market = MarketConfig(impressions=20_000, n_steps=24, n_advertisers=12, n_categories=4)
+    tiny = bench_bidding.PRESETS["tiny"]
+    return replace(
+        tiny,
+        bidders=("pid", "dt"),
+        simulate=replace(
+            tiny.simulate, market=market, periods=40, part_periods=40, seed=seed, progress=False
+        ),
+        evaluation=EvalConfig(periods=4, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 5), seed=seed),
+        dt=DTConfig(context=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_steps=market.n_steps),
+        dt_train=DTTrainConfig(steps=400, batch_size=32, warmup=40, seed=seed),
+        output=str(output),
+    )
+
+
 def _cell(v: object) -> str:
     if isinstance(v, bool) or v is None:
         return "-"
@@ -63,8 +89,8 @@ def _cell(v: object) -> str:
     return str(v)
 
 
-def _table(rows: dict[str, dict], columns: tuple[str, ...] = _COLUMNS) -> str:
-    head = ["dataset", *columns]
+def _table(rows: dict[str, dict], columns: tuple[str, ...] = _COLUMNS, first: str = "dataset") -> str:
+    head = [first, *columns]
     body = [[name, *[_cell(r.get(c)) for c in columns]] for name, r in rows.items()]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
@@ -120,6 +146,14 @@ def main(cfg: Config) -> dict:
             gen[world] = bench_generative.main(
                 replace(bench_generative.PRESETS["tiny"], trainer=trainer, qps_beams=(20,), qps_requests=256)
             )
+        bids = {}
+        if cfg.bidding:
+            print(
+                "[quickstart] simulating a small ad market and training a Decision Transformer bidder ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            bids = bench_bidding.main(_bidding_config(out / "bidding", cfg.seed))["bidders"]
         table = _table(stats)
         if sids:
             table += "\n\nSemantic IDs (" + cfg.tokenizer + ")\n\n" + _table(sids, _SID_COLUMNS)
@@ -127,6 +161,9 @@ def main(cfg: Config) -> dict:
             table += "\n\nGenerative retriever (tiny model, test split, beam 10)\n\n" + _table(
                 gen, _GEN_COLUMNS
             )
+        if bids:
+            table += "\n\nBidders on a small simulated market (unseen periods; score = CPA-penalised conversions)\n\n"
+            table += _table(bids, _BID_COLUMNS, first="bidder")
         tracking.log_text(table, "summary.md")
         print("\n" + table + "\n")
         print(f"Tables written under {out / 'data'}/<dataset>/*.parquet")
@@ -141,6 +178,7 @@ def main(cfg: Config) -> dict:
                 k: {c: v.get(c) for c in (*_SID_COLUMNS, "sid_hash", "output")} for k, v in sids.items()
             },
             "generator": {k: {c: v.get(c) for c in (*_GEN_COLUMNS, "model_uri")} for k, v in gen.items()},
+            "bidders": bids,
             "mlflow_run_id": run.info.run_id,
             "mlflow_ui": tracking.ui_command(),
         }
