@@ -11,10 +11,11 @@ temporary name and renamed, so an interrupted run resumes at the first missing p
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,7 @@ def main(cfg: Config) -> dict:
         raise ValueError(f"periods and part_periods must be positive, got {cfg.periods}, {cfg.part_periods}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, cfg)
     with tracking.job_run(JOB, cfg):
         t0 = time.perf_counter()
         ppo = train_ppo(cfg, out / "ppo.zip") if "ppo" in cfg.policies else None
@@ -193,6 +195,29 @@ def main(cfg: Config) -> dict:
         tracking.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
         tracking.log_json(result, "summary.json")
     return result
+
+
+def _check_settings(out: Path, cfg: Config) -> None:
+    """Parts are resumed only from a run with the same settings: ``simulate.json`` records them."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output", "progress", "periods")}
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as they read back
+    path = out / "simulate.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out} holds trajectories simulated with other settings ({', '.join(diff)} differ); "
+                "use another --output or delete that folder"
+            )
+    elif any(out.glob("part-*.parquet")):
+        raise ValueError(
+            f"{out} holds trajectory parts but no simulate.json; use another --output or delete them"
+        )
+    else:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(settings, indent=2))
+        os.replace(tmp, path)
 
 
 def summarise(folder: Path) -> dict:

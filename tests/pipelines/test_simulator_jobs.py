@@ -48,6 +48,9 @@ def test_simulate_writes_the_documented_schema_and_resumes_exactly(tmp_path):
     df2 = pl.read_parquet(out / "part-*.parquet").sort("period", "step", "advertiser")
     assert df2.equals(df)
     assert not list(out.glob("*.tmp"))
+    # parts are never mixed across settings
+    with pytest.raises(ValueError, match=r"other settings \(seed differ\)"):
+        simulate.main(replace(cfg, seed=1))
 
 
 def test_simulate_with_a_ppo_behaviour_policy(tmp_path):
