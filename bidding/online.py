@@ -118,6 +118,8 @@ class SB3Bidder:
         self.var = np.asarray(var, dtype=np.float32)
         self.n_steps = int(n_steps)
         self.clip = float(clip)
+        self.deterministic = True
+        """False: sample the policy's actions (behaviour data) instead of taking its mean."""
 
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
@@ -128,7 +130,7 @@ class SB3Bidder:
             np.asarray(state)[None], np.array([adv.budget]), np.array([adv.bid_scale]), self.n_steps
         )
         x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
-        return float(self.model.predict(x[0], deterministic=True)[0][0])
+        return float(self.model.predict(x[0], deterministic=self.deterministic)[0][0])
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.zip`` (SB3) and ``sb3.json`` (normalisation) into the folder ``path``."""

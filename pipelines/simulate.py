@@ -11,18 +11,20 @@ temporary name and renamed, so an interrupted run resumes at the first missing p
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import tracking
-from simulators.bidders import HEURISTICS, Bidder, PolicyBidder, heuristic
+from simulators.bidders import HEURISTICS, Bidder, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
 from simulators.rollout import TRAJECTORY_COLUMNS, run_period
 
@@ -49,7 +51,7 @@ class Config:
     part_periods: int = 50
     """Periods per parquet part."""
     output: str = "artifacts/offline"
-    """Folder of the parquet parts (and ppo.zip)."""
+    """Folder of the parquet parts (and ppo/, the PPO behaviour policy)."""
     seed: int = 0
     """Seed of the whole dataset."""
     progress: bool = True
@@ -70,29 +72,20 @@ PRESETS = {
 COLUMNS = TRAJECTORY_COLUMNS
 
 
-def train_ppo(cfg: Config, path: Path):
-    """Train (or load, when ``path`` exists) a PPO bidder in the env; returns the SB3 model."""
-    import torch
-    from stable_baselines3 import PPO
-
-    from simulators.env import AuctionEnv
-
-    if path.exists():
-        return PPO.load(path, device="cpu")
-    env = AuctionEnv(
-        config=replace(cfg.market, impressions=max(cfg.ppo_impressions, cfg.market.n_steps)),
-        alpha_max=cfg.alpha_max,
+def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
+    """Train (or load, when ``path`` holds one) the PPO behaviour policy of ``bidding.online``."""
+    if (path / "sb3.json").is_file():
+        return SB3Bidder.load(path)
+    ocfg = OnlineConfig(
+        algorithm="ppo",
+        timesteps=cfg.ppo_steps,
+        impressions=cfg.ppo_impressions,
+        max_minutes=0,
+        seed=cfg.seed,
     )
-    torch.manual_seed(cfg.seed)
-    n_steps = max(cfg.market.n_steps, min(2048, cfg.ppo_steps))
-    model = PPO(
-        "MlpPolicy", env, n_steps=n_steps, batch_size=min(64, n_steps), seed=cfg.seed, device="cpu", verbose=0
-    )
-    model.learn(total_timesteps=cfg.ppo_steps, progress_bar=False)
-    tmp = path.with_suffix(".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return model
+    bidder, _ = train_online(cfg.market, ocfg)
+    bidder.save(path)
+    return bidder
 
 
 def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], list[str]]:
@@ -100,7 +93,9 @@ def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], 
     bidders: list[Bidder] = []
     for name in names:
         if name == "ppo":
-            bidders.append(PolicyBidder(lambda s: ppo.predict(s, deterministic=False)[0][0], name="ppo"))
+            b = copy.copy(ppo)  # one per advertiser: they share the network, not the advertiser
+            b.deterministic = False  # behaviour data: sample the policy's actions
+            bidders.append(b)
         else:
             bidders.append(heuristic(name, rng, cfg.market.n_steps))
     return bidders, names
@@ -147,7 +142,7 @@ def main(cfg: Config) -> dict:
     _check_settings(out, cfg)
     with tracking.job_run(JOB, cfg):
         t0 = time.perf_counter()
-        ppo = train_ppo(cfg, out / "ppo.zip") if "ppo" in cfg.policies else None
+        ppo = train_ppo(cfg, out / "ppo") if "ppo" in cfg.policies else None
         ppo_seconds = time.perf_counter() - t0
         n_parts = -(-cfg.periods // cfg.part_periods)
         written = skipped = 0

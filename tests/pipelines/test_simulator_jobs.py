@@ -55,7 +55,7 @@ def test_simulate_writes_the_documented_schema_and_resumes_exactly(tmp_path):
 
 def test_simulate_with_a_ppo_behaviour_policy(tmp_path):
     res = simulate.main(_cfg(tmp_path, policies=("ppo", "pid"), periods=2))
-    assert (tmp_path / "offline" / "ppo.zip").is_file()
+    assert (tmp_path / "offline" / "ppo" / "sb3.json").is_file()
     assert res.get("ppo_trajectories", 0) + res.get("pid_trajectories", 0) == 2 * 6
     df = pl.read_parquet(tmp_path / "offline" / "part-*.parquet")
     assert df["action"].min() >= 0 and df["action"].max() <= 5.0
