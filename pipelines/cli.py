@@ -27,6 +27,7 @@ JOBS: dict[str, str] = {
     "simulate": "pipelines.simulate",
     "bench-simulator": "pipelines.bench_simulator",
     "bench-bidding": "pipelines.bench_bidding",
+    "score": "pipelines.score",
 }
 """Job name -> module. Modules are imported only when their job runs (``--help`` stays fast)."""
 

@@ -8,10 +8,21 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import polars as pl
+
 from bidding.dt import DTConfig, DTTrainConfig
 from bidding.evaluate import EvalConfig
+from onesearch.data.dataset import Dataset
 from onesearch.data.registry import shared_data_dir
-from pipelines import bench_bidding, bench_generative, prepare_data, tokenize, tracking, train_generator
+from pipelines import (
+    bench_bidding,
+    bench_generative,
+    prepare_data,
+    score,
+    tokenize,
+    tracking,
+    train_generator,
+)
 from simulators.market import MarketConfig
 
 JOB = "quickstart"
@@ -60,6 +71,30 @@ _GEN_COLUMNS = (
 
 
 _BID_COLUMNS = ("score_mean", "cpa_violation_rate", "budget_used", "train_minutes", "act_ms")
+
+
+def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
+    """The first ``n`` search requests of a prepared dataset as score input (history = purchases before them)."""
+    ds = Dataset.load(dataset_dir)
+    bought = (
+        ds.interactions.filter(pl.col("event") == "purchase")
+        .sort("user_id", "timestamp")
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").alias("bought"))
+    )
+    req = (
+        ds.search_log.sort("request_id")
+        .head(n)
+        .join(bought, on="user_id", how="left")
+        .select(
+            pl.col("request_id").cast(pl.String),
+            pl.col("user_id").cast(pl.String),
+            "query",
+            pl.col("bought").list.head(pl.col("position")).alias("history"),
+        )
+    )
+    req.write_parquet(path)
+    return path
 
 
 def _bidding_config(output: Path, seed: int) -> bench_bidding.Config:
@@ -146,6 +181,18 @@ def main(cfg: Config) -> dict:
             gen[world] = bench_generative.main(
                 replace(bench_generative.PRESETS["tiny"], trainer=trainer, qps_beams=(20,), qps_requests=256)
             )
+        scores = None
+        if gen:
+            print("[quickstart] scoring a small batch of search requests ...", file=sys.stderr, flush=True)
+            requests = _sample_requests(stats[world]["output"], out / "requests.parquet")
+            scores = score.main(
+                score.Config(
+                    model=gen[world]["model_uri"],
+                    input=str(requests),
+                    output=str(out / "scores"),
+                    progress=False,
+                )
+            )
         bids = {}
         if cfg.bidding:
             print(
@@ -171,6 +218,11 @@ def main(cfg: Config) -> dict:
             print(f"Semantic-ID tables under {out / 'tokenizers'}/<dataset>/{cfg.tokenizer}/sid.parquet")
         if gen:
             print(f"Generator bundle: {gen[world]['model_uri']}")
+        if scores:
+            print(
+                f"Scored {scores['rows_scored']} of {scores['rows_in']} requests ({scores['rows_failed']} bad) "
+                f"from {out / 'requests.parquet'}: ranked items in {scores['output']}/part-*.parquet"
+            )
         print(f"Open the runs: {tracking.ui_command()}\n", flush=True)
         return {
             "datasets": {k: {c: v.get(c) for c in (*_COLUMNS, "output")} for k, v in stats.items()},
@@ -179,6 +231,7 @@ def main(cfg: Config) -> dict:
             },
             "generator": {k: {c: v.get(c) for c in (*_GEN_COLUMNS, "model_uri")} for k, v in gen.items()},
             "bidders": bids,
+            "scores": scores,
             "mlflow_run_id": run.info.run_id,
             "mlflow_ui": tracking.ui_command(),
         }

@@ -29,6 +29,7 @@ from onesearch.model.train import TrainConfig, train
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
+from pipelines.pyfunc import log_generator_model
 
 JOB = "train-generator"
 TASK_NAMES = ("recommend", "search")
@@ -176,9 +177,13 @@ def main(cfg: Config) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         tracking.log_json(res.history, "history.json")
         tracking.log_artifacts(out, "generator")
+        pyfunc = log_generator_model(
+            out
+        )  # the same bundle as an MLflow pyfunc model (batch scoring, serving)
         result = {
             "model_uri": str(out.resolve()),
             "mlflow_model_uri": f"runs:/{run.info.run_id}/generator",
+            "mlflow_pyfunc_uri": pyfunc.model_uri,
             "dataset": p.ds.name,
             "task": cfg.task,
             "tokenizer": cfg.tokenizer,

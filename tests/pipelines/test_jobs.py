@@ -88,6 +88,9 @@ def test_quickstart_tiny(tmp_path, capsys):
     assert "| scientific-mini |" in out and "mlflow ui --backend-store-uri" in out
     assert set(res["bidders"]) == {"pid", "dt"} and re.search(r"\|\s+dt \|", out)
     assert res["bidders"]["dt"]["train_minutes"] > 0
+    sc = res["scores"]
+    assert sc["rows_in"] > 0 and sc["rows_scored"] + sc["rows_failed"] == sc["rows_in"]
+    assert "ranked items in" in out
     children = mlflow.search_runs(
         experiment_names=["prepare-data"], filter_string=f"tags.mlflow.parentRunId = '{res['mlflow_run_id']}'"
     )

@@ -1,0 +1,184 @@
+"""Batch scoring of (query, user, history) requests with a generator bundle, with a row-level bad-input policy.
+
+Input columns: ``request_id`` (unique, not null), ``user_id`` (not null), ``query`` (text; null or empty = a
+recommendation request), ``history`` (list of item ids, oldest first, or its JSON text in csv input; null = empty). A row is *bad*, skipped and
+reported with its reason, never stopping the batch, when:
+
+| reason | when |
+|---|---|
+| ``null request_id`` | the request id is missing |
+| ``duplicate request_id`` | the id was seen before in this input (the first one is scored) |
+| ``null user_id`` | the user id is missing |
+| ``query over N characters`` | the query is longer than ``max_query_chars`` |
+| ``empty query: search-only model`` | no query, and the model was trained for search only |
+| ``query has no known word pieces`` | the model cannot read any of the query |
+| ``malformed history`` | the history is not a list of integers (or holds nulls) |
+| ``unknown items in history: [...]`` | the history names items the model's catalogue does not have |
+| ``nothing to go on`` | empty query and empty history |
+
+Scored rows come out as ``k`` rows each: ``request_id, rank (1..k), item_id, score (log-probability), sid``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from onesearch.model.bundle import GeneratorBundle
+from onesearch.model.text import UNK
+
+INPUT_COLUMNS = ("request_id", "user_id", "query", "history")
+OUTPUT_COLUMNS = ("request_id", "rank", "item_id", "score", "sid")
+ERROR_COLUMNS = ("request_id", "row", "reason")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How each request is decoded."""
+
+    k: int = 10
+    """Items returned per request."""
+    beam: int = 20
+    """Beam width (at least k)."""
+    batch_size: int = 256
+    """Requests per decoding batch."""
+    max_query_chars: int = 500
+    """Longer queries are bad rows."""
+
+
+def check_columns(df: pl.DataFrame, where: str) -> None:
+    """Raise a ``ValueError`` naming the missing input columns (a whole-input problem, not a row problem)."""
+    missing = [c for c in INPUT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: missing input columns {missing} (need {list(INPUT_COLUMNS)})")
+
+
+class Scorer:
+    """Scores chunks of requests with one loaded bundle; keeps the request ids it has seen (for duplicates)."""
+
+    def __init__(self, bundle: GeneratorBundle, settings: ScoreSettings, seen: set | None = None) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        self.seen: set = set() if seen is None else seen
+        tasks = bundle.meta.get("tasks") or ["search", "recommend"]
+        self.serves_recommend = "recommend" in tasks
+        self.serves_search = bundle.vocab is not None
+        self._sid = np.array(["-".join(map(str, row)) for row in bundle.table.codes.tolist()], dtype=object)
+        self._known = bundle.table.item_ids
+
+    def _check(self, rid, uid, query, history) -> tuple[str | None, list[int], str | None]:
+        s = self.settings
+        if rid is None:
+            return "null request_id", [], None
+        if rid in self.seen:
+            return "duplicate request_id", [], None
+        self.seen.add(rid)
+        if uid is None:
+            return "null user_id", [], None
+        q = None if query is None or not str(query).strip() else str(query)
+        if q is not None and len(q) > s.max_query_chars:
+            return f"query over {s.max_query_chars} characters", [], None
+        if q is None and not self.serves_recommend:
+            return "empty query: search-only model", [], None
+        if q is not None and not self.serves_search:
+            return "query given to a recommendation-only model", [], None
+        if isinstance(history, str):  # text inputs (csv) carry the history as a JSON list
+            try:
+                history = json.loads(history) if history.strip() else None
+            except json.JSONDecodeError:
+                return "malformed history", [], None
+            if history is not None and not isinstance(history, list):
+                return "malformed history", [], None
+        if history is None:
+            h: list[int] = []
+        else:
+            try:
+                h = [int(x) for x in history]
+                if any(x is None for x in history):
+                    raise TypeError
+            except (TypeError, ValueError):
+                return "malformed history", [], None
+        if h:
+            unknown = sorted(set(np.asarray(h, dtype=np.int64)[~np.isin(h, self._known)].tolist()))
+            if unknown:
+                return (
+                    f"unknown items in history: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
+                    [],
+                    None,
+                )
+        if q is None and not h:
+            return "nothing to go on", [], None
+        if q is not None:
+            pieces = self.bundle.vocab.encode([q], self.bundle.model.cfg.max_query_tokens)[0]
+            if not np.any(pieces > UNK):
+                return "query has no known word pieces", [], None
+        return None, h, q
+
+    def score(self, df: pl.DataFrame, positions: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Score one chunk: (scored rows, bad rows ``request_id, row, reason``), ``row`` being the position in the
+        chunk. With ``positions`` the scored rows carry ``row`` too."""
+        s = self.settings
+        good_rows, good_ids, histories, queries = [], [], [], []
+        bad_ids, bad_rows, reasons = [], [], []
+        for j, (rid, uid, query, history) in enumerate(
+            zip(
+                df["request_id"].to_list(),
+                df["user_id"].to_list(),
+                df["query"].to_list(),
+                df["history"].to_list(),
+                strict=True,
+            )
+        ):
+            reason, h, q = self._check(rid, uid, query, history)
+            if reason is None:
+                good_rows.append(j)
+                good_ids.append(rid)
+                histories.append(h)
+                queries.append(q)
+            else:
+                bad_ids.append(rid)
+                bad_rows.append(j)
+                reasons.append(reason)
+        rid_dtype = df.schema["request_id"]
+        err = pl.DataFrame(
+            {"request_id": bad_ids, "row": bad_rows, "reason": reasons},
+            schema={"request_id": rid_dtype, "row": pl.Int64, "reason": pl.String},
+        )
+        if not good_ids:
+            out = empty_output(rid_dtype)
+            return (
+                out.with_columns(pl.lit(0, dtype=pl.Int64).alias("row")).head(0) if positions else out
+            ), err
+        ids, scores = self.bundle.retrieve(
+            histories, queries, k=s.k, beam=max(s.beam, s.k), batch_size=s.batch_size
+        )
+        n, k = ids.shape
+        flat = ids.reshape(-1)
+        sid = np.where(
+            flat >= 0, self._sid[self.bundle.table.rows(np.where(flat >= 0, flat, self._known[0]))], None
+        )
+        cols = {
+            "request_id": pl.Series(np.repeat(np.array(good_ids, dtype=object), k).tolist(), dtype=rid_dtype),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), n),
+            "item_id": flat.astype(np.int64),
+            "score": scores.reshape(-1).astype(np.float32),
+            "sid": pl.Series(sid.tolist(), dtype=pl.String),
+        }
+        if positions:
+            cols["row"] = np.repeat(np.asarray(good_rows, dtype=np.int64), k)
+        return pl.DataFrame(cols).filter(pl.col("item_id") >= 0), err
+
+
+def empty_output(rid_dtype=pl.String) -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "request_id": rid_dtype,
+            "rank": pl.Int16,
+            "item_id": pl.Int64,
+            "score": pl.Float32,
+            "sid": pl.String,
+        }
+    )

@@ -1,0 +1,217 @@
+"""Batch scoring: bad rows, kill -9 and resume, the MLflow pyfunc model in a fresh process."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+
+from onesearch.data.registry import load_dataset
+from onesearch.model.bundle import GeneratorBundle
+from onesearch.scoring import ScoreSettings
+from pipelines import score, tokenize, train_generator
+from pipelines.pyfunc import log_generator_model
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("score-model")
+    tok = tokenize.main(
+        tokenize.Config(
+            dataset="synthetic-tiny",
+            embedding="cf",
+            codebook_sizes=(8, 8),
+            pq_codes=8,
+            output=str(out / "tok"),
+        )
+    )
+    tiny = train_generator.PRESETS["tiny"]
+    cfg = replace(
+        tiny, tokenizer=tok["output"], task="search", mix_recommend=True, output=str(out / "gen"),
+        train=replace(tiny.train, epochs=1),
+    )  # fmt: skip
+    return train_generator.main(cfg)["model_uri"]
+
+
+@functools.cache
+def _title_words() -> list[str]:
+    titles = load_dataset("synthetic-tiny").items["title"].head(50).to_list()
+    return sorted({w.lower() for t in titles for w in t.split() if w.isalpha() and len(w) > 2})[:30]
+
+
+def _requests(bundle: GeneratorBundle, n: int, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    items = bundle.table.item_ids
+    words = _title_words()
+    return pl.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "user_id": [f"u{i % 17}" for i in range(n)],
+            "query": [" ".join(rng.choice(words, 2)) if i % 3 else None for i in range(n)],
+            "history": [rng.choice(items, rng.integers(1, 6)).tolist() for _ in range(n)],
+        },
+        schema_overrides={"history": pl.List(pl.Int64)},
+    )
+
+
+def test_bad_rows_are_reported_with_reasons_and_counted(bundle_dir, tmp_path):
+    bundle = GeneratorBundle.load(bundle_dir)
+    good = _requests(bundle, 5)
+    item = int(bundle.table.item_ids[0])
+    bad = pl.DataFrame(
+        {
+            "request_id": [None, "r0", "b2", "b3", "b4", "b5", "b6"],
+            "user_id": ["u", "u", None, "u", "u", "u", "u"],
+            "query": ["lamp", "lamp", "lamp", "x" * 600, "lamp", None, "lamp"],
+            "history": [[item], [item], [item], [item], [item, None], [], [10**12]],
+        },
+        schema_overrides={"history": pl.List(pl.Int64)},
+    )
+    src = tmp_path / "in.parquet"
+    pl.concat([good, bad]).write_parquet(src)
+    res = score.main(
+        score.Config(model=bundle_dir, input=str(src), output=str(tmp_path / "out"), progress=False)
+    )
+    assert (res["rows_in"], res["rows_scored"], res["rows_failed"]) == (12, 5, 7)
+    errors = pl.read_parquet(tmp_path / "out" / "errors-*.parquet")
+    assert errors["reason"].to_list() == [
+        "null request_id",
+        "duplicate request_id",
+        "null user_id",
+        "query over 500 characters",
+        "malformed history",
+        "nothing to go on",
+        f"unknown items in history: [{10**12}]",
+    ]
+    scored = pl.read_parquet(tmp_path / "out" / "part-*.parquet")
+    assert sorted(scored["request_id"].unique()) == sorted(good["request_id"])
+    assert scored.group_by("request_id").len()["len"].max() == ScoreSettings().k
+    assert scored["item_id"].is_in(bundle.table.item_ids.tolist()).all()
+    assert scored.filter(pl.col("rank") == 1)["score"].min() >= scored["score"].min()
+
+
+def test_missing_columns_stop_the_job_before_writing(bundle_dir, tmp_path):
+    src = tmp_path / "in.parquet"
+    pl.DataFrame({"request_id": ["a"], "query": ["lamp"]}).write_parquet(src)
+    with pytest.raises(ValueError, match=r"missing input columns \['user_id', 'history'\]"):
+        score.main(
+            score.Config(model=bundle_dir, input=str(src), output=str(tmp_path / "out"), progress=False)
+        )
+    assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
+    bundle = GeneratorBundle.load(bundle_dir)
+    reqs = _requests(bundle, 3000, seed=1)
+    src = tmp_path / "in.parquet"
+    reqs.write_parquet(src)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "pipelines", "score", "--model", bundle_dir, "--input", str(src),
+            "--output", str(out), "--chunk-rows", "100", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    manifest = out / "manifest.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if manifest.exists() and len(json.loads(manifest.read_text())["chunks"]) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = len(json.loads(manifest.read_text())["chunks"])
+    assert 3 <= first < 30
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (res["rows_in"], res["rows_scored"], res["rows_failed"]) == (3000, 3000, 0)
+    assert res["rows_this_run"] == 3000 - 100 * first
+    scored = pl.read_parquet(out / "part-*.parquet")
+    per_request = scored.group_by("request_id").agg(pl.len(), pl.col("rank").n_unique().alias("ranks"))
+    assert per_request.height == 3000 and set(per_request["request_id"]) == set(reqs["request_id"])
+    assert (per_request["len"] == per_request["ranks"]).all()  # no request written twice
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_pyfunc_model_predicts_in_a_fresh_process_and_registers(bundle_dir, tmp_path):
+    with mlflow.start_run():
+        info = log_generator_model(bundle_dir, ScoreSettings(k=5), registered_name="onesearch-test-generator")
+    reqs = _requests(GeneratorBundle.load(bundle_dir), 4).to_pandas()
+    reqs.loc[3, "request_id"] = None  # a bad row comes back with its reason
+    src = tmp_path / "req.json"
+    reqs.to_json(src, orient="records")
+    code = (
+        "import sys, pandas as pd, mlflow\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "print(m.predict(pd.read_json(sys.argv[2], orient='records')).to_json(orient='records'))\n"
+    )
+    for uri in (info.model_uri, "models:/onesearch-test-generator/1"):
+        r = subprocess.run(
+            [sys.executable, "-c", code, uri, str(src)], capture_output=True, text=True, timeout=300
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = pl.DataFrame(json.loads(r.stdout.strip().splitlines()[-1]))
+        ok = out.filter(pl.col("rank") > 0)
+        assert ok.group_by("request_id").len()["len"].to_list() == [5, 5, 5]
+        assert out.filter(pl.col("rank") == 0)["reason"].to_list() == ["null request_id"]
+    assert (
+        Path(score.load_bundle(info.model_uri)[1]) / "generator.json"
+    ).is_file()  # score takes the URI too
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare as root (netns)"
+)
+def test_ray_engine_writes_what_the_local_engine_writes(bundle_dir, tmp_path):
+    """Ray runs in a network namespace with only loopback (the test harness's way of keeping Ray's traffic local)."""
+    reqs = _requests(GeneratorBundle.load(bundle_dir), 240, seed=2)
+    dup = reqs.slice(10, 1).with_columns(
+        pl.lit("u9").alias("user_id")
+    )  # the same request id, in a later chunk
+    src = tmp_path / "in.parquet"
+    pl.concat([reqs, dup]).write_parquet(src)
+    common = ["--model", bundle_dir, "--input", str(src), "--chunk-rows", "50", "--no-progress"]
+    local = score.main(
+        score.Config(
+            model=bundle_dir, input=str(src), output=str(tmp_path / "local"), chunk_rows=50, progress=False
+        )
+    )
+    assert local["rows_failed"] == 1
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    cmd = " ".join(
+        [
+            "ip link set lo up;",
+            "RAY_AUTH_MODE=disabled",
+            sys.executable, "-m", "pipelines", "score", "--engine", "ray", "--workers", "2",
+            "--ray-temp-dir", ray_tmp, "--output", str(tmp_path / "viaray"), *common,
+        ]
+    )  # fmt: skip
+    try:
+        r = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {k: res[k] for k in ("rows_in", "rows_scored", "rows_failed")} == {
+        k: local[k] for k in ("rows_in", "rows_scored", "rows_failed")
+    }
+    names = sorted(p.name for p in (tmp_path / "local").glob("*.parquet"))
+    assert names == sorted(p.name for p in (tmp_path / "viaray").glob("*.parquet"))
+    for name in names:
+        a, b = pl.read_parquet(tmp_path / "local" / name), pl.read_parquet(tmp_path / "viaray" / name)
+        assert a.drop("score", strict=False).equals(b.drop("score", strict=False)), name
+        if "score" in a.columns:
+            np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-4, atol=1e-5)
