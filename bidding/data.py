@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from simulators.auction import conversion_score
-from simulators.market import STATE_FEATURES
+from simulators.market import STATE_FEATURES, Advertiser
 from simulators.rollout import TRAJECTORY_COLUMNS
 
 __all__ = [
@@ -198,6 +198,20 @@ def featurize(states: np.ndarray, budget: np.ndarray, bid_scale: np.ndarray, n_s
     x[..., list(MONEY_FEATURES)] /= np.maximum(scale, 1e-9)
     x[..., list(CONVERSION_FEATURES)] /= np.maximum(per_step, 1e-9)
     return x
+
+
+def featurize_state(state: np.ndarray, advertiser: Advertiser, n_steps: int) -> np.ndarray:
+    """:func:`featurize` for one (16,) state of ``advertiser`` (what a bidder does at every ``act``)."""
+    budget, scale = np.array([advertiser.budget]), np.array([advertiser.bid_scale])
+    return featurize(np.asarray(state)[None], budget, scale, n_steps)[0]
+
+
+def standardised_states(ep: Episodes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The episodes' featurized states standardised per feature: ((E, T, 16) float32, mean, std)."""
+    x = featurize(ep.states, ep.budget[:, None], ep.bid_scale[:, None], ep.n_steps)
+    flat = x.reshape(-1, x.shape[-1])
+    mean, std = flat.mean(0), np.maximum(flat.std(0), 1e-6)
+    return ((x - mean) / std).astype(np.float32), mean, std
 
 
 def normalised_returns(rewards: np.ndarray, budget: np.ndarray, bid_scale: np.ndarray) -> np.ndarray:

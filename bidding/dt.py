@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from bidding.data import Episodes, featurize, normalised_returns, return_to_go
+from bidding.data import Episodes, featurize_state, normalised_returns, return_to_go, standardised_states
 from bidding.offline import expectile_loss
 from simulators.auction import conversion_score
 from simulators.market import Advertiser, Feedback
@@ -227,13 +227,9 @@ def action_loss(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
 class Prepared:
     """Episodes as model inputs: featurized, standardised states; normalised return-to-go; actions."""
 
-    def __init__(self, ep: Episodes, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+    def __init__(self, ep: Episodes) -> None:
         T = ep.n_steps
-        x = featurize(ep.states, ep.budget[:, None], ep.bid_scale[:, None], T)
-        flat = x.reshape(-1, x.shape[-1])
-        self.mean = flat.mean(0) if mean is None else mean
-        self.std = np.maximum(flat.std(0), 1e-6) if std is None else std
-        self.states = ((x - self.mean) / self.std).astype(np.float32)
+        self.states, self.mean, self.std = standardised_states(ep)
         rewards = normalised_returns(ep.rewards, ep.budget, ep.bid_scale)
         self.rtg = return_to_go(rewards).astype(np.float32)
         self.actions = ep.actions.astype(np.float32)
@@ -384,11 +380,8 @@ class DTBidder:
 
     @torch.no_grad()
     def act(self, state: np.ndarray) -> float:
-        adv = self.advertiser
-        x = featurize(
-            np.asarray(state)[None], np.array([adv.budget]), np.array([adv.bid_scale]), self.n_steps
-        )
-        self.states.append(((x[0] - self.mean) / self.std).astype(np.float32))
+        x = featurize_state(state, self.advertiser, self.n_steps)
+        self.states.append(((x - self.mean) / self.std).astype(np.float32))
         self.rtgs.append(self.rtg)
         K = self.cfg.context
         s = np.stack(self.states[-K:])

@@ -107,7 +107,7 @@ def evaluate(
         "score_mean": float(np.mean(score_by_budget)),
         "cpa_violation_rate": violations / max(plays, 1),
         "roi": value_total / cost_total if cost_total > 0 else math.nan,
-        "cac": (cost_total / conv_total) / (target_cost_total / conv_total) if conv_total > 0 else math.nan,
+        "cac": cost_total / target_cost_total if conv_total > 0 else math.nan,
         "budget_used": float(np.mean(used)),
         "act_ms": 1000 * act_seconds / max(act_calls, 1),
         "plays": plays,

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from bidding.data import Episodes, featurize, normalised_returns
+from bidding.data import Episodes, featurize_state, normalised_returns, standardised_states
 from simulators.market import Advertiser
 
 ALGORITHMS = ("bc", "iql", "cql")
@@ -83,10 +83,7 @@ class Transitions(NamedTuple):
     @classmethod
     def from_episodes(cls, ep: Episodes) -> Transitions:
         T = ep.n_steps
-        x = featurize(ep.states, ep.budget[:, None], ep.bid_scale[:, None], T)
-        flat = x.reshape(-1, x.shape[-1])
-        mean, std = flat.mean(0), np.maximum(flat.std(0), 1e-6)
-        x = ((x - mean) / std).astype(np.float32)
+        x, mean, std = standardised_states(ep)
         r = normalised_returns(ep.rewards, ep.budget, ep.bid_scale).astype(np.float32)
         nxt = np.concatenate([x[:, 1:], np.zeros_like(x[:, :1])], axis=1)
         done = np.zeros((ep.size, T), dtype=np.float32)
@@ -245,11 +242,8 @@ class PolicyBidder:
 
     @torch.no_grad()
     def act(self, state: np.ndarray) -> float:
-        adv = self.advertiser
-        x = featurize(
-            np.asarray(state)[None], np.array([adv.budget]), np.array([adv.bid_scale]), self.n_steps
-        )
-        x = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+        x = featurize_state(state, self.advertiser, self.n_steps)
+        x = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32)[None])
         return float(self.policy(x)[0])
 
     def save(self, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from bidding.data import featurize
+from bidding.data import featurize_state
 from simulators.env import AuctionEnv
 from simulators.market import Advertiser, MarketConfig
 
@@ -48,7 +48,7 @@ class FeaturizedAuction(gym.ObservationWrapper):
     def observation(self, obs: np.ndarray) -> np.ndarray:
         env = self.env.unwrapped
         spec = env.market.advertisers.spec(env.agent_index)
-        return featurize(obs[None], np.array([spec.budget]), np.array([spec.bid_scale]), env.cfg.n_steps)[0]
+        return featurize_state(obs, spec, env.cfg.n_steps)
 
 
 def _time_limit(minutes: float):
@@ -125,12 +125,9 @@ class SB3Bidder:
         self.advertiser = advertiser
 
     def act(self, state: np.ndarray) -> float:
-        adv = self.advertiser
-        x = featurize(
-            np.asarray(state)[None], np.array([adv.budget]), np.array([adv.bid_scale]), self.n_steps
-        )
+        x = featurize_state(state, self.advertiser, self.n_steps)
         x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
-        return float(self.model.predict(x[0], deterministic=self.deterministic)[0][0])
+        return float(self.model.predict(x, deterministic=self.deterministic)[0][0])
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.zip`` (SB3) and ``sb3.json`` (normalisation) into the folder ``path``."""

@@ -112,6 +112,15 @@ def _two_advertisers(budgets, scales):
     )
 
 
+def _hand_market(n_steps: int, **kw) -> MarketConfig:
+    """Two advertisers, one impression per step, one slot always shown, p = 1 and no noise: every shown ad converts."""
+    return MarketConfig(
+        impressions=n_steps, n_steps=n_steps, n_advertisers=2, n_categories=1, n_slots=1, exposure=(1.0,),
+        traffic_amplitude=0.0, p_mean=1.0, category_spread=0.0, advertiser_spread=0.0, interest_spread=0.0,
+        pair_noise=0.0, sigma_range=(0.0, 0.0), **kw,
+    )  # fmt: skip
+
+
 def test_pid_competitor_on_a_hand_built_market():
     """One impression per step, one slot always shown, p = 1 (every shown ad converts).
 
@@ -121,21 +130,7 @@ def test_pid_competitor_on_a_hand_built_market():
     12·α_t > 13, i.e. while (0.5 + 0.1·t)/12 < ln(1.2·12/13), i.e. t ≤ 7: it pays 13 at steps 0..7. From step 8 on
     the agent wins and pays the PID's bid 14.4·exp(−(0.5 + 0.1·t)/12) (the PID keeps updating: its CPA stays 13).
     """
-    cfg = MarketConfig(
-        impressions=48,
-        n_steps=48,
-        n_advertisers=2,
-        n_categories=1,
-        n_slots=1,
-        exposure=(1.0,),
-        traffic_amplitude=0.0,
-        p_mean=1.0,
-        category_spread=0.0,
-        advertiser_spread=0.0,
-        interest_spread=0.0,
-        pair_noise=0.0,
-        sigma_range=(0.0, 0.0),
-    )
+    cfg = _hand_market(48)
     pid = PIDBidder(alpha0=1.2, kp=0.5, ki=0.1, kd=0.0, lo=0.1, hi=3.0)
     env = AuctionEnv(config=cfg, competitors=[pid], alpha_max=5.0)
     env.reset(seed=0, options={"advertisers": _two_advertisers(budgets=(1e6, 1e6), scales=(13.0, 12.0))})
@@ -154,22 +149,7 @@ def test_pid_competitor_on_a_hand_built_market():
 
 
 def test_budget_exhaustion_pauses_the_campaign():
-    cfg = MarketConfig(
-        impressions=10,
-        n_steps=10,
-        n_advertisers=2,
-        n_categories=1,
-        n_slots=1,
-        exposure=(1.0,),
-        reserve_price=2.0,
-        traffic_amplitude=0.0,
-        p_mean=1.0,
-        category_spread=0.0,
-        advertiser_spread=0.0,
-        interest_spread=0.0,
-        pair_noise=0.0,
-        sigma_range=(0.0, 0.0),
-    )
+    cfg = _hand_market(10, reserve_price=2.0)
     # the competitor (scale 12) outbids the agent (scale 10), pays 10 a step, and has 45: 4 wins, then its 5th
     # win is dropped and it pauses; the agent then wins alone at the reserve price 2
     env = AuctionEnv(config=cfg, competitors=[FixedBidder(1.0)])
