@@ -212,6 +212,7 @@ def main(cfg: Config) -> dict:
             "rows_per_second": rows_now / seconds if rows_now else None,
             "rows_this_run": rows_now,
             "chunks": len(done),
+            "mkl_cbwr": os.environ.get("MKL_CBWR"),
         }
         tracking.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
     return result
@@ -247,6 +248,8 @@ def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):
         return
     check_columns(todo[0][1], cfg.input)
     init: dict = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": False}
+    if os.environ.get("MKL_CBWR"):  # the actors compute exactly as this process does (see pipelines.cli)
+        init["runtime_env"] = {"env_vars": {"MKL_CBWR": os.environ["MKL_CBWR"]}}
     if cfg.ray_address:
         init["address"] = cfg.ray_address
     elif cfg.ray_temp_dir:

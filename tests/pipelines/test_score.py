@@ -215,3 +215,38 @@ def test_ray_engine_writes_what_the_local_engine_writes(bundle_dir, tmp_path):
         assert a.drop("score", strict=False).equals(b.drop("score", strict=False)), name
         if "score" in a.columns:
             np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+_MATMUL_AT_THREADS = """
+import sys, torch
+torch.manual_seed(0)
+a, b = torch.randn(256, 4096), torch.randn(4096, 256)
+out = []
+for n in (1, 2):
+    torch.set_num_threads(n)
+    out.append(a @ b)
+print(int(torch.equal(out[0], out[1])))
+"""
+
+
+def test_strict_mkl_mode_makes_products_independent_of_the_thread_count():
+    """What the score job relies on for row-for-row equal engines: under ``MKL_CBWR=AUTO,STRICT`` a product gives
+    the same bits with one thread and with two (MKL reads the variable when torch loads it: a fresh process)."""
+    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT"}
+    out = subprocess.run([sys.executable, "-c", _MATMUL_AT_THREADS], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_the_command_line_puts_the_score_job_in_strict_mode(monkeypatch, tmp_path):
+    from pipelines import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    assert (
+        cli.main(["score", "--model", str(tmp_path / "none"), "--input", str(tmp_path / "none.parquet")]) == 1
+    )
+    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # a setting already there wins
+    cli.main(["score", "--model", str(tmp_path / "none"), "--input", str(tmp_path / "none.parquet")])
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"
