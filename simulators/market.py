@@ -58,8 +58,10 @@ class MarketConfig:
     """Ad slots per impression (K)."""
     exposure: tuple[float, ...] = (1.0, 0.8, 0.6)
     """Probability that each slot is shown, best slot first (one per slot)."""
-    reserve_price: float = 0.0
-    """Lowest bid that takes part; a winner pays at least this."""
+    reserve_price: float = 0.3
+    """Lowest bid that takes part; a winner pays at least this. About a quarter of the typical clearing price of a
+    shown slot: without it, once the day's budgets run out, auctions with fewer than K + 1 bidders cost nothing and a
+    bidder that waits for them buys conversions for free (the market flaw found by the first bench-bidding run)."""
     traffic_amplitude: float = 0.5
     """Day curve of traffic: impressions at step t ∝ 1 − amplitude·cos(2πt/T) (0 = flat)."""
     p_mean: float = 0.01
@@ -75,8 +77,9 @@ class MarketConfig:
     sigma_range: tuple[float, float] = (0.1, 0.5)
     """Uncertainty of the prediction, as a fraction of it (drawn per advertiser): the true probability is
     clip(p + σ·z)."""
-    budget_range: tuple[float, float] = (1500.0, 5000.0)
-    """Budgets per period, drawn uniformly."""
+    budget_range: tuple[float, float] = (4000.0, 12000.0)
+    """Budgets per period, drawn uniformly. With the default heuristic competitors about half of them are still
+    bidding in the last hours, and an advertiser that bids α = 0.2 all day leaves part of its budget unspent."""
     cpa_range: tuple[float, float] = (60.0, 130.0)
     """CPA targets (cost per acquisition), drawn uniformly."""
     roi_share: float = 0.25
