@@ -11,6 +11,7 @@ a cold item, and ``tail_exposure@10``: the share of all top-10 slots filled with
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -204,3 +205,71 @@ def holdout_fold(ds, task: str, train: pl.DataFrame) -> tuple[pl.DataFrame, Requ
         for u, p in zip(last[S.USER_ID].to_list(), last[S.POSITION].to_list(), strict=True)
     ]
     return fold, Requests(last[S.QUERY].to_list(), hist), last[S.ITEM_ID].to_numpy().astype(np.int64)
+
+
+def bucket_metrics(
+    retrieved: np.ndarray, target: np.ndarray, bucket_of: np.ndarray, item_ids: np.ndarray, k: int = 10
+) -> dict[str, dict[str, float | int | None]]:
+    """Per bucket (head / tail / cold): recall@k of the requests whose target is in it, and its share of the
+    filled top-k slots.
+
+    Returns ``{"recall": {bucket: float | None}, "exposure": {bucket: float}, "targets": {bucket: int},
+    "catalog": {bucket: float}}``: ``recall`` is None for a bucket with no target; ``exposure`` sums to 1 over the
+    buckets (0 everywhere when nothing was retrieved); ``catalog`` is each bucket's share of ``item_ids``, the
+    exposure a system that picked items at random would give.
+    """
+    bucket_of = np.asarray(bucket_of)
+    lookup = {int(i): int(b) for i, b in zip(item_ids, bucket_of, strict=True)}
+    ranks = target_ranks(retrieved, target)
+    hit = (ranks >= 1) & (ranks <= k)
+    tb = np.array([lookup.get(int(t), COLD) for t in target], dtype=np.int64)
+    top = np.asarray(retrieved)[:, :k].reshape(-1)
+    slots = np.array([lookup.get(int(i), -1) for i in top[top >= 0]], dtype=np.int64)
+    out: dict[str, dict[str, float | int | None]] = {
+        "recall": {},
+        "exposure": {},
+        "targets": {},
+        "catalog": {},
+    }
+    for b, name in enumerate(BUCKET_NAMES):
+        sel = tb == b
+        out["recall"][name] = float(hit[sel].mean()) if sel.any() else None
+        out["exposure"][name] = float((slots == b).mean()) if slots.size else 0.0
+        out["targets"][name] = int(sel.sum())
+        out["catalog"][name] = float((bucket_of == b).mean()) if bucket_of.size else 0.0
+    return out
+
+
+def throughput(system: Retriever, requests: Requests, k: int, batch: int = 64) -> float:
+    """Requests per second of ``system`` answering ``requests`` for its top ``k``, ``batch`` at a time."""
+    t0 = time.perf_counter()
+    for s in range(0, requests.size, batch):
+        system.retrieve(requests.take(range(s, min(s + batch, requests.size))), k)
+    return requests.size / (time.perf_counter() - t0)
+
+
+def top_lists(
+    requests: Requests,
+    target: np.ndarray,
+    retrieved: dict[str, np.ndarray],
+    items: pl.DataFrame,
+    rows: list[int] | np.ndarray,
+    k: int = 10,
+) -> list[tuple[str, pl.DataFrame]]:
+    """Per chosen request, a caption and every system's top ``k`` side by side (titles, the target marked ``✓``).
+
+    ``retrieved`` maps a system name to its (B, ≥k) retrieved ids over ``requests``; ``rows`` picks the requests.
+    The caption names the query (``(recommend)`` without one) and the target; the table has a ``rank`` column
+    and one column of item titles per system.
+    """
+    title = dict(zip(items[S.ITEM_ID].to_list(), items[S.TITLE].to_list(), strict=True))
+    name = lambda i: "" if i < 0 else str(title.get(int(i)) or f"item {int(i)}")  # noqa: E731
+    out = []
+    for r in rows:
+        t = int(target[r])
+        caption = f"query: {requests.query[r] or '(recommend)'!r}; target: {name(t)} (item {t})"
+        cols: dict[str, list] = {"rank": list(range(1, k + 1))}
+        for s, ids in retrieved.items():
+            cols[s] = [("✓ " if int(i) == t else "") + name(i) for i in ids[r, :k]]
+        out.append((caption, pl.DataFrame(cols)))
+    return out

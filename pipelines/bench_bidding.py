@@ -20,6 +20,7 @@ from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
 from bidding.evaluate import EvalConfig, evaluate
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
+from bidding.plots import plot_bidders
 from pipelines import simulate, tracking
 from simulators.bidders import FixedBidder, OnlineLPBidder, PIDBidder
 
@@ -136,7 +137,8 @@ def main(cfg: Config) -> dict:
             )
         table = markdown(results, cfg.evaluation.budget_ratios)
         tracking.log_text(table, "bidders.md")
-        _plots(results, cfg.evaluation.budget_ratios, out)
+        plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
+        tracking.log_file(out / "bidding.png")
         tracking.log_json(results, "bench.json")
         print(table, file=sys.stderr)
     keep = (
@@ -170,27 +172,3 @@ def markdown(results: dict[str, dict], ratios) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _plots(results: dict[str, dict], ratios, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for name, r in results.items():
-        axes[0].plot([100 * x for x in ratios], r["score_by_budget"], marker="o", label=name)
-        axes[1].plot(r["spend_curve"], label=name)
-        axes[2].plot(r["cpa_curve"], label=name)
-    axes[0].set(xlabel="budget (% of the period's)", ylabel="mean score", title="Score by budget")
-    axes[1].set(xlabel="step", ylabel="share of budget spent", title="Budget pacing over the day")
-    axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
-    axes[2].set(xlabel="step", ylabel="cost per conversion / target", title="CPA over the day")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "bidding.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    tracking.log_file(path)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -23,15 +24,20 @@ from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
 from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
 from onesearch.data import schema as S
+from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.data.splits import training_purchases
 from onesearch.model.bundle import GenerativeRetriever, GeneratorBundle
+from onesearch.plots import plot_hr
 from onesearch.retrieval import (
+    Requests,
+    Retriever,
     holdout_fold,
     hr_curve,
     item_buckets,
     side_by_side_metrics,
     split_requests,
+    throughput,
     training_sequences,
 )
 from onesearch.tokenizer.embeddings import cf_embeddings, item_texts, text_embeddings
@@ -95,13 +101,6 @@ def _text(ds) -> tuple[np.ndarray | None, object]:
     return emb, encode
 
 
-def _qps(system, req, k: int, batch: int) -> float:
-    t0 = time.perf_counter()
-    for s in range(0, req.size, batch):
-        system.retrieve(req.take(range(s, min(s + batch, req.size))), k)
-    return req.size / (time.perf_counter() - t0)
-
-
 def _latency(system, req, k: int, n: int) -> tuple[float, float]:
     times = []
     for i in range(min(n, req.size)):
@@ -119,98 +118,115 @@ def markdown(systems: dict[str, dict]) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def plot_hr(curves: dict[str, list[float]], title: str, path: Path) -> Path:
-    import matplotlib
+class Systems(NamedTuple):
+    """Everything bench-search evaluates: the test split, the catalogue's buckets and the built systems."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, c in curves.items():
-        ax.plot(range(1, len(c) + 1), c, label=name)
-    ax.set_xlabel("K (list length)")
-    ax.set_ylabel("HR@K (share of test requests whose target is in the top K)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    dataset: Dataset
+    train: pl.DataFrame
+    """Training purchases of the task (no held-out target among them)."""
+    test: Requests
+    target: np.ndarray
+    """(B,) target item id per test request."""
+    catalog: Catalog
+    buckets: np.ndarray
+    """Head / tail / cold bucket per item of ``catalog.item_ids``."""
+    systems: dict[str, Retriever]
+    """The built (and trained) systems, by name."""
+    details: dict[str, dict]
+    """Per system, what training reported (the generator's model URI, the ranker's best round, ...)."""
 
 
-def main(cfg: Config) -> dict:
+def _log(m: str) -> None:
+    print(f"[{JOB}] {m}", file=sys.stderr, flush=True)
+
+
+def check(cfg: Config) -> None:
+    """Refuse unknown systems and a beam too short for hr@50."""
     unknown = set(cfg.systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown system(s) {sorted(unknown)}; choose from {SYSTEMS}")
     if "generative" in cfg.systems and cfg.beam < 50:
         raise ValueError(f"--beam must be at least 50 for hr@50, got {cfg.beam}")
+
+
+def build_systems(cfg: Config) -> Systems:
+    """Load the dataset and its test split, then build and train every system of ``cfg.systems``.
+
+    The generator is trained with ``cfg.trainer`` (a train-generator run) unless ``cfg.model`` names one.
+    """
+    check(cfg)
+    t = cfg.trainer
+    ds = load_dataset(t.dataset)
+    req = split_requests(ds, t.task)
+    test, target = req["test"]
+    if cfg.test_requests and cfg.test_requests < test.size:
+        pick = np.sort(np.random.default_rng(0).choice(test.size, cfg.test_requests, replace=False))
+        test, target = test.take(pick), target[pick]
+    buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
+    train = training_purchases(buys, ds.search_log, t.task)  # no held-out target of the task among them
+    catalog = Catalog.build(ds.items, train)
+    buckets = item_buckets(catalog.item_ids, train[S.ITEM_ID].to_numpy())
+    _log(f"{ds.name} {t.task}: {test.size} test requests, buckets "
+        f"head/tail/cold = {[int((buckets == b).sum()) for b in range(3)]} items")  # fmt: skip
+
+    systems, extra = {}, {}
+    if "popularity" in cfg.systems:
+        systems["popularity"] = Popularity(catalog)
+    if {"cascade", "cascade_recall"} & set(cfg.systems):
+        text_emb, encode = _text(ds)
+        bm25 = BM25Source(catalog)
+
+        def cascade_on(purchases: pl.DataFrame) -> Cascade:
+            cat = Catalog.build(ds.items, purchases)
+            emb = text_emb if text_emb is not None else cf_embeddings(purchases, cat.item_ids)
+            return Cascade(
+                cat, bm25, DenseSource(cat, emb, encode), CovisitSource(cat, purchases), cfg.cascade
+            )
+
+        cascade = cascade_on(train)
+        if "cascade_recall" in cfg.systems:
+            systems["cascade_recall"] = CascadeRecall(cascade)
+        if "cascade" in cfg.systems:
+            _log("training the cascade's LightGBM ranker on a time holdout of the training period")
+            t0 = time.perf_counter()
+            fold, fold_req, fold_target = holdout_fold(ds, t.task, train)
+            extra["cascade"] = cascade.fit(
+                fold_req, fold_target, *req["valid"], features_from=cascade_on(fold)
+            )
+            extra["cascade"]["train_minutes"] = (time.perf_counter() - t0) / 60
+            systems["cascade"] = cascade
+    if "sasrec" in cfg.systems:
+        _log("training SASRec")
+        sas = SASRec(catalog, cfg.sasrec)
+        extra["sasrec"] = sas.fit(training_sequences(train), *req["valid"])
+        systems["sasrec"] = sas
+    if "generative" in cfg.systems:
+        path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(t)["model_uri"]
+        bundle = GeneratorBundle.load(path)
+        if bundle.meta.get("dataset") != ds.name or t.task not in bundle.meta.get("tasks", [t.task]):
+            raise ValueError(
+                f"{path}: a {bundle.meta.get('tasks')} model of {bundle.meta.get('dataset')!r}; this run is "
+                f"{t.task} on {ds.name!r}"
+            )
+        systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
+        extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
+    return Systems(ds, train, test, target, catalog, buckets, systems, extra)
+
+
+def main(cfg: Config) -> dict:
+    check(cfg)
     t = cfg.trainer
     with tracking.job_run(JOB, cfg) as run:
-        ds = load_dataset(t.dataset)
-        req = split_requests(ds, t.task)
-        test, target = req["test"]
-        if cfg.test_requests and cfg.test_requests < test.size:
-            pick = np.sort(np.random.default_rng(0).choice(test.size, cfg.test_requests, replace=False))
-            test, target = test.take(pick), target[pick]
-        buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
-        train = training_purchases(buys, ds.search_log, t.task)  # no held-out target of the task among them
-        catalog = Catalog.build(ds.items, train)
-        buckets = item_buckets(catalog.item_ids, train[S.ITEM_ID].to_numpy())
-        log = lambda m: print(f"[{JOB}] {m}", file=sys.stderr, flush=True)  # noqa: E731
-        log(f"{ds.name} {t.task}: {test.size} test requests, buckets "
-            f"head/tail/cold = {[int((buckets == b).sum()) for b in range(3)]} items")  # fmt: skip
-
-        systems, extra = {}, {}
-        if "popularity" in cfg.systems:
-            systems["popularity"] = Popularity(catalog)
-        if {"cascade", "cascade_recall"} & set(cfg.systems):
-            text_emb, encode = _text(ds)
-            bm25 = BM25Source(catalog)
-
-            def cascade_on(purchases: pl.DataFrame) -> Cascade:
-                cat = Catalog.build(ds.items, purchases)
-                emb = text_emb if text_emb is not None else cf_embeddings(purchases, cat.item_ids)
-                return Cascade(
-                    cat, bm25, DenseSource(cat, emb, encode), CovisitSource(cat, purchases), cfg.cascade
-                )
-
-            cascade = cascade_on(train)
-            if "cascade_recall" in cfg.systems:
-                systems["cascade_recall"] = CascadeRecall(cascade)
-            if "cascade" in cfg.systems:
-                log("training the cascade's LightGBM ranker on a time holdout of the training period")
-                t0 = time.perf_counter()
-                fold, fold_req, fold_target = holdout_fold(ds, t.task, train)
-                extra["cascade"] = cascade.fit(
-                    fold_req, fold_target, *req["valid"], features_from=cascade_on(fold)
-                )
-                extra["cascade"]["train_minutes"] = (time.perf_counter() - t0) / 60
-                systems["cascade"] = cascade
-        if "sasrec" in cfg.systems:
-            log("training SASRec")
-            sas = SASRec(catalog, cfg.sasrec)
-            extra["sasrec"] = sas.fit(training_sequences(train), *req["valid"])
-            systems["sasrec"] = sas
-        if "generative" in cfg.systems:
-            path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(t)["model_uri"]
-            bundle = GeneratorBundle.load(path)
-            if bundle.meta.get("dataset") != ds.name or t.task not in bundle.meta.get("tasks", [t.task]):
-                raise ValueError(
-                    f"{path}: a {bundle.meta.get('tasks')} model of {bundle.meta.get('dataset')!r}; this run is "
-                    f"{t.task} on {ds.name!r}"
-                )
-            systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
-            extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
-
+        built = build_systems(cfg)
+        ds, test, target, systems = built.dataset, built.test, built.target, built.systems
         results, curves = {}, {}
         for name in [s for s in SYSTEMS if s in systems]:
             sysm = systems[name]
-            log(f"evaluating {name}")
+            _log(f"evaluating {name}")
             got = sysm.retrieve(test, 50)
-            m = side_by_side_metrics(got.items, target, buckets, catalog.item_ids)
+            m = side_by_side_metrics(got.items, target, built.buckets, built.catalog.item_ids)
             sample = test.take(range(min(cfg.qps_requests, test.size)))
-            m["qps_batch"] = _qps(sysm, sample, 50, 64)
+            m["qps_batch"] = throughput(sysm, sample, 50, 64)
             m["p50_ms"], m["p99_ms"] = _latency(sysm, test, 50, cfg.latency_requests)
             results[name] = m
             curves[name] = hr_curve(got.items, target)
@@ -219,13 +235,14 @@ def main(cfg: Config) -> dict:
         tracking.log_text(table, "systems.md")
         with tempfile.TemporaryDirectory() as d:
             title = f"{ds.name}, {t.task}: HR@K on {test.size} test requests"
-            tracking.log_file(plot_hr(curves, title, Path(d) / "hr_at_k.png"))
+            plot_hr(curves, title, Path(d) / "hr_at_k.png")
+            tracking.log_file(Path(d) / "hr_at_k.png")
         result = {
             "dataset": ds.name,
             "task": t.task,
             "test_requests": test.size,
             "systems": results,
-            "details": extra,
+            "details": built.details,
             "mlflow_run_id": run.info.run_id,
         }
         tracking.log_metrics({"systems": results})
