@@ -27,7 +27,7 @@ test: lint
 # The README's figures (docs/figures/*.png) from the tiny presets, as notebooks 01-03 draw them. One BLAS/OpenMP
 # thread: on tiny data more threads only wait for each other (and spin on a busy machine).
 figures: setup
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pipelines.figures --output docs/figures
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pipelines figures --output docs/figures
 
 # Strip outputs and execution counts from notebooks/*.ipynb before committing (a test fails on outputs).
 notebooks-clear: setup

@@ -29,6 +29,7 @@ JOBS: dict[str, str] = {
     "bench-simulator": "pipelines.bench_simulator",
     "bench-bidding": "pipelines.bench_bidding",
     "score": "pipelines.score",
+    "figures": "pipelines.figures",
 }
 """Job name -> module (each is imported when the parser is built, for its options)."""
 

@@ -4,14 +4,12 @@ Writes ``<output>/code_tree.png`` (the semantic-ID tree of the tiny world, ``one
 ``<output>/hr_at_k.png`` (generator, cascade and popularity on its search requests, ``onesearch.plots.plot_hr``)
 and ``<output>/bidding.png`` (three heuristics and a small Decision Transformer on the same unseen markets,
 ``bidding.plots.plot_bidders``): the same helpers, settings and figures as notebooks 01-03. Run it with
-``make figures`` or ``python -m pipelines.figures --output docs/figures``; models and trajectories go to a
+``make figures`` or ``python -m pipelines figures --output docs/figures``; models and trajectories go to a
 temporary folder, the figures are also logged to the MLflow run.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -123,18 +121,3 @@ def main(cfg: Config) -> dict:
         for p in paths:
             tracking.log_file(p)
         return {"figures": [str(p) for p in paths], "mlflow_run_id": run.info.run_id}
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.figures [--output DIR]``: the job's command line (prints the result as JSON)."""
-    from pipelines.config import add_arguments, config_from_args
-
-    parser = argparse.ArgumentParser(prog="python -m pipelines.figures", description=__doc__)
-    add_arguments(parser, Config, PRESETS)
-    cfg = config_from_args(Config, parser.parse_args(argv), PRESETS)
-    print(json.dumps(main(cfg)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
