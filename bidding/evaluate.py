@@ -49,7 +49,8 @@ def evaluate(
     plays whose cost per conversion ended above the target (bid scale); ``roi``: value of conversions / cost over all
     plays; ``cac``: cost per conversion over all plays, relative to the target; ``budget_used``: mean share of the
     budget spent; ``act_ms``: mean milliseconds per ``act`` call. With ``curves``, also the mean share of budget spent
-    and the mean cost per conversion / target after each step (for pacing plots).
+    and the mean cost per conversion / target after each step (for pacing plots; the mean over the plays that have
+    converted by then, NaN before any has).
     """
     slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
     T = market.n_steps
@@ -61,6 +62,7 @@ def evaluate(
     act_calls = 0
     spend_curve = np.zeros(T)
     cpa_curve = np.zeros(T)
+    cpa_plays = np.zeros(T)
     for p in range(cfg.first_period, cfg.first_period + cfg.periods):
         base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
         for b in cfg.budget_ratios:
@@ -96,11 +98,11 @@ def evaluate(
                 if curves:
                     spent = np.cumsum(traj.cost[:, slot]) / max(budget[slot], 1e-9)
                     cum_conv = np.cumsum(traj.conversions[:, slot])
-                    cpa = np.where(
-                        cum_conv > 0, np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale, 0.0
-                    )
+                    has = cum_conv > 0  # no cost per conversion before the first conversion
+                    cpa = np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale
                     spend_curve += spent
-                    cpa_curve += cpa
+                    cpa_curve += np.where(has, cpa, 0.0)
+                    cpa_plays += has
     score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
     out = {
         "score_by_budget": score_by_budget,
@@ -114,7 +116,7 @@ def evaluate(
     }
     if curves:
         out["spend_curve"] = (spend_curve / plays).tolist()
-        out["cpa_curve"] = (cpa_curve / plays).tolist()
+        out["cpa_curve"] = np.where(cpa_plays > 0, cpa_curve / np.maximum(cpa_plays, 1), np.nan).tolist()
     return out
 
 

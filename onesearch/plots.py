@@ -39,7 +39,7 @@ def plot_hr(
     for name, c in curves.items():
         ax.plot(range(1, len(c) + 1), c, label=name)
     ax.set_xlabel("K (list length)")
-    ax.set_ylabel("HR@K (share of test requests whose target is in the top K)")
+    ax.set_ylabel("HR@K (share of requests with\nthe target in the top K)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

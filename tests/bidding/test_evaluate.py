@@ -26,6 +26,12 @@ def test_evaluate_is_deterministic_and_counts_every_play():
 
 
 def test_a_bidder_that_never_bids_scores_nothing():
-    res = compare({"zero": lambda: FixedBidder(0.0), "one": lambda: FixedBidder(1.0)}, MARKET, CFG)
+    res = compare(
+        {"zero": lambda: FixedBidder(0.0), "one": lambda: FixedBidder(1.0)}, MARKET, CFG, curves=True
+    )
     assert res["zero"]["score_mean"] == 0.0 and res["zero"]["budget_used"] == 0.0
     assert res["one"]["score_mean"] > 0
+    # cost per conversion is undefined until a conversion: NaN, never a 0 that drags the mean curve down
+    assert np.all(np.isnan(res["zero"]["cpa_curve"]))
+    one = np.array(res["one"]["cpa_curve"])
+    assert np.all(np.isnan(one) | (one > 0)) and one[-1] > 0
