@@ -48,8 +48,7 @@ class _Recorder:
 
     def __init__(self, bidder) -> None:
         self.bidder, self.feedback = bidder, []
-        observe = getattr(bidder, "observe", None)
-        self._observe = observe
+        self._observe = getattr(bidder, "observe", None)
 
     def reset(self, advertiser) -> None:
         self.bidder.reset(advertiser)

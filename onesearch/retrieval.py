@@ -89,10 +89,8 @@ def side_by_side_metrics(
 
     ``bucket_of`` is the bucket per item of ``item_ids`` (same order). A bucket with no target gives None.
     """
-    lookup = {int(i): int(b) for i, b in zip(item_ids, np.asarray(bucket_of), strict=True)}
-    ranks = target_ranks(retrieved, target)
+    ranks, hit, tb, slots = _bucketed(retrieved, target, bucket_of, item_ids, 10)
     base = ranking_metrics(ranks, ks=(10, 50), mrr_k=10)
-    tb = np.array([lookup.get(int(t), COLD) for t in target])
     out: dict[str, float | None] = {
         "hr@10": base["recall@10"],
         "ndcg@10": base["ndcg@10"],
@@ -101,12 +99,23 @@ def side_by_side_metrics(
     }
     for name, b in (("tail", TAIL), ("cold", COLD)):
         sel = tb == b
-        out[f"{name}_hr@10"] = float(((ranks[sel] >= 1) & (ranks[sel] <= 10)).mean()) if sel.any() else None
-    top = retrieved[:, :10]
-    slot = np.vectorize(lambda i: lookup.get(int(i), -1))(top) if top.size else top
-    filled = top >= 0
-    out["tail_exposure@10"] = float(((slot == TAIL) | (slot == COLD))[filled].mean()) if filled.any() else 0.0
+        out[f"{name}_hr@10"] = float(hit[sel].mean()) if sel.any() else None
+    out["tail_exposure@10"] = float(((slots == TAIL) | (slots == COLD)).mean()) if slots.size else 0.0
     return out
+
+
+def _bucketed(
+    retrieved: np.ndarray, target: np.ndarray, bucket_of, item_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the bucket metrics read: the target ranks, whether each target is in the top ``k``, each target's
+    bucket (COLD when unknown), and the bucket of every filled top-``k`` slot (-1 for an unknown item)."""
+    lookup = {int(i): int(b) for i, b in zip(item_ids, np.asarray(bucket_of), strict=True)}
+    ranks = target_ranks(retrieved, target)
+    hit = (ranks >= 1) & (ranks <= k)
+    tb = np.array([lookup.get(int(t), COLD) for t in target], dtype=np.int64)
+    top = np.asarray(retrieved)[:, :k].reshape(-1)
+    slots = np.array([lookup.get(int(i), -1) for i in top[top >= 0]], dtype=np.int64)
+    return ranks, hit, tb, slots
 
 
 def hr_curve(retrieved: np.ndarray, target: np.ndarray, max_k: int = 50) -> list[float]:
@@ -219,12 +228,7 @@ def bucket_metrics(
     exposure a system that picked items at random would give.
     """
     bucket_of = np.asarray(bucket_of)
-    lookup = {int(i): int(b) for i, b in zip(item_ids, bucket_of, strict=True)}
-    ranks = target_ranks(retrieved, target)
-    hit = (ranks >= 1) & (ranks <= k)
-    tb = np.array([lookup.get(int(t), COLD) for t in target], dtype=np.int64)
-    top = np.asarray(retrieved)[:, :k].reshape(-1)
-    slots = np.array([lookup.get(int(i), -1) for i in top[top >= 0]], dtype=np.int64)
+    _, hit, tb, slots = _bucketed(retrieved, target, bucket_of, item_ids, k)
     out: dict[str, dict[str, float | int | None]] = {
         "recall": {},
         "exposure": {},
