@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from bidding.data import Episodes, featurize_state, normalised_returns, return_to_go, standardised_states
-from bidding.offline import expectile_loss
+from bidding.offline import Transitions, TwinQ, _soft_update, expectile_loss, mlp
 from simulators.auction import conversion_score
 from simulators.market import Advertiser, Feedback
 
@@ -81,18 +81,27 @@ class DTTrainConfig:
 class ValueConfig:
     """The learned value of the value-guided DT (``vdt``)."""
 
+    critic: str = "td"
+    """How Q(s, α) is fitted: ``td`` = one-step TD on an expectile state value, Q(s, a) = r + γ·V(s'), V = the
+    τ-expectile of Q over the logged actions (IQL's critic); ``mc`` = expectile regression straight on the logged
+    return-to-go."""
     expectile: float = 0.7
-    """Expectile τ of the action value's regression on the return-to-go (> 0.5 leans to the better outcomes)."""
+    """Expectile τ of the value regression (> 0.5 leans to the better outcomes)."""
     critic_steps: int = 4000
     """Optimiser steps of the action value (trained before the DT)."""
     critic_hidden: int = 256
     """Hidden width of the action value."""
     critic_lr: float = 3e-4
     """Learning rate of the action value."""
+    gamma: float = 0.99
+    """Discount of the ``td`` critic."""
     explore_weight: float = 0.1
     """Weight of the exploration objective −Q(s, β·a) in the DT loss."""
     margin: float = 0.0
     """Gate: imitate the explored action β·a only where Q(s, β·a) > Q(s, a) + margin."""
+
+
+CRITICS = ("td", "mc")
 
 
 class ActionValue(nn.Module):
@@ -100,37 +109,70 @@ class ActionValue(nn.Module):
 
     def __init__(self, state_dim: int, hidden: int, alpha_max: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(state_dim + 1, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 1),
-        )
+        self.net = mlp(state_dim + 1, hidden)
         self.alpha_max = alpha_max
 
     def forward(self, s: Tensor, a: Tensor) -> Tensor:
         return self.net(torch.cat([s, (a / self.alpha_max).unsqueeze(-1)], dim=-1)).squeeze(-1)
 
 
-def train_action_value(
-    data: Prepared, cfg: DTConfig, vcfg: ValueConfig, seed: int
-) -> tuple[ActionValue, float]:
-    """Fit Q(s_t, a_t) to the return-to-go R_t by expectile regression; returns Q and its final loss."""
+def train_action_value(ep: Episodes, cfg: DTConfig, vcfg: ValueConfig, seed: int) -> tuple[nn.Module, float]:
+    """Fit the action value Q(s_t, a_t) of ``vcfg.critic`` on the episodes; returns Q (frozen, on standardised
+    states as :class:`Prepared` makes them) and its final loss.
+
+    ``mc`` regresses Q on the return-to-go R_t of the logged episode. That return also depends on everything the
+    logging bidder did afterwards, so Q learns which bidders bid a given α as much as what α itself brings (in our
+    data, low α goes with the pacing bidders that end well, and Q pushes every bid down). ``td`` sees only the next
+    step: Q(s, a) = r + γ·V(s') with V the τ-expectile of the twin-Q minimum over the logged actions, so the value of
+    an action is what it earns now plus the best continuation the data shows from where it leads."""
+    if vcfg.critic not in CRITICS:
+        raise ValueError(f"unknown critic {vcfg.critic!r}; choose from {', '.join(CRITICS)}")
     g = torch.Generator().manual_seed(seed + 1)
-    s = torch.from_numpy(data.states.reshape(-1, data.states.shape[-1]))
-    a = torch.from_numpy(data.actions.reshape(-1))
-    r = torch.from_numpy(data.rtg.reshape(-1))
-    q = ActionValue(s.shape[1], vcfg.critic_hidden, cfg.alpha_max)
-    opt = torch.optim.Adam(q.parameters(), lr=vcfg.critic_lr)
-    losses = []
+    torch.manual_seed(seed + 1)
+    data = Transitions.from_episodes(ep)
+    n, d = data.s.shape
+    losses: list[float] = []
+    if vcfg.critic == "mc":
+        r = torch.from_numpy(
+            return_to_go(normalised_returns(ep.rewards, ep.budget, ep.bid_scale))
+            .astype(np.float32)
+            .reshape(-1)
+        )
+        q = ActionValue(d, vcfg.critic_hidden, cfg.alpha_max)
+        opt = torch.optim.Adam(q.parameters(), lr=vcfg.critic_lr)
+        for _ in range(vcfg.critic_steps):
+            i = torch.randint(0, n, (256,), generator=g)
+            loss = expectile_loss(r[i] - q(data.s[i], data.a[i]), vcfg.expectile)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return q.eval().requires_grad_(False), float(np.mean(losses[-100:]))
+    q = TwinQ(d, vcfg.critic_hidden, cfg.alpha_max)
+    q_target = TwinQ(d, vcfg.critic_hidden, cfg.alpha_max)
+    q_target.load_state_dict(q.state_dict())
+    q_target.requires_grad_(False)
+    v = mlp(d, vcfg.critic_hidden)
+    opt_q = torch.optim.Adam(q.parameters(), lr=vcfg.critic_lr)
+    opt_v = torch.optim.Adam(v.parameters(), lr=vcfg.critic_lr)
     for _ in range(vcfg.critic_steps):
-        i = torch.randint(0, s.shape[0], (256,), generator=g)
-        loss = expectile_loss(r[i] - q(s[i], a[i]), vcfg.expectile)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        i = torch.randint(0, n, (256,), generator=g)
+        s, a, r, s2, done = data.s[i], data.a[i], data.r[i], data.s2[i], data.done[i]
+        with torch.no_grad():
+            q_sa = q_target(s, a)
+        loss_v = expectile_loss(q_sa - v(s).squeeze(-1), vcfg.expectile)
+        opt_v.zero_grad(set_to_none=True)
+        loss_v.backward()
+        opt_v.step()
+        with torch.no_grad():
+            target = r + vcfg.gamma * (1 - done) * v(s2).squeeze(-1)
+        q1, q2 = q.both(s, a)
+        loss_q = ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
+        opt_q.zero_grad(set_to_none=True)
+        loss_q.backward()
+        opt_q.step()
+        _soft_update(q_target, q, 0.005)
+        losses.append(float(loss_q.detach()))
     return q.eval().requires_grad_(False), float(np.mean(losses[-100:]))
 
 
@@ -148,13 +190,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.p_attn = cfg.dropout
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``mask``: additive (B, 1, L, L) attention bias (0 allowed, −inf not), or None for plain causal."""
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
         # (B, L, D) -> (B, heads, L, D/heads)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.p_attn if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.p_attn if self.training else 0.0
         )
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, D)))
         return x + self.drop(self.ff(self.ln2(x)))
@@ -206,14 +249,18 @@ class DecisionTransformer(nn.Module):
         a = self.embed_action((actions / self.cfg.alpha_max).unsqueeze(-1)) + t
         x = torch.stack([r, s, a], dim=2).reshape(B, 3 * K, -1)  # (B, 3K, d): R1 s1 a1 R2 s2 a2 ...
         x = self.drop(self.ln_in(x))
-        L = 3 * K
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        keys = valid.repeat_interleave(3, dim=1)  # (B, 3K)
-        # a query may attend to earlier valid tokens, and always to itself (so padded rows stay finite)
-        allowed = (causal & keys[:, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
-        allowed = allowed[:, None]  # (B, 1, L, L), shared by the heads
+        mask = None  # no padding (as at play time): the plain causal mask, without building one
+        if not bool(valid.all()):
+            L = 3 * K
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            keys = valid.repeat_interleave(3, dim=1)  # (B, 3K)
+            # a query may attend to earlier valid tokens, and always to itself (so padded rows stay finite)
+            allowed = (causal & keys[:, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
+            # (B, 1, L, L) additive bias shared by the heads and layers (a boolean mask is converted per call)
+            mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+            mask = mask.masked_fill(~allowed, float("-inf"))[:, None]
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, mask)
         return self.ln_out(x).reshape(B, K, 3, -1)[:, :, 1]  # hidden states of the s tokens
 
 
@@ -262,7 +309,7 @@ def train_dt(
     """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics.
 
     With ``value`` (and ``cfg.explore_epsilon > 0``) this is the value-guided DT: an action value Q(s, α) is first
-    fitted to the return-to-go by expectile regression; then, at every step of the DT, an exploration head proposes
+    fitted on the episodes (:func:`train_action_value`; by default one-step TD on an expectile value); then, at every step of the DT, an exploration head proposes
     β ∈ [1 − ε, 1 + ε] and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates
     β·a where Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
     """
@@ -278,7 +325,7 @@ def train_dt(
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
     if value is not None:
-        critic, critic_loss = train_action_value(data, cfg, value, tcfg.seed)
+        critic, critic_loss = train_action_value(ep, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_time" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed_time" not in n)]
@@ -378,7 +425,7 @@ class DTBidder:
         self.conversions = 0.0
         self.score = 0.0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, state: np.ndarray) -> float:
         x = featurize_state(state, self.advertiser, self.n_steps)
         self.states.append(((x - self.mean) / self.std).astype(np.float32))

@@ -89,3 +89,20 @@ def test_value_guidance_needs_both_settings(episodes):
         train_dt(episodes, cfg, DTTrainConfig(steps=1), ValueConfig())
     with pytest.raises(ValueError, match="value-guided DT needs both"):
         train_dt(episodes, replace(cfg, explore_epsilon=0.2), DTTrainConfig(steps=1))
+
+
+@pytest.mark.parametrize("critic", ["td", "mc"])
+def test_value_guided_dt_with_each_critic(episodes, critic):
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    cfg = replace(cfg, explore_epsilon=0.2)
+    value = ValueConfig(critic=critic, critic_steps=30, critic_hidden=16)
+    bidder, stats = train_dt(episodes, cfg, DTTrainConfig(steps=5, batch_size=8, warmup=1), value)
+    assert bidder.name == "vdt" and np.isfinite(stats["critic_loss"])
+
+
+def test_unknown_critic(episodes):
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    with pytest.raises(ValueError, match="unknown critic 'gae'"):
+        train_dt(
+            episodes, replace(cfg, explore_epsilon=0.2), DTTrainConfig(steps=1), ValueConfig(critic="gae")
+        )
