@@ -24,7 +24,7 @@ import polars as pl
 
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import tracking
-from simulators.bidders import HEURISTICS, Bidder, heuristic
+from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
 from simulators.rollout import TRAJECTORY_COLUMNS, run_period
 
@@ -44,6 +44,9 @@ class Config:
     """The market of every period."""
     alpha_max: float = 5.0
     """Highest bid coefficient."""
+    explore_sigma: float = 0.2
+    """Behaviour exploration: every logged bid is the policy's α times exp(σ·z), z ~ N(0, 1) per step (0 = none),
+    so that offline values see what nearby bids bring."""
     ppo_steps: int = 20_000
     """Environment steps of PPO training (when ppo is among the policies)."""
     ppo_impressions: int = 100_000
@@ -98,6 +101,8 @@ def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], 
             bidders.append(b)
         else:
             bidders.append(heuristic(name, rng, cfg.market.n_steps))
+    if cfg.explore_sigma > 0:
+        bidders = [ExploringBidder(b, cfg.explore_sigma, rng) for b in bidders]
     return bidders, names
 
 

@@ -24,6 +24,7 @@ from simulators.market import Advertiser, Feedback
 
 __all__ = [
     "Bidder",
+    "ExploringBidder",
     "FixedBidder",
     "HEURISTICS",
     "PolicyBidder",
@@ -236,6 +237,30 @@ class PolicyBidder:
 
     def act(self, state: np.ndarray) -> float:
         return float(self.policy(state))
+
+
+class ExploringBidder:
+    """Any bidder with multiplicative exploration noise: it bids ``α · exp(σ·z)``, z ~ N(0, 1) drawn every step.
+
+    For behaviour data: a logged dataset where every bidder bids exactly its policy's α shows only one action per
+    state, so an offline value cannot tell what a slightly higher or lower bid would have brought (and guesses).
+    ``observe`` passes through, so the wrapped bidder reacts to what the noisy bids really did."""
+
+    def __init__(self, bidder: Bidder, sigma: float, rng: np.random.Generator) -> None:
+        if not sigma >= 0:
+            raise ValueError(f"exploration sigma must be >= 0, got {sigma}")
+        self.bidder, self.sigma, self.rng = bidder, float(sigma), rng
+        self._observe = getattr(bidder, "observe", None)
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.bidder.reset(advertiser)
+
+    def act(self, state: np.ndarray) -> float:
+        return float(self.bidder.act(state)) * math.exp(self.sigma * float(self.rng.standard_normal()))
+
+    def observe(self, feedback: Feedback) -> None:
+        if self._observe is not None:
+            self._observe(feedback)
 
 
 def default_competitors(n: int, rng: np.random.Generator, n_steps: int = 48) -> list[Bidder]:

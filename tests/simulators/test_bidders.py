@@ -10,10 +10,12 @@ import pytest
 from simulators.bidders import (
     HEURISTICS,
     Bidder,
+    ExploringBidder,
     FixedBidder,
     OnlineLPBidder,
     PacingBidder,
     PIDBidder,
+    PolicyBidder,
     heuristic,
 )
 from simulators.market import Advertiser, Feedback, StepOutcome
@@ -79,3 +81,23 @@ def test_every_heuristic_follows_the_protocol(kind):
     with pytest.raises(ValueError, match="unknown heuristic"):
         heuristic("greedy", np.random.default_rng(0))
     assert FixedBidder(0.7).act(np.zeros(16)) == 0.7
+
+
+def test_exploring_bidder_noise_and_passthrough():
+    # σ = 0: exactly the wrapped bidder, observe included (the pacing rule by hand: e = 0.6)
+    inner = PacingBidder(alpha0=1.0, eta=0.3, n_steps=48)
+    b = ExploringBidder(inner, 0.0, np.random.default_rng(0))
+    b.reset(_adv(480.0))
+    b.observe(_feedback(0, 4.0))
+    assert b.act(np.zeros(16)) == pytest.approx(math.exp(0.3 * 0.6))
+    # σ = 0.2 on α = 2: log(bid / 2) is N(0, 0.2²), drawn from the given generator
+    noisy = ExploringBidder(FixedBidder(2.0), 0.2, np.random.default_rng(1))
+    noisy.reset(_adv(100.0))
+    logs = np.log([noisy.act(np.zeros(16)) / 2.0 for _ in range(4000)])
+    want = 0.2 * np.random.default_rng(1).standard_normal(4000)
+    np.testing.assert_allclose(logs, want, rtol=1e-9, atol=1e-12)
+    assert abs(logs.std() - 0.2) < 0.01
+    # a bidder without observe: the wrapper's observe does nothing
+    ExploringBidder(PolicyBidder(lambda s: 1.0), 0.1, np.random.default_rng(0)).observe(_feedback(0, 1.0))
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        ExploringBidder(FixedBidder(1.0), float("nan"), np.random.default_rng(0))
