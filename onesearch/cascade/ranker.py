@@ -137,7 +137,7 @@ class Cascade:
         top = np.take_along_axis(top, np.lexsort((top, -np.take_along_axis(acc, top, 1)), axis=1), 1)
         fused = np.take_along_axis(acc, top, 1)
         top = np.where(fused > 0, top, -1)
-        return top, fused, {"bm25": bm25, "covisit": cov, "qv": qv, "hv": hv}
+        return top, fused, {"bm25": bm25, "covisit": cov, "qv": qv, "hv": hv, "acc": acc}
 
     def recall(self, req: Requests, k: int) -> Retrieved:
         """The recall stage alone, ranked by fused score (the ``cascade_recall`` system)."""
@@ -156,8 +156,35 @@ class Cascade:
     # ---------------------------------------------------------------- features
     def features(self, req: Requests) -> tuple[np.ndarray, np.ndarray]:
         """Candidate rows (B, C) and their features (B, C, len(FEATURES))."""
-        cat = self.catalog
         rows, fused, src = self._candidates(req)
+        B, C = rows.shape
+        rank = np.broadcast_to(np.arange(C, dtype=np.float32), (B, C))
+        return rows, self._features(req, rows, fused, rank, src)
+
+    def pair_features(self, req: Requests, rows: np.ndarray) -> np.ndarray:
+        """Features (B, m, len(FEATURES)) of any catalogue rows (B, m) per request, candidates or not (the reward
+        model of :mod:`onesearch.align` scores the generator's items with them). ``rrf`` is the item's fused
+        recall score (0 when no source found it) and ``recall_rank`` its place in the fused list, ``candidates``
+        for an item the recall stage would not keep; the other features are those :meth:`features` gives."""
+        rows = np.asarray(rows)
+        _, _, src = self._candidates(req)
+        acc = src["acc"]
+        B, n = acc.shape
+        C = min(self.cfg.candidates, n)
+        order = np.lexsort((np.broadcast_to(np.arange(n), (B, n)), -acc), axis=-1)  # as the candidate list
+        place = np.empty_like(order)
+        np.put_along_axis(place, order, np.broadcast_to(np.arange(n), (B, n)), axis=1)
+        r = np.maximum(rows, 0)
+        rrf = np.take_along_axis(acc, r, 1)
+        rank = np.take_along_axis(place, r, 1).astype(np.float32)
+        rank = np.where((rrf > 0) & (rank < C), rank, np.float32(C))
+        return self._features(req, rows, rrf, rank, src)
+
+    def _features(
+        self, req: Requests, rows: np.ndarray, rrf: np.ndarray, rank: np.ndarray, src: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Features (B, C, len(FEATURES)) of the rows (B, C) given their fused score and recall rank."""
+        cat = self.catalog
         B, C = rows.shape
         r = np.maximum(rows, 0)
         g = lambda full: np.take_along_axis(full, r, 1)  # noqa: E731
@@ -205,8 +232,8 @@ class Cascade:
                 dq,
                 dh,
                 g(src["covisit"]),
-                fused,
-                np.broadcast_to(np.arange(C, dtype=np.float32), (B, C)),
+                rrf,
+                rank,
                 qmatch,
                 leaf_share,
                 top_share,
@@ -220,7 +247,7 @@ class Cascade:
             ],
             axis=2,
         ).astype(np.float32)
-        return rows, feats
+        return feats
 
     def _dataset(self, req: Requests, target: np.ndarray) -> tuple:
         """Features and labels of the requests whose target the recall stage finds (the others teach nothing)."""
