@@ -2,8 +2,10 @@
 
 Systems: ``generative`` (trained here with the train-generator settings, or ``--model``), ``cascade`` (BM25 + dense +
 co-purchase recall, LightGBM LambdaRank), ``cascade_recall`` (its recall stage alone), ``sasrec`` and
-``popularity``. Each is asked for its top 50 on every test request; items are bucketed by training purchases (head
-= top 20% of the purchased items by count, tail = the other purchased items, cold = never purchased in training).
+``popularity``; with ``--aligned`` also ``generative_aligned``, the run's own ``generative`` aligned by the align
+job's method (reward model + list-wise DPO, ``docs/alignment.md``). Each is asked for its top 50 on every test
+request; items are bucketed by training purchases (head = top 20% of the purchased items by count, tail = the other
+purchased items, cold = never purchased in training).
 Prints ``{"dataset", "task", "systems": {name: {"hr@10", "ndcg@10", "mrr@10", "hr@50", "tail_hr@10",
 "cold_hr@10", "tail_exposure@10", "qps_batch", "p50_ms", "p99_ms"}}}`` and logs a markdown table and an HR@K plot.
 """
@@ -20,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from onesearch.align.dpo import PRESETS as ALIGN_PRESETS
+from onesearch.align.dpo import AlignConfig
 from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
 from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
@@ -71,6 +75,10 @@ class Config:
     """Single requests timed for p50 / p99 latency."""
     qps_requests: int = 1024
     """Requests decoded at batch 64 for throughput."""
+    aligned: bool = False
+    """Also align the run's generator (reward model + list-wise DPO) and add the system generative_aligned."""
+    align: AlignConfig = field(default_factory=AlignConfig)
+    """Alignment settings (with --aligned)."""
 
 
 PRESETS = {
@@ -84,6 +92,7 @@ PRESETS = {
         sasrec=SASRecConfig(d_model=16, epochs=4, eval_every=2, max_minutes=1),
         latency_requests=10,
         qps_requests=64,
+        align=ALIGN_PRESETS["tiny"],
     ),
 }
 
@@ -145,6 +154,8 @@ def check(cfg: Config) -> None:
     unknown = set(cfg.systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown system(s) {sorted(unknown)}; choose from {SYSTEMS}")
+    if cfg.aligned and "generative" not in cfg.systems:
+        raise ValueError("--aligned aligns the run's generator: --systems must include generative")
     if "generative" in cfg.systems and cfg.beam < 50:
         raise ValueError(f"--beam must be at least 50 for hr@50, got {cfg.beam}")
 
@@ -210,6 +221,14 @@ def build_systems(cfg: Config) -> Systems:
             )
         systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
         extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
+        if cfg.aligned:
+            from pipelines import align
+
+            _log("aligning the generator (reward model + list-wise DPO)")
+            out = align.output_dir(t.output, ds.name, path, cfg.align.align_seed)
+            res = align.align_bundle(cfg.align, path, ds, out)
+            systems["generative_aligned"] = GenerativeRetriever(GeneratorBundle.load(out), beam=cfg.beam)
+            extra["generative_aligned"] = {k: v for k, v in res.items() if k != "history"}
     return Systems(ds, train, test, target, catalog, buckets, systems, extra)
 
 
@@ -220,7 +239,7 @@ def main(cfg: Config) -> dict:
         built = build_systems(cfg)
         ds, test, target, systems = built.dataset, built.test, built.target, built.systems
         results, curves = {}, {}
-        for name in [s for s in SYSTEMS if s in systems]:
+        for name in [s for s in (*SYSTEMS, "generative_aligned") if s in systems]:
             sysm = systems[name]
             _log(f"evaluating {name}")
             got = sysm.retrieve(test, 50)

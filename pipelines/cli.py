@@ -23,6 +23,7 @@ JOBS: dict[str, str] = {
     "quickstart": "pipelines.quickstart",
     "tokenize": "pipelines.tokenize",
     "train-generator": "pipelines.train_generator",
+    "align": "pipelines.align",
     "bench-generative": "pipelines.bench_generative",
     "bench-search": "pipelines.bench_search",
     "simulate": "pipelines.simulate",

@@ -1,0 +1,289 @@
+"""align: preference alignment of a search generator (reward model + list-wise DPO) from an SFT checkpoint.
+
+Derives the interaction levels of the training search requests (:mod:`onesearch.align.levels`), trains the reward
+model (LightGBM click and purchase propensities over the cascade ranker's features, plus query-item relevance) and
+reports its held-out AUC on the validation requests, builds the preference lists (phase 1: the SFT model's beams
+ranked by the reward; phase 2: the logged levels) and trains the list-wise DPO loss against the frozen SFT model
+(:mod:`onesearch.align.dpo`). Writes an aligned bundle (same layout as train-generator's) that ``bench-generative``,
+``bench-search --model`` and ``score`` accept. ``--model`` names the SFT bundle; without it one is trained with the
+train-generator settings first. Prints ``{"model_uri", "sft_model_uri", "reward": {...}, "lists": {...},
+"val_sft": {...}, "val_aligned": {...}, ...}``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from onesearch.align.dpo import PRESETS as ALIGN_PRESETS
+from onesearch.align.dpo import AlignConfig, align, frozen_copy, level_lists, reward_lists, score_rows
+from onesearch.align.levels import CLICKED, LEVEL, PURCHASED_ELSEWHERE, derive_levels, level_counts
+from onesearch.align.reward import RewardData, RewardModel
+from onesearch.cascade.ranker import FEATURES, Cascade, CascadeConfig
+from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource
+from onesearch.data import schema as S
+from onesearch.data.dataset import Dataset
+from onesearch.data.registry import load_dataset
+from onesearch.data.splits import leave_one_out, training_purchases
+from onesearch.decode import beam_search
+from onesearch.device import pick_device
+from onesearch.model.bundle import GeneratorBundle
+from onesearch.model.data import search_examples
+from onesearch.retrieval import Requests, holdout_fold, split_requests
+from onesearch.tokenizer.embeddings import cf_embeddings, item_texts, text_embeddings
+from pipelines import tracking, train_generator
+from pipelines.config import flatten
+
+JOB = "align"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the align job."""
+
+    model: str = ""
+    """SFT generator bundle (folder or MLflow URI) to align; empty = train one with the trainer settings."""
+    trainer: train_generator.Config = field(default_factory=lambda: train_generator.Config(task="search"))
+    """Generator training settings (dataset and task apply to the alignment; search only)."""
+    align: AlignConfig = field(default_factory=AlignConfig)
+    """Alignment settings."""
+    output: str = "artifacts/aligned"
+    """Folder for <dataset>/<SFT bundle name>-aligned-s<align seed>/ (the aligned bundle)."""
+
+
+PRESETS = {
+    "base": Config(),
+    "tiny": Config(
+        trainer=replace(train_generator.PRESETS["tiny"], task="search"),
+        align=ALIGN_PRESETS["tiny"],
+    ),
+}
+
+
+def _log(m: str) -> None:
+    print(f"[{JOB}] {m}", file=sys.stderr, flush=True)
+
+
+def _feature_cascade(ds: Dataset, purchases: pl.DataFrame, bm25: BM25Source, text) -> Cascade:
+    """A cascade whose sources read ``purchases``: only its features are used (the reward model's inputs)."""
+    text_emb, encode = text
+    cat = Catalog.build(ds.items, purchases)
+    emb = text_emb if text_emb is not None else cf_embeddings(purchases, cat.item_ids)
+    return Cascade(cat, bm25, DenseSource(cat, emb, encode), CovisitSource(cat, purchases), CascadeConfig())
+
+
+def _text(ds: Dataset):
+    if not ds.has_text:
+        return None, None
+    emb, _ = text_embeddings(item_texts(ds.items), progress=False)
+
+    def encode(queries: list[str]) -> np.ndarray:
+        return text_embeddings(queries, cache_dir=None, batch_size=256, progress=False)[0]
+
+    return emb, encode
+
+
+def _pair_features(cascade: Cascade, req: Requests, item_ids: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(B, m, F) features of item ids (B, m) (-1 = none) per request."""
+    rows = np.where(item_ids >= 0, [[cascade.catalog.row.get(int(i), -1) for i in r] for r in item_ids], -1)
+    out = np.zeros((*rows.shape, len(FEATURES)), np.float32)
+    for s in range(0, req.size, batch):
+        idx = np.arange(s, min(s + batch, req.size))
+        out[idx] = cascade.pair_features(req.take(idx), rows[idx])
+    return out
+
+
+def _levelled(levels: pl.DataFrame, order: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per request id of ``order``: its levelled item ids (N, M) (-1 = none) and their levels (N, M)."""
+    per = levels.group_by(S.REQUEST_ID, maintain_order=True).agg(S.ITEM_ID, LEVEL)
+    got = {r: (i, lv) for r, i, lv in per.iter_rows()}
+    M = max((len(v[0]) for v in got.values()), default=1)
+    items = np.full((len(order), M), -1, np.int64)
+    lvl = np.full((len(order), M), -1, np.int64)
+    for n, rid in enumerate(order):
+        i, lv = got.get(rid, ([], []))
+        items[n, : len(i)], lvl[n, : len(lv)] = i, lv
+    return items, lvl
+
+
+def _reward_data(cascade: Cascade, req: Requests, items: np.ndarray, lvl: np.ndarray) -> RewardData:
+    X = _pair_features(cascade, req, items)
+    ok = items >= 0
+    return RewardData.from_levels(X[ok], lvl[ok])
+
+
+def align_bundle(
+    cfg: AlignConfig, sft_path: str, ds: Dataset, out: str | Path, log_metrics: bool = True
+) -> dict:
+    """Align the SFT bundle at ``sft_path`` on ``ds``'s search log and write the aligned bundle to ``out``.
+
+    Returns the reward model's held-out AUCs, the list counts, the validation metrics of the SFT and the aligned
+    model, and where the bundle is. Raises ``ValueError`` for a bundle of another dataset or task.
+    """
+    t0 = time.perf_counter()
+    if ds.search_log is None:
+        raise ValueError(f"dataset {ds.name!r} has no search log: alignment needs search requests")
+    bundle = GeneratorBundle.load(sft_path)
+    if bundle.meta.get("dataset") != ds.name or "search" not in bundle.meta.get("tasks", []):
+        raise ValueError(
+            f"{sft_path}: a {bundle.meta.get('tasks')} model of {bundle.meta.get('dataset')!r}; alignment needs a "
+            f"search model of {ds.name!r}"
+        )
+    if bundle.vocab is None:
+        raise ValueError(f"{sft_path}: the model reads no query (a recommend model); align a search model")
+    device = pick_device(cfg.align_device)
+    rng = np.random.default_rng(cfg.align_seed)
+    mcfg = bundle.model.cfg
+    splits = search_examples(ds, bundle.table, bundle.vocab, mcfg.max_history, mcfg.max_query_tokens)
+    req = split_requests(ds, "search")
+    log = leave_one_out(ds.search_log, order_by=(S.POSITION, S.TIMESTAMP))
+    train_log, valid_log = (log.filter(pl.col(S.SPLIT) == s) for s in ("train", "valid"))
+    if train_log.height != splits.train.size or train_log.height != req["train"][0].size:
+        raise RuntimeError("search examples and requests disagree on the training split (a bug)")
+
+    # ---- levels and the reward model
+    buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
+    train_buys = training_purchases(buys, ds.search_log, "search")
+    inter = ds.interactions
+    has_rid = inter[S.REQUEST_ID].null_count() < inter.height
+    own = lambda part: (  # noqa: E731  the requests' own events plus the training purchases
+        inter.filter(pl.col(S.REQUEST_ID).is_in(part[S.REQUEST_ID].implode())) if has_rid else inter.head(0)
+    )
+    lv_kw = dict(same_category=cfg.same_category, random=cfg.random_negatives,
+                 purchased_elsewhere=cfg.purchased_elsewhere)  # fmt: skip
+
+    def levels_of(part: pl.DataFrame) -> pl.DataFrame:
+        return derive_levels(
+            ds.items, pl.concat([own(part), train_buys.select(inter.columns)]), part, rng, **lv_kw
+        )
+
+    _log("reward model: features of the levelled pairs")
+    text = _text(ds)
+    bm25 = BM25Source(Catalog.build(ds.items, train_buys))
+    full = _feature_cascade(ds, train_buys, bm25, text)
+    fold, fold_req, fold_target = holdout_fold(ds, "search", train_buys)
+    last = train_log.group_by(S.USER_ID, maintain_order=True).agg(pl.all().last())
+    if not np.array_equal(last[S.ITEM_ID].to_numpy(), fold_target):
+        raise RuntimeError("holdout fold and the last training requests disagree (a bug)")
+    fold_lv = levels_of(last)
+    items, lvl = _levelled(fold_lv, last[S.REQUEST_ID].to_list())
+    reward = RewardModel(cfg.reward_rounds, cfg.reward_leaves, 0.05, cfg.click_weight, cfg.relevance_weight,
+                         cfg.align_seed)  # fmt: skip
+    reward.fit(_reward_data(_feature_cascade(ds, fold, bm25, text), fold_req, items, lvl))
+    valid_lv = levels_of(valid_log)
+    items, lvl = _levelled(valid_lv, valid_log[S.REQUEST_ID].to_list())
+    reward_eval = reward.evaluate(_reward_data(full, req["valid"][0], items, lvl))
+    reward_eval["train_levels"] = level_counts(fold_lv)
+    reward_eval["valid_levels"] = level_counts(valid_lv)
+    _log(f"reward model held-out (validation requests): {reward_eval}")
+
+    # ---- preference lists over a sample of the training requests
+    n = splits.train.size
+    pick = np.arange(n) if not cfg.list_requests or cfg.list_requests >= n else np.sort(
+        rng.choice(n, cfg.list_requests, replace=False))  # fmt: skip
+    ex = splits.train.take(pick)
+    sub_req = req["train"][0].take(pick)
+    sub_log = train_log[pick]
+    model = bundle.model.to(device).eval()
+    trie = bundle.trie
+    _log(f"lists: beams of {len(pick)} training requests")
+    beams = np.full((len(pick), cfg.list_beam), -1, np.int64)
+    beam_lp = np.full((len(pick), cfg.list_beam), -np.inf, np.float32)
+    for s in range(0, len(pick), 256):
+        idx = np.arange(s, min(s + 256, len(pick)))
+        d = beam_search(model, ex.batch(idx).to(device), trie, beam=cfg.list_beam)
+        beams[idx], beam_lp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
+    table = bundle.table
+    beam_ids = np.where(beams >= 0, table.item_ids[np.maximum(beams, 0)], -1)
+    train_lv = levels_of(sub_log)
+    li, lvl = _levelled(train_lv, sub_log[S.REQUEST_ID].to_list())
+    logged = [
+        set(i[(v >= CLICKED) & (v != PURCHASED_ELSEWHERE)].tolist()) for i, v in zip(li, lvl, strict=True)
+    ]
+    protected = np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
+    r = reward.reward(_pair_features(full, sub_req, beam_ids))
+    phase1 = reward_lists(
+        ex, beams, beam_lp, r, cfg.rejected, cfg.reward_margin, cfg.disagreeing_only, protected
+    )
+    rows = np.full(li.shape, -1, np.int64)
+    rows[li >= 0] = table.rows(li[li >= 0])
+    item_lp = score_rows(model, ex, rows)
+    phase2 = level_lists(ex, rows, lvl, item_lp, cfg.rejected, beams if cfg.beam_negatives else None, beam_lp,
+                         cfg.disagreeing_only, ex.target)  # fmt: skip
+    _log(f"lists: phase 1 (reward-ranked beams) {phase1.size}, phase 2 (levels) {phase2.size}")
+
+    # ---- list-wise DPO against the frozen SFT model
+    reference = frozen_copy(model)
+    policy = GeneratorBundle.load(sft_path).model
+
+    def on_eval(entry: dict) -> None:
+        if log_metrics:
+            tracking.log_metrics(
+                {k: v for k, v in entry.items() if k not in ("step", "phase")}, step=entry["step"]
+            )
+
+    res = align(
+        policy,
+        reference,
+        [("phase1", phase1, cfg.phase1_steps), ("phase2", phase2, cfg.phase2_steps)],
+        splits.train,
+        splits.valid,
+        trie,
+        cfg,
+        device=device,
+        on_eval=on_eval,
+    )
+    aligned = GeneratorBundle(res.model.cpu(), table, bundle.vocab, bundle.meta)
+    extra = {
+        "aligned_from": str(Path(sft_path).resolve()),
+        "align": flatten(cfg),
+        "valid": res.best,
+        "valid_sft": res.start,
+        "align_minutes": res.minutes,
+    }
+    aligned.save(out, extra=extra)
+    return {
+        "model_uri": str(Path(out).resolve()),
+        "sft_model_uri": str(Path(sft_path).resolve()),
+        "dataset": ds.name,
+        "reward": reward_eval,
+        "lists": res.lists,
+        "steps": res.steps,
+        "selected_step": res.best.get("step"),
+        "val_sft": res.start,
+        "val_aligned": res.best,
+        "history": res.history,
+        "align_minutes": (time.perf_counter() - t0) / 60,
+    }
+
+
+def output_dir(cfg_output: str, ds_name: str, sft_path: str, seed: int) -> Path:
+    return Path(cfg_output) / ds_name / f"{Path(sft_path).name}-aligned-s{seed}"
+
+
+def main(cfg: Config) -> dict:
+    if cfg.trainer.task != "search":
+        raise ValueError(f"align works on search requests: --task must be search, got {cfg.trainer.task!r}")
+    with tracking.job_run(JOB, cfg) as run:
+        ds = load_dataset(cfg.trainer.dataset)
+        path = (
+            tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(cfg.trainer)["model_uri"]
+        )
+        out = output_dir(cfg.output, ds.name, path, cfg.align.align_seed)
+        res = align_bundle(cfg.align, path, ds, out)
+        tracking.log_json(res, "align.json")
+        tracking.log_artifacts(out, "generator")
+        tracking.log_metrics(
+            {k: res[k] for k in ("reward", "lists", "val_sft", "val_aligned", "align_minutes")}
+        )
+        res.pop("history")
+        return {
+            **res,
+            "mlflow_model_uri": f"runs:/{run.info.run_id}/generator",
+            "mlflow_run_id": run.info.run_id,
+        }

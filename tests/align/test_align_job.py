@@ -1,0 +1,86 @@
+"""The align job and bench-search --aligned end to end on the tiny synthetic world."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from onesearch.model.bundle import GeneratorBundle
+from pipelines import align, bench_search, tokenize, train_generator
+from pipelines.cli import build_parser
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    out = tmp_path_factory.mktemp("align")
+    tok = tokenize.main(
+        tokenize.Config(
+            dataset="synthetic-tiny", embedding="cf", codebook_sizes=(8, 8), pq_codes=8, output=str(out)
+        )
+    )
+    cfg = replace(align.PRESETS["tiny"].trainer, tokenizer=tok["output"], output=str(out / "gen"))
+    return out, cfg, train_generator.main(cfg)["model_uri"]
+
+
+def test_align_job_writes_an_aligned_bundle_and_reports_the_reward_model(sft):
+    out, trainer, path = sft
+    cfg = replace(align.PRESETS["tiny"], model=path, trainer=trainer, output=str(out / "aligned"))
+    res = align.main(cfg)
+    assert {
+        "model_uri",
+        "sft_model_uri",
+        "reward",
+        "lists",
+        "val_sft",
+        "val_aligned",
+        "mlflow_model_uri",
+    } <= set(res)
+    r = res["reward"]
+    assert 0.5 < r["click_auc"] <= 1.0 and 0.5 < r["purchase_auc"] <= 1.0  # held out, better than chance
+    assert all(r["train_levels"][k] > 0 for k in ("purchased", "clicked", "shown", "same_category", "random"))
+    assert res["lists"]["phase1"] > 0 and res["lists"]["phase2"] > 0
+    for m in (res["val_sft"], res["val_aligned"]):
+        assert 0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@50"] <= 1
+    aligned, base = GeneratorBundle.load(res["model_uri"]), GeneratorBundle.load(path)
+    assert (
+        aligned.meta["aligned_from"] == res["sft_model_uri"] and aligned.meta["dataset"] == "synthetic-tiny"
+    )
+    assert aligned.table.content_hash() == base.table.content_hash()
+    hist = [[int(i) for i in base.table.item_ids[:3]]]
+    ids, _ = aligned.retrieve(hist, ["mug"], k=5)
+    assert np.isin(ids, base.table.item_ids).all()
+
+
+def test_bench_search_aligned_adds_the_aligned_row(sft):
+    out, trainer, path = sft
+    base = bench_search.PRESETS["tiny"]
+    cfg = replace(base, model=path, trainer=replace(trainer, task="search"), systems=("generative",), aligned=True,
+                  latency_requests=2, qps_requests=16)  # fmt: skip
+    res = bench_search.main(cfg)
+    assert list(res["systems"]) == ["generative", "generative_aligned"]
+    for m in res["systems"].values():
+        assert 0 <= m["mrr@10"] <= m["ndcg@10"] <= m["hr@10"] <= m["hr@50"] <= 1
+    assert res["details"]["generative_aligned"]["sft_model_uri"].endswith(path.rstrip("/").split("/")[-1])
+    with pytest.raises(ValueError, match="must include generative"):
+        bench_search.main(replace(base, systems=("popularity",), aligned=True))
+
+
+def test_align_options_are_on_the_command_line():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    opts = {a.dest for a in sub["align"]._actions} | {a.dest for a in sub["bench-search"]._actions}
+    assert {
+        "beta",
+        "align_lr",
+        "anchor_weight",
+        "anchor",
+        "phase1_steps",
+        "phase2_steps",
+        "aligned",
+        "model",
+    } <= opts
+    with pytest.raises(ValueError, match="--task must be search"):
+        align.main(
+            replace(align.PRESETS["tiny"], trainer=replace(align.PRESETS["tiny"].trainer, task="recommend"))
+        )
