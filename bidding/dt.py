@@ -50,7 +50,12 @@ class DTConfig:
     alpha_max: float = 5.0
     """Highest bid coefficient: predictions are alpha_max · sigmoid(·)."""
     explore_epsilon: float = 0.0
-    """Value-guided DT: range of the exploration factor β ∈ [1 − ε, 1 + ε] on the logged action (0 = plain DT)."""
+    """Value-guided DT: range of the exploration factor β ∈ [1 − ε, 1 + ε] on the logged action (0 = none)."""
+    value_target: bool = False
+    """Value-guided DT: at play, ask at every step for the return a learned τ-expectile value V(s) expects from the
+    current state, instead of a fixed target lowered by the rewards earned."""
+    value_hidden: int = 256
+    """Hidden width of that state value."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class ValueConfig:
     """Weight of the exploration objective −Q(s, β·a) in the DT loss."""
     margin: float = 0.0
     """Gate: imitate the explored action β·a only where Q(s, β·a) > Q(s, a) + margin."""
+    target_expectile: float = 0.9
+    """Expectile τ of the state value V(s) that sets the return asked for at play (with DTConfig.value_target)."""
+    target_steps: int = 3000
+    """Optimiser steps of that state value."""
 
 
 CRITICS = ("td", "mc")
@@ -220,6 +229,8 @@ class DecisionTransformer(nn.Module):
         self.ln_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self.explore_head = nn.Linear(d, 1) if cfg.explore_epsilon > 0 else None
+        # V(s): the return-to-go to ask for from standardised state s (value-guided DT with value_target)
+        self.return_value = mlp(cfg.state_dim, cfg.value_hidden) if cfg.value_target else None
 
     def forward(
         self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
@@ -315,20 +326,22 @@ def train_dt(
     """
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
-    if (value is None) != (cfg.explore_epsilon == 0):
+    guided = cfg.explore_epsilon > 0 or cfg.value_target
+    if (value is None) == guided:
         raise ValueError(
-            "a value-guided DT needs both a ValueConfig and explore_epsilon > 0; a plain DT neither"
+            "a value-guided DT needs both a ValueConfig and explore_epsilon > 0 or value_target; a plain DT neither"
         )
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
-    if value is not None:
+    if value is not None and cfg.explore_epsilon > 0:
         critic, critic_loss = train_action_value(ep, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed_time" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed_time" not in n)]
+    own = [(n, p) for n, p in model.named_parameters() if not n.startswith("return_value.")]
+    decay = [p for n, p in own if p.ndim >= 2 and "embed_time" not in n]
+    rest = [p for n, p in own if not (p.ndim >= 2 and "embed_time" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=tcfg.lr,
@@ -376,6 +389,9 @@ def train_dt(
         if tcfg.max_minutes and time.perf_counter() - t0 > 60 * tcfg.max_minutes:
             break
     model.eval()
+    value_loss = None
+    if model.return_value is not None:
+        value_loss = _fit_return_value(model.return_value, data, value, tcfg.seed)
     target = float(np.quantile(data.returns, tcfg.target_quantile))
     bidder = DTBidder(model, data.mean, data.std, target, n_steps=data.T)
     stats = {
@@ -388,7 +404,29 @@ def train_dt(
     if critic is not None:
         stats["critic_loss"] = critic_loss
         stats["explored_share"] = float(np.mean(gated[-100:]))
+    if value_loss is not None:
+        stats["return_value_loss"] = value_loss
     return bidder, stats
+
+
+def _fit_return_value(v: nn.Module, data: Prepared, vcfg: ValueConfig, seed: int) -> float:
+    """Fit V(s_t) to the normalised return-to-go R_t by τ-expectile regression (τ = ``vcfg.target_expectile``): the
+    return that the better logged bidders still earned from states like s_t. Returns the final loss."""
+    g = torch.Generator().manual_seed(seed + 2)
+    s = torch.from_numpy(data.states.reshape(-1, data.states.shape[-1]))
+    r = torch.from_numpy(data.rtg.reshape(-1))
+    opt = torch.optim.Adam(v.parameters(), lr=vcfg.critic_lr)
+    v.train()
+    losses = []
+    for _ in range(vcfg.target_steps):
+        i = torch.randint(0, s.shape[0], (256,), generator=g)
+        loss = expectile_loss(r[i] - v(s[i]).squeeze(-1), vcfg.target_expectile)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    v.eval()
+    return float(np.mean(losses[-100:]))
 
 
 # ---- the bidder -----------------------------------------------------------------------------------------------
@@ -397,7 +435,7 @@ class DTBidder:
 
     @property
     def name(self) -> str:
-        return "vdt" if self.cfg.explore_epsilon > 0 else "dt"
+        return "vdt" if self.cfg.explore_epsilon > 0 or self.cfg.value_target else "dt"
 
     def __init__(
         self,
@@ -429,6 +467,8 @@ class DTBidder:
     def act(self, state: np.ndarray) -> float:
         x = featurize_state(state, self.advertiser, self.n_steps)
         self.states.append(((x - self.mean) / self.std).astype(np.float32))
+        if self.model.return_value is not None:  # ask for what the value expects from here
+            self.rtg = float(self.model.return_value(torch.from_numpy(self.states[-1])[None])[0, 0])
         self.rtgs.append(self.rtg)
         K = self.cfg.context
         s = np.stack(self.states[-K:])

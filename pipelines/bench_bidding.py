@@ -46,8 +46,10 @@ class Config:
     """Decision Transformer training (dt and vdt)."""
     value: ValueConfig = field(default_factory=ValueConfig)
     """The learned value of vdt."""
-    vdt_epsilon: float = 0.3
-    """Exploration range of vdt: β ∈ [1 − ε, 1 + ε]."""
+    vdt_epsilon: float = 0.0
+    """Exploration range of vdt: β ∈ [1 − ε, 1 + ε] (0 = no action exploration)."""
+    vdt_value_target: bool = True
+    """vdt asks at every step for the return its learned state value expects (DTConfig.value_target)."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     """BC / IQL / CQL settings (the algorithm is set per bidder)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
@@ -64,7 +66,7 @@ PRESETS = {
         evaluation=EvalConfig(periods=2, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 3)),
         dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=_TINY_MARKET.n_steps),
         dt_train=DTTrainConfig(steps=40, batch_size=16, warmup=5),
-        value=ValueConfig(critic_steps=40, critic_hidden=32),
+        value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40),
         offline=OfflineConfig(hidden=32, steps=40, batch_size=64),
         online=OnlineConfig(timesteps=128, impressions=2_000),
     ),
@@ -111,7 +113,9 @@ def main(cfg: Config) -> dict:
                 elif name in ("dt", "vdt"):
                     dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps))
                     if name == "vdt":
-                        dcfg = replace(dcfg, explore_epsilon=cfg.vdt_epsilon)
+                        dcfg = replace(
+                            dcfg, explore_epsilon=cfg.vdt_epsilon, value_target=cfg.vdt_value_target
+                        )
                     bidder, stats = train_dt(
                         episodes, dcfg, cfg.dt_train, cfg.value if name == "vdt" else None
                     )

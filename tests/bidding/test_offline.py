@@ -106,3 +106,17 @@ def test_unknown_critic(episodes):
         train_dt(
             episodes, replace(cfg, explore_epsilon=0.2), DTTrainConfig(steps=1), ValueConfig(critic="gae")
         )
+
+
+def test_value_target_asks_for_the_value_of_the_state(episodes, tmp_path):
+    """With value_target, the return fed to the DT at every step is V(current state), and it survives save/load."""
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    cfg = replace(cfg, value_target=True, value_hidden=16)
+    value = ValueConfig(target_steps=50)
+    bidder, stats = train_dt(episodes, cfg, DTTrainConfig(steps=5, batch_size=8, warmup=1), value)
+    assert bidder.name == "vdt" and np.isfinite(stats["return_value_loss"]) and "critic_loss" not in stats
+    first = _play(bidder)
+    v = bidder.model.return_value
+    asked = [float(v(torch.from_numpy(s)[None])[0, 0]) for s in bidder.states]
+    np.testing.assert_allclose(bidder.rtgs, asked, rtol=1e-6)
+    np.testing.assert_allclose(_play(DTBidder.load(bidder.save(tmp_path / "vdt"))), first, atol=1e-6)
