@@ -4,7 +4,9 @@ Each step t of an episode is three tokens, (return-to-go R_t, state s_t, action 
 transformer reads the last ``context`` steps and predicts a_t from the hidden state of the s_t token. Returns and
 states are made comparable across advertisers (``bidding.data.featurize`` / ``normalised_returns``): a return of 1
 means 'spent the budget exactly at the target cost per conversion'. At play time the bidder asks for a target return
-(by default the 90th percentile of the training episodes' returns) and lowers it by every reward it earns.
+(by default the 90th percentile of the training episodes' returns) and lowers it by every reward it earns; the
+value-guided DT (``value_target``) instead asks at every step for what a learned expectile value V(s) expects from
+the current state, and can also explore around the logged actions under an action value (``explore_epsilon``).
 """
 
 from __future__ import annotations
