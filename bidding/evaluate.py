@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.bidders import Bidder, default_competitors
+from simulators.bidders import Bidder, FixedBidder, default_competitors
 from simulators.market import MarketConfig, sample_advertisers
 from simulators.rollout import run_period
 
@@ -63,46 +63,31 @@ def evaluate(
     spend_curve = np.zeros(T)
     cpa_curve = np.zeros(T)
     cpa_plays = np.zeros(T)
-    for p in range(cfg.first_period, cfg.first_period + cfg.periods):
-        base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
-        for b in cfg.budget_ratios:
-            for slot in slots:
-                budget = base.budget.copy()
-                budget[slot] *= b
-                adv = base._replace(budget=budget)
-                others = default_competitors(
-                    market.n_advertisers - 1, np.random.default_rng([cfg.seed, p, 1]), T
-                )
-                bidder = _Timed(make_bidder())
-                bidders: list[Bidder] = [*others[:slot], bidder, *others[slot:]]
-                traj = run_period(
-                    market,
-                    bidders,
-                    np.random.default_rng([cfg.seed, p, 2]),
-                    advertisers=adv,
-                    alpha_max=alpha_max,
-                )
-                act_seconds += bidder.seconds
-                act_calls += bidder.calls
-                cost = float(traj.cost[:, slot].sum())
-                conv = float(traj.conversions[:, slot].sum())
-                scale = float(adv.bid_scale[slot])
-                by_ratio[b].append(float(traj.scores[slot]))
-                plays += 1
-                violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
-                cost_total += cost
-                conv_total += conv
-                value_total += conv * float(adv.value[slot])
-                target_cost_total += conv * scale
-                used.append(cost / budget[slot] if budget[slot] > 0 else 0.0)
-                if curves:
-                    spent = np.cumsum(traj.cost[:, slot]) / max(budget[slot], 1e-9)
-                    cum_conv = np.cumsum(traj.conversions[:, slot])
-                    has = cum_conv > 0  # no cost per conversion before the first conversion
-                    cpa = np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale
-                    spend_curve += spent
-                    cpa_curve += np.where(has, cpa, 0.0)
-                    cpa_plays += has
+    for _p, b, slot, adv, play in _plays(market, cfg, slots, alpha_max):
+        budget = adv.budget
+        bidder = _Timed(make_bidder())
+        traj = play(bidder)
+        act_seconds += bidder.seconds
+        act_calls += bidder.calls
+        cost = float(traj.cost[:, slot].sum())
+        conv = float(traj.conversions[:, slot].sum())
+        scale = float(adv.bid_scale[slot])
+        by_ratio[b].append(float(traj.scores[slot]))
+        plays += 1
+        violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
+        cost_total += cost
+        conv_total += conv
+        value_total += conv * float(adv.value[slot])
+        target_cost_total += conv * scale
+        used.append(cost / budget[slot] if budget[slot] > 0 else 0.0)
+        if curves:
+            spent = np.cumsum(traj.cost[:, slot]) / max(budget[slot], 1e-9)
+            cum_conv = np.cumsum(traj.conversions[:, slot])
+            has = cum_conv > 0  # no cost per conversion before the first conversion
+            cpa = np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale
+            spend_curve += spent
+            cpa_curve += np.where(has, cpa, 0.0)
+            cpa_plays += has
     score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
     out = {
         "score_by_budget": score_by_budget,
@@ -118,6 +103,87 @@ def evaluate(
         out["spend_curve"] = (spend_curve / plays).tolist()
         out["cpa_curve"] = np.where(cpa_plays > 0, cpa_curve / np.maximum(cpa_plays, 1), np.nan).tolist()
     return out
+
+
+HINDSIGHT_GRID: tuple[float, ...] = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0)
+"""The constant α values :func:`hindsight_alpha` tries in every play."""
+
+
+def hindsight_alpha(
+    market: MarketConfig,
+    cfg: EvalConfig,
+    grid: Sequence[float] = HINDSIGHT_GRID,
+    alpha_max: float = 5.0,
+) -> dict:
+    """A reference, not a bidder: in every play of :func:`evaluate`, the best constant α of ``grid`` chosen *after*
+    playing the period with each of them (so it knows the day's traffic and competitors in advance).
+
+    It tells how much any bidder can still gain: a bidder that sees only the past rarely beats the best constant α
+    of its own day by much (for one budget and a CPA or ROI target, the hindsight-optimal bid is a constant times the
+    predicted value). Returns ``score_by_budget`` and ``score_mean`` as :func:`evaluate` does, the ``budget_used``
+    and ``cpa_violation_rate`` of the chosen plays, ``alpha_median`` (the median chosen α) and ``at_grid_edge``
+    (plays whose best α is the smallest or largest of ``grid``: the grid may be too narrow there).
+    """
+    grid = sorted(float(a) for a in grid)
+    if not grid or not all(math.isfinite(a) and 0 <= a <= alpha_max for a in grid):
+        raise ValueError(f"grid must hold α values in [0, {alpha_max}], got {grid}")
+    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
+    by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
+    used: list[float] = []
+    chosen: list[float] = []
+    violations = edge = 0
+    for _p, b, slot, adv, play in _plays(market, cfg, slots, alpha_max):
+        best = None
+        for a in grid:
+            traj = play(FixedBidder(a))
+            score = float(traj.scores[slot])
+            if best is None or score > best[0]:
+                best = (score, a, float(traj.cost[:, slot].sum()), float(traj.conversions[:, slot].sum()))
+        score, a, cost, conv = best
+        scale = float(adv.bid_scale[slot])
+        by_ratio[b].append(score)
+        chosen.append(a)
+        used.append(cost / adv.budget[slot] if adv.budget[slot] > 0 else 0.0)
+        violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
+        edge += int(len(grid) > 1 and a in (grid[0], grid[-1]))
+    score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
+    return {
+        "score_by_budget": score_by_budget,
+        "score_mean": float(np.mean(score_by_budget)),
+        "cpa_violation_rate": violations / max(len(chosen), 1),
+        "budget_used": float(np.mean(used)),
+        "alpha_median": float(np.median(chosen)),
+        "at_grid_edge": edge,
+        "plays": len(chosen),
+    }
+
+
+def _plays(market: MarketConfig, cfg: EvalConfig, slots: Sequence[int], alpha_max: float):
+    """Every play of ``cfg``: (period, budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the period
+    with ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it again
+    replays the very same market."""
+    T = market.n_steps
+    for p in range(cfg.first_period, cfg.first_period + cfg.periods):
+        base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
+        for b in cfg.budget_ratios:
+            for slot in slots:
+                budget = base.budget.copy()
+                budget[slot] *= b
+                adv = base._replace(budget=budget)
+
+                def play(bidder: Bidder, p=p, slot=slot, adv=adv):
+                    others = default_competitors(
+                        market.n_advertisers - 1, np.random.default_rng([cfg.seed, p, 1]), T
+                    )
+                    return run_period(
+                        market,
+                        [*others[:slot], bidder, *others[slot:]],
+                        np.random.default_rng([cfg.seed, p, 2]),
+                        advertisers=adv,
+                        alpha_max=alpha_max,
+                    )
+
+                yield p, b, slot, adv, play
 
 
 class _Timed:
@@ -149,4 +215,4 @@ def compare(
     return {name: evaluate(make, market, cfg, **kw) for name, make in bidders.items()}
 
 
-__all__: Sequence[str] = ["EvalConfig", "compare", "evaluate"]
+__all__: Sequence[str] = ["HINDSIGHT_GRID", "EvalConfig", "compare", "evaluate", "hindsight_alpha"]

@@ -5,8 +5,10 @@ when empty); online bidders (ppo, sac) train in the env; heuristics (fixed, pid,
 bidder then plays the test periods of ``bidding.evaluate`` (unseen seeds, budget ratios 50-150%, several advertiser
 slots, the same heuristic competitors for all). The last stdout line is
 ``{"bidders": {name: {"score_by_budget", "score_mean", "cpa_violation_rate", "roi", "cac", "budget_used",
-"train_minutes", "act_ms"}}}``; MLflow gets the table (``bidders.md``) and plots of score by budget, budget pacing
-and cost per conversion over the day.
+"train_minutes", "act_ms"}}, "reference": {"hindsight_alpha": {...}}}``; MLflow gets the table (``bidders.md``)
+and plots of score by budget, budget pacing and cost per conversion over the day. The reference (``--no-hindsight``
+skips it) is not a bidder: the best constant α of each play, chosen after playing it with every α of
+``--hindsight-grid``, so it knows the day in advance; each bidder's share of it says how much headroom is left.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from bidding.data import load_trajectories
 from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
-from bidding.evaluate import EvalConfig, evaluate
+from bidding.evaluate import HINDSIGHT_GRID, EvalConfig, evaluate, hindsight_alpha
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
@@ -54,6 +56,11 @@ class Config:
     """BC / IQL / CQL settings (the algorithm is set per bidder)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
     """PPO / SAC settings (the algorithm is set per bidder)."""
+    hindsight: bool = True
+    """Also compute the hindsight reference (best constant α per play, chosen after seeing the play; not a bidder):
+    how much any bidder could still gain. Costs len(hindsight_grid) plays per play."""
+    hindsight_grid: tuple[float, ...] = HINDSIGHT_GRID
+    """The constant α values the hindsight reference tries."""
     output: str = "artifacts/bidding"
     """Folder for the trained bidders (and the trajectories when simulated here)."""
 
@@ -69,6 +76,7 @@ PRESETS = {
         value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40),
         offline=OfflineConfig(hidden=32, steps=40, batch_size=64),
         online=OnlineConfig(timesteps=128, impressions=2_000),
+        hindsight_grid=(0.1, 0.3, 1.0),
     ),
 }
 
@@ -139,11 +147,22 @@ def main(cfg: Config) -> dict:
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }
             )
-        table = markdown(results, cfg.evaluation.budget_ratios)
+        reference: dict[str, dict] = {}
+        if cfg.hindsight:
+            print("[bench-bidding] hindsight reference: best constant α per play", file=sys.stderr)
+            reference["hindsight_alpha"] = hindsight_alpha(market, cfg.evaluation, cfg.hindsight_grid)
+            tracking.log_metrics(
+                {
+                    f"hindsight_alpha.{k}": v
+                    for k, v in reference["hindsight_alpha"].items()
+                    if isinstance(v, float)
+                }
+            )
+        table = markdown(results, cfg.evaluation.budget_ratios, reference)
         tracking.log_text(table, "bidders.md")
         plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
         tracking.log_file(out / "bidding.png")
-        tracking.log_json(results, "bench.json")
+        tracking.log_json({"bidders": results, "reference": reference}, "bench.json")
         print(table, file=sys.stderr)
     keep = (
         "score_by_budget",
@@ -155,11 +174,12 @@ def main(cfg: Config) -> dict:
         "train_minutes",
         "act_ms",
     )
-    return {"bidders": {n: {k: r[k] for k in keep} for n, r in results.items()}}
+    return {"bidders": {n: {k: r[k] for k in keep} for n, r in results.items()}, "reference": reference}
 
 
-def markdown(results: dict[str, dict], ratios) -> str:
-    """The results as a markdown table, best mean score first."""
+def markdown(results: dict[str, dict], ratios, reference: dict[str, dict] | None = None) -> str:
+    """The results as a markdown table, best mean score first; then the hindsight reference, if given, with each
+    bidder's mean score as a share of it."""
     head = "| bidder | " + " | ".join(f"score @{r:.0%}" for r in ratios)
     head += " | mean | CPA violations | ROI | CAC / target | budget used | train min | act ms |"
     lines = [head, "|" + "---|" * (len(ratios) + 8)]
@@ -175,4 +195,22 @@ def markdown(results: dict[str, dict], ratios) -> str:
             f"{r['act_ms']:.2f}",
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ref = (reference or {}).get("hindsight_alpha")
+    if ref:
+        cells = [f"{v:.2f}" for v in ref["score_by_budget"]]
+        cells += [
+            f"{ref['score_mean']:.2f}",
+            f"{ref['cpa_violation_rate']:.0%}",
+            "",
+            "",
+            f"{ref['budget_used']:.0%}",
+        ]
+        lines.append("| *hindsight best constant α (reference)* | " + " | ".join(cells) + " | | |")
+        shares = ", ".join(
+            f"{n} {r['score_mean'] / ref['score_mean']:.0%}"
+            for n, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"])
+            if ref["score_mean"] > 0
+        )
+        lines.append("")
+        lines.append(f"Mean score as a share of the hindsight reference: {shares}.")
     return "\n".join(lines)

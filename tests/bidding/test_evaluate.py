@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bidding.evaluate import EvalConfig, compare, evaluate
+from bidding.evaluate import EvalConfig, compare, evaluate, hindsight_alpha
 from simulators.bidders import FixedBidder
 from simulators.market import MarketConfig
 
@@ -35,3 +35,28 @@ def test_a_bidder_that_never_bids_scores_nothing():
     assert np.all(np.isnan(res["zero"]["cpa_curve"]))
     one = np.array(res["one"]["cpa_curve"])
     assert np.all(np.isnan(one) | (one > 0)) and one[-1] > 0
+
+
+def test_hindsight_alpha_is_the_best_fixed_alpha_of_each_play():
+    grid = (0.2, 0.6, 1.0, 2.0)
+    fixed = {a: evaluate(lambda a=a: FixedBidder(a), MARKET, CFG) for a in grid}
+    ref = hindsight_alpha(MARKET, CFG, grid)
+    assert ref["plays"] == 2 * 2 * 2
+    # per budget ratio, the mean of per-play maxima is at least the best mean of any one α ...
+    for i in range(len(CFG.budget_ratios)):
+        assert ref["score_by_budget"][i] >= max(f["score_by_budget"][i] for f in fixed.values()) - 1e-9
+    assert min(grid) <= ref["alpha_median"] <= max(grid) and 0 <= ref["at_grid_edge"] <= ref["plays"]
+    # ... and with a single play it is exactly the best of them
+    one = EvalConfig(periods=1, budget_ratios=(1.0,), slots=(3,))
+    best = max(evaluate(lambda a=a: FixedBidder(a), MARKET, one)["score_mean"] for a in grid)
+    assert hindsight_alpha(MARKET, one, grid)["score_mean"] == best
+    # a one-value grid is that fixed bidder, play for play
+    only = hindsight_alpha(MARKET, CFG, (0.6,))
+    assert only["score_by_budget"] == fixed[0.6]["score_by_budget"] and only["at_grid_edge"] == 0
+    assert only["budget_used"] == pytest.approx(fixed[0.6]["budget_used"])
+
+
+def test_hindsight_alpha_refuses_a_bad_grid():
+    for grid in ((), (0.5, float("nan")), (-0.1,), (9.0,)):
+        with pytest.raises(ValueError, match="grid"):
+            hindsight_alpha(MARKET, CFG, grid)

@@ -12,8 +12,15 @@ from pipelines import bench_bidding
 def test_bench_bidding_tiny_judges_every_bidder(tmp_path):
     cfg = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "bidding"))
     cfg = replace(cfg, simulate=replace(cfg.simulate, progress=False))
-    res = bench_bidding.main(cfg)["bidders"]
+    out = bench_bidding.main(cfg)
+    res = out["bidders"]
     assert set(res) == set(bench_bidding.BIDDERS)
+    ref = out["reference"]["hindsight_alpha"]
+    assert ref["plays"] == 2 * 3 * 2 and 0.1 <= ref["alpha_median"] <= 1.0
+    # the reference replays each market with every α of its grid, fixed α = 1 among them: never below that bidder
+    assert all(
+        h >= f - 1e-9 for h, f in zip(ref["score_by_budget"], res["fixed"]["score_by_budget"], strict=True)
+    )
     for name, r in res.items():
         assert len(r["score_by_budget"]) == 3, name
         assert r["score_mean"] >= 0 and 0 <= r["cpa_violation_rate"] <= 1, name
