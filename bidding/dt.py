@@ -465,8 +465,20 @@ class DTBidder:
         self.conversions = 0.0
         self.score = 0.0
 
-    @torch.inference_mode()
     def act(self, state: np.ndarray) -> float:
+        # one step of a small model: intra-op threads cost more than they save (with 2 threads, 200 ms per act was
+        # measured while another process kept the 2 cores busy, against 2 ms on one thread), so act runs on one
+        threads = torch.get_num_threads()
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:
+            return self._act(state)
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def _act(self, state: np.ndarray) -> float:
         x = featurize_state(state, self.advertiser, self.n_steps)
         self.states.append(((x - self.mean) / self.std).astype(np.float32))
         if self.model.return_value is not None:  # ask for what the value expects from here
