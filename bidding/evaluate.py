@@ -121,10 +121,11 @@ def hindsight_alpha(
     It tells how much any bidder can still gain: a bidder that sees only the past rarely beats the best constant α
     of its own day by much (for one budget and a CPA or ROI target, the hindsight-optimal bid is a constant times the
     predicted value). Returns ``score_by_budget`` and ``score_mean`` as :func:`evaluate` does, the ``budget_used``
-    and ``cpa_violation_rate`` of the chosen plays, ``alpha_median`` (the median chosen α) and ``at_grid_edge``
-    (plays whose best α is the smallest or largest of ``grid``: the grid may be too narrow there).
+    and ``cpa_violation_rate`` of the chosen plays, ``alpha_median`` (the median chosen α; where several α score the
+    same, the smallest is chosen), ``at_grid_edge`` (plays that score and whose best α is the smallest or largest of ``grid``: the grid may be
+    too narrow there) and ``plays``.
     """
-    grid = sorted(float(a) for a in grid)
+    grid = sorted({float(a) for a in grid})
     if not grid or not all(math.isfinite(a) and 0 <= a <= alpha_max for a in grid):
         raise ValueError(f"grid must hold α values in [0, {alpha_max}], got {grid}")
     slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
@@ -145,7 +146,9 @@ def hindsight_alpha(
         chosen.append(a)
         used.append(cost / adv.budget[slot] if adv.budget[slot] > 0 else 0.0)
         violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
-        edge += int(len(grid) > 1 and a in (grid[0], grid[-1]))
+        edge += int(
+            len(grid) > 1 and score > 0 and a in (grid[0], grid[-1])
+        )  # a play nothing scores in is no sign
     score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
     return {
         "score_by_budget": score_by_budget,

@@ -155,7 +155,7 @@ def main(cfg: Config) -> dict:
                 {
                     f"hindsight_alpha.{k}": v
                     for k, v in reference["hindsight_alpha"].items()
-                    if isinstance(v, float)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }
             )
         table = markdown(results, cfg.evaluation.budget_ratios, reference)
@@ -206,11 +206,11 @@ def markdown(results: dict[str, dict], ratios, reference: dict[str, dict] | None
             f"{ref['budget_used']:.0%}",
         ]
         lines.append("| *hindsight best constant α (reference)* | " + " | ".join(cells) + " | | |")
-        shares = ", ".join(
-            f"{n} {r['score_mean'] / ref['score_mean']:.0%}"
-            for n, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"])
-            if ref["score_mean"] > 0
-        )
-        lines.append("")
-        lines.append(f"Mean score as a share of the hindsight reference: {shares}.")
+        if ref["score_mean"] > 0:
+            shares = ", ".join(
+                f"{n} {r['score_mean'] / ref['score_mean']:.0%}"
+                for n, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"])
+            )
+            lines.append("")
+            lines.append(f"Mean score as a share of the hindsight reference: {shares}.")
     return "\n".join(lines)

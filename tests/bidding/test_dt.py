@@ -86,14 +86,20 @@ def test_training_lowers_the_loss_and_save_load_bids_the_same(episodes, tmp_path
         others = default_competitors(market.n_advertisers - 1, np.random.default_rng(6), n_steps=T)
         return run_period(market, [b, *others], rng)
 
+    seen: list[int] = []
+    inner = loaded._act
+    loaded._act = lambda s: seen.append(torch.get_num_threads()) or inner(s)  # threads while acting
     threads = torch.get_num_threads()
     first = play(bidder)
-    assert torch.get_num_threads() == threads  # act runs on one thread and gives the caller's setting back
-    torch.set_num_threads(2 if threads == 1 else 1)
+    assert torch.get_num_threads() == threads  # act gives the caller's setting back
+    other = 2 if threads == 1 else 1
+    torch.set_num_threads(other)
     try:
-        again = play(loaded)  # whatever the caller's thread count, the same bids
+        again = play(loaded)  # whatever the caller's thread count, the same bids, computed on one thread
+        assert torch.get_num_threads() == other
     finally:
         torch.set_num_threads(threads)
+    assert seen and set(seen) == {1}
     np.testing.assert_allclose(first.actions[:, 0], again.actions[:, 0], atol=1e-6)
     assert np.all((first.actions[:, 0] > 0) & (first.actions[:, 0] < CFG.alpha_max))
     assert bidder.rtg != bidder.target_return or first.rewards[:, 0].sum() == 0  # observe lowers the target

@@ -54,6 +54,23 @@ def test_hindsight_alpha_is_the_best_fixed_alpha_of_each_play():
     only = hindsight_alpha(MARKET, CFG, (0.6,))
     assert only["score_by_budget"] == fixed[0.6]["score_by_budget"] and only["at_grid_edge"] == 0
     assert only["budget_used"] == pytest.approx(fixed[0.6]["budget_used"])
+    assert only["cpa_violation_rate"] == fixed[0.6]["cpa_violation_rate"]
+
+
+def test_hindsight_alpha_median_and_grid_edge_match_the_best_alpha_of_each_play():
+    grid = (0.0, 0.3, 1.0, 3.0)
+    best, scored = [], []
+    for p in range(CFG.first_period, CFG.first_period + CFG.periods):
+        for b in CFG.budget_ratios:
+            for slot in CFG.slots:
+                one = EvalConfig(periods=1, first_period=p, budget_ratios=(b,), slots=(slot,), seed=CFG.seed)
+                scores = [evaluate(lambda a=a: FixedBidder(a), MARKET, one)["score_mean"] for a in grid]
+                best.append(grid[int(np.argmax(scores))])  # the first, smallest α among equals
+                scored.append(max(scores) > 0)
+    ref = hindsight_alpha(MARKET, CFG, grid + (1.0,))  # a repeated α changes nothing
+    assert ref["alpha_median"] == float(np.median(best))
+    # α 0 never scores, so only α 3.0 can be an edge; a play where nothing scores is not counted
+    assert ref["at_grid_edge"] == sum(a == 3.0 and s for a, s in zip(best, scored, strict=True))
 
 
 def test_hindsight_alpha_refuses_a_bad_grid():
