@@ -52,7 +52,6 @@ def evaluate(
     and the mean cost per conversion / target after each step (for pacing plots; the mean over the plays that have
     converted by then, NaN before any has).
     """
-    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
     T = market.n_steps
     by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
     violations = plays = 0
@@ -63,7 +62,7 @@ def evaluate(
     spend_curve = np.zeros(T)
     cpa_curve = np.zeros(T)
     cpa_plays = np.zeros(T)
-    for _p, b, slot, adv, play in _plays(market, cfg, slots, alpha_max):
+    for b, slot, adv, play in _plays(market, cfg, alpha_max):
         budget = adv.budget
         bidder = _Timed(make_bidder())
         traj = play(bidder)
@@ -74,7 +73,7 @@ def evaluate(
         scale = float(adv.bid_scale[slot])
         by_ratio[b].append(float(traj.scores[slot]))
         plays += 1
-        violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
+        violations += _violates(cost, conv, scale)
         cost_total += cost
         conv_total += conv
         value_total += conv * float(adv.value[slot])
@@ -128,12 +127,11 @@ def hindsight_alpha(
     grid = sorted({float(a) for a in grid})
     if not grid or not all(math.isfinite(a) and 0 <= a <= alpha_max for a in grid):
         raise ValueError(f"grid must hold α values in [0, {alpha_max}], got {grid}")
-    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
     by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
     used: list[float] = []
     chosen: list[float] = []
     violations = edge = 0
-    for _p, b, slot, adv, play in _plays(market, cfg, slots, alpha_max):
+    for b, slot, adv, play in _plays(market, cfg, alpha_max):
         best = None
         for a in grid:
             traj = play(FixedBidder(a))
@@ -145,10 +143,9 @@ def hindsight_alpha(
         by_ratio[b].append(score)
         chosen.append(a)
         used.append(cost / adv.budget[slot] if adv.budget[slot] > 0 else 0.0)
-        violations += int(conv > 0 and cost / conv > scale * (1 + 1e-9)) + int(conv == 0 and cost > 0)
-        edge += int(
-            len(grid) > 1 and score > 0 and a in (grid[0], grid[-1])
-        )  # a play nothing scores in is no sign
+        violations += _violates(cost, conv, scale)
+        # a play in which nothing scores says nothing about the grid
+        edge += int(len(grid) > 1 and score > 0 and a in (grid[0], grid[-1]))
     score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
     return {
         "score_by_budget": score_by_budget,
@@ -161,11 +158,19 @@ def hindsight_alpha(
     }
 
 
-def _plays(market: MarketConfig, cfg: EvalConfig, slots: Sequence[int], alpha_max: float):
-    """Every play of ``cfg``: (period, budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the period
-    with ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it again
-    replays the very same market."""
+def _violates(cost: float, conversions: float, bid_scale: float) -> int:
+    """1 when a play's cost per conversion ended above the target (or it paid without converting), else 0."""
+    if conversions > 0:
+        return int(cost / conversions > bid_scale * (1 + 1e-9))
+    return int(cost > 0)
+
+
+def _plays(market: MarketConfig, cfg: EvalConfig, alpha_max: float):
+    """Every play of ``cfg``: (budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the period with
+    ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it again replays
+    the very same market. Slots beyond the market's advertisers are left out (slot 0 if none is left)."""
     T = market.n_steps
+    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
     for p in range(cfg.first_period, cfg.first_period + cfg.periods):
         base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
         for b in cfg.budget_ratios:
@@ -186,7 +191,7 @@ def _plays(market: MarketConfig, cfg: EvalConfig, slots: Sequence[int], alpha_ma
                         alpha_max=alpha_max,
                     )
 
-                yield p, b, slot, adv, play
+                yield b, slot, adv, play
 
 
 class _Timed:

@@ -140,24 +140,12 @@ def main(cfg: Config) -> dict:
             res = evaluate(make, market, cfg.evaluation, curves=True)
             res["train_minutes"] = train_minutes
             results[name] = res
-            tracking.log_metrics(
-                {
-                    f"{name}.{k}": v
-                    for k, v in res.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
-            )
+            tracking.log_metrics(_numbers(name, res))
         reference: dict[str, dict] = {}
         if cfg.hindsight:
             print("[bench-bidding] hindsight reference: best constant α per play", file=sys.stderr)
             reference["hindsight_alpha"] = hindsight_alpha(market, cfg.evaluation, cfg.hindsight_grid)
-            tracking.log_metrics(
-                {
-                    f"hindsight_alpha.{k}": v
-                    for k, v in reference["hindsight_alpha"].items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
-            )
+            tracking.log_metrics(_numbers("hindsight_alpha", reference["hindsight_alpha"]))
         table = markdown(results, cfg.evaluation.budget_ratios, reference)
         tracking.log_text(table, "bidders.md")
         plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
@@ -175,6 +163,15 @@ def main(cfg: Config) -> dict:
         "act_ms",
     )
     return {"bidders": {n: {k: r[k] for k in keep} for n, r in results.items()}, "reference": reference}
+
+
+def _numbers(prefix: str, figures: dict) -> dict[str, float]:
+    """The numeric figures of ``figures`` (not lists, not booleans) as MLflow metrics named ``prefix.key``."""
+    return {
+        f"{prefix}.{k}": v
+        for k, v in figures.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def markdown(results: dict[str, dict], ratios, reference: dict[str, dict] | None = None) -> str:
