@@ -80,11 +80,11 @@ def evaluate(
         target_cost_total += conv * scale
         used.append(cost / budget[slot] if budget[slot] > 0 else 0.0)
         if curves:
-            spent = np.cumsum(traj.cost[:, slot]) / max(budget[slot], 1e-9)
+            cum_cost = np.cumsum(traj.cost[:, slot])
             cum_conv = np.cumsum(traj.conversions[:, slot])
             has = cum_conv > 0  # no cost per conversion before the first conversion
-            cpa = np.cumsum(traj.cost[:, slot]) / np.maximum(cum_conv, 1) / scale
-            spend_curve += spent
+            cpa = cum_cost / np.maximum(cum_conv, 1) / scale
+            spend_curve += cum_cost / max(budget[slot], 1e-9)
             cpa_curve += np.where(has, cpa, 0.0)
             cpa_plays += has
     score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
@@ -121,8 +121,8 @@ def hindsight_alpha(
     of its own day by much (for one budget and a CPA or ROI target, the hindsight-optimal bid is a constant times the
     predicted value). Returns ``score_by_budget`` and ``score_mean`` as :func:`evaluate` does, the ``budget_used``
     and ``cpa_violation_rate`` of the chosen plays, ``alpha_median`` (the median chosen α; where several α score the
-    same, the smallest is chosen), ``at_grid_edge`` (plays that score and whose best α is the smallest or largest of ``grid``: the grid may be
-    too narrow there) and ``plays``.
+    same, the smallest is chosen), ``at_grid_edge`` (plays that score and whose best α is the smallest or largest of
+    ``grid``: the grid may be too narrow there) and ``plays``.
     """
     grid = sorted({float(a) for a in grid})
     if not grid or not all(math.isfinite(a) and 0 <= a <= alpha_max for a in grid):
