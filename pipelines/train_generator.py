@@ -49,6 +49,8 @@ class Config:
     """Where tokenize outputs are looked up (and made when missing) for a method name."""
     model_size: str = "base"
     """Generator size preset: tiny, small or base."""
+    item_embeddings: bool = False
+    """Add a learned per-item embedding to the short-term history tokens (the bundle's name gets -ie)."""
     mix_recommend: bool = False
     """search task: also train on the recommend examples (one model for both tasks)."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -116,7 +118,7 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--model-size must be one of {sorted(G.PRESETS)}, got {cfg.model_size!r}")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = G.PRESETS[cfg.model_size]
+    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
     model_cfg = G.with_data_shape(size, table.codebook_sizes, 0 if vocab is None else vocab.vocab_size)
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
@@ -129,7 +131,7 @@ def prepare(cfg: Config) -> Prepared:
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
-    return f"{cfg.task}-{tok}-{cfg.model_size}-s{cfg.train.seed}"
+    return f"{cfg.task}-{tok}-{cfg.model_size}{'-ie' if cfg.item_embeddings else ''}-s{cfg.train.seed}"
 
 
 def _settings_hash(cfg: Config, p: Prepared) -> str:

@@ -12,7 +12,8 @@ query                 ``max_query_tokens``          WordPiece ids of the query (
 long-term view        ``levels × len(decays)``      per SID level, the recency-weighted mean of the level's code
                                                     embedding over the whole history (weights ``decay**age``)
 short-term view       ``short_term``                the most recent items, one token each: the sum of the item's
-                                                    per-level code embeddings, plus a recency position
+                                                    per-level code embeddings (plus, with ``item_embeddings``, a
+                                                    learned embedding of the item), plus a recency position
 ====================  ============================  ===========================================================
 
 The long-term tokens replace a hashed user id: a user is what they bought, so a new user with a history is
@@ -80,6 +81,10 @@ class GeneratorConfig:
     """History items read for the long-term view (the most recent ones)."""
     decays: tuple[float, ...] = (1.0, 0.85)
     """Recency decays of the long-term view: one token per (SID level, decay); 1.0 = plain mean."""
+    item_embeddings: bool = False
+    """Add a learned embedding of the item itself to each short-term token (n_items × d_model more parameters):
+    lets the model memorise item-to-item patterns that items sharing their codes do not share; an item never
+    seen in a training history keeps its small random initial vector, so its token is its codes'."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -312,6 +317,8 @@ class Generator(nn.Module):
         self.query_pos = nn.Embedding(cfg.max_query_tokens, d)
         self.short_pos = nn.Embedding(cfg.short_term, d)  # 0 = most recent
         self.long_pos = nn.Embedding(L * len(cfg.decays), d)
+        # optional per-item embedding of the short-term tokens (row n_items = padding)
+        self.item_emb = nn.Embedding(codes.shape[0] + 1, d) if cfg.item_embeddings else None
         self.enc_drop = Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.enc_layers))
         self.enc_ln = nn.LayerNorm(d)
@@ -381,6 +388,8 @@ class Generator(nn.Module):
         # short-term: the last items, one token each (sum of the levels), position 0 = most recent
         s = min(cfg.short_term, H)
         short = per_level[:, H - s :].sum(2) + self.short_pos.weight[:s].flip(0) + t[3]  # (B, s, d)
+        if self.item_emb is not None:
+            short = short + self.item_emb(rows[:, H - s :])
         s_keep = h_keep[:, H - s :]
 
         x = torch.cat([task, query, long, short], dim=1)  # (B, S, d)

@@ -126,6 +126,30 @@ def test_loss_decreases_when_fitting_a_tiny_set():
     assert float(m.loss(b).detach()) < 0.2 * first
 
 
+def test_item_embeddings_add_one_vector_per_item_to_short_term_tokens_only(tmp_path):
+    codes = catalog()
+    plain, m = tiny_model(codes), tiny_model(codes, item_embeddings=True)
+    n, d = len(codes), m.cfg.d_model
+    assert m.n_params() - plain.n_params() == (n + 1) * d  # one row per item plus the padding row
+    H, S = m.cfg.max_history, m.cfg.short_term
+    hist = torch.full((1, H), -1)
+    hist[0, 2:] = torch.arange(H - 2)  # distinct items 0 … H-3, item H-3 the most recent; two padding slots
+    b = Batch(torch.tensor([0]), torch.zeros(1, m.cfg.max_query_tokens, dtype=torch.long), hist)
+    x0, _ = m.encode_tokens(b)
+    with torch.no_grad():
+        m.item_emb.weight[H - 3] += 1.0  # the most recent item: short-term position 0, the last encoder token
+        m.item_emb.weight[0] += 100.0  # the oldest item: in the long-term view only
+        m.item_emb.weight[n] += 100.0  # the padding row
+    x1, _ = m.encode_tokens(b)
+    want = torch.zeros_like(x0)
+    want[0, -1] = 1.0
+    torch.testing.assert_close(x1 - x0, want)
+    assert H - 2 > S  # (the oldest item is outside the short-term view)
+    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1")
+    m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
+    assert m2.cfg.item_embeddings and torch.equal(m2.item_emb.weight, m.item_emb.weight)
+
+
 def test_checkpoint_round_trip_and_refusals(tmp_path):
     codes = catalog()
     m = tiny_model(codes)
