@@ -6,7 +6,7 @@ reads the input in order, and applies the duplicate-id rule across the whole inp
 
 Reads ``--input`` (parquet file or folder, csv, or a DuckDB database with ``--table``) in chunks of ``--chunk-rows``
 rows; chunk i becomes ``part-<i>.parquet`` (k rows per scored request: ``request_id, rank, item_id, score, sid``) and
-``errors-<i>.parquet`` (``request_id, reason`` for every bad row, see ``onesearch.scoring``), each written to a
+``errors-<i>.parquet`` (``request_id, row, reason`` for every bad row, see ``onesearch.scoring``), each written to a
 temporary name and renamed, then recorded in ``manifest.json``. Re-run after any interruption (``kill -9``
 included) with the same arguments, it skips the chunks in the manifest and redoes the one it was in, so the output
 holds every input row exactly once. The manifest also records the input and settings; a re-run with others refuses
@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -153,6 +153,10 @@ def main(cfg: Config) -> dict:
     if cfg.engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     bundle, model_path = load_bundle(cfg.model)
+    # the input's columns are checked before anything is written
+    first = next(read_chunks(replace(cfg, chunk_rows=1)), None)
+    if first is not None:
+        check_columns(first, cfg.input)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
@@ -185,8 +189,6 @@ def main(cfg: Config) -> dict:
         else:
             source = ((i, c, None) for i, c in enumerate(read_chunks(cfg)))
         for i, chunk, ready in source:
-            if i == 0:
-                check_columns(chunk, cfg.input)
             if str(i) in done:
                 continue
             scored, errors = ready if ready is not None else scorer.score(chunk)

@@ -4,9 +4,11 @@ Each period, every one of the N advertisers gets a behaviour policy drawn from `
 ``fixed``, ``pid``, ``pacing``, ``lp`` with perturbed settings, and ``ppo``: a Stable-Baselines3 PPO agent trained
 in ``simulators/Auction-v0`` first, sampling its actions). One row per (period, advertiser, step); the schema is in
 docs/simulator.md. Periods are written in parts of ``--part-periods`` (``part-00000.parquet``, ...), each written to a
-temporary name and renamed, so an interrupted run resumes at the first missing part. Query with DuckDB::
+temporary name and renamed, so an interrupted run resumes at the first missing part. Query with DuckDB (the
+Python package; the ``duckdb`` command-line tool is not installed)::
 
-    duckdb -c "select policy, avg(reward) from 'artifacts/offline/*.parquet' group by policy"
+    import duckdb
+    duckdb.sql("select policy, avg(reward) from 'artifacts/offline/*.parquet' group by policy").show()
 """
 
 from __future__ import annotations
