@@ -277,6 +277,19 @@ class DecisionTransformer(nn.Module):
         return self.ln_out(x).reshape(B, K, 3, -1)[:, :, 1]  # hidden states of the s tokens
 
 
+def token_rows(rtg: np.ndarray, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """(3n, S + 5) float32 rows for steps with return-to-go ``rtg`` (n,), ``states`` (n, S) and ``actions`` (n,):
+    R1 s1 a1 ... Rn sn an, each row [rtg | state | action | one-hot token type], for
+    :meth:`Player.tokens`."""
+    n, S = states.shape
+    rows = np.zeros((n, 3, S + 5), dtype=np.float32)
+    rows[:, 0, 0] = rtg
+    rows[:, 1, 1 : S + 1] = states
+    rows[:, 2, S + 1] = actions
+    rows[:, 0, S + 2] = rows[:, 1, S + 3] = rows[:, 2, S + 4] = 1.0
+    return rows.reshape(3 * n, S + 5)
+
+
 def action_loss(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     """Mean squared error of α over the valid (not padded) steps."""
     m = valid.to(pred.dtype)
@@ -431,9 +444,138 @@ def _fit_return_value(v: nn.Module, data: Prepared, vcfg: ValueConfig, seed: int
     return float(np.mean(losses[-100:]))
 
 
+# ---- play-time forward --------------------------------------------------------------------------------------
+class Player:
+    """A trained :class:`DecisionTransformer` (eval mode) run in numpy for play: one act at a time, with the same
+    maths as ``forward`` (a test holds them equal to float32 rounding).
+
+    An act is a few dozen operations on tiny arrays, so on a slow CPU their per-call overhead, not arithmetic, sets
+    its time, and a numpy call costs a fraction of a torch one (torch only computes the exact-erf GELU, on a
+    shared buffer). It also skips what the last state token cannot see: the action token after it, and in the
+    last block every other token's query, attention and feed-forward; and while the window still starts at the
+    episode's first step, :meth:`run` takes each block's keys and values of the earlier tokens, so an act runs only
+    its new tokens.
+    """
+
+    def __init__(self, model: DecisionTransformer) -> None:
+        cfg = model.cfg
+        self.d, self.heads, self.alpha_max = cfg.d_model, cfg.n_heads, cfg.alpha_max
+        self.state_dim, self.max_steps = cfg.state_dim, cfg.max_steps
+
+        def arr(t: Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+        def norm(ln: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray, float]:
+            return arr(ln.weight), arr(ln.bias), float(ln.eps)
+
+        # [rtg | state | action | one-hot token type] rows (token_rows) → embeddings, in one product
+        self.w_in = arr(
+            torch.cat(
+                [
+                    model.embed_rtg.weight,
+                    model.embed_state.weight,
+                    model.embed_action.weight / cfg.alpha_max,
+                    torch.stack(
+                        [model.embed_rtg.bias, model.embed_state.bias, model.embed_action.bias], dim=1
+                    ),
+                ],
+                dim=1,
+            ).t()
+        )
+        self.time = arr(model.embed_time.weight)
+        self.ln_in, self.ln_out = norm(model.ln_in), norm(model.ln_out)
+        self.blocks = [
+            {
+                "ln1": norm(b.ln1),
+                "qkv": (arr(b.qkv.weight.t()), arr(b.qkv.bias)),
+                "proj": (arr(b.proj.weight.t()), arr(b.proj.bias)),
+                "ln2": norm(b.ln2),
+                "ff1": (arr(b.ff[0].weight.t()), arr(b.ff[0].bias)),
+                "ff2": (arr(b.ff[2].weight.t()), arr(b.ff[2].bias)),
+            }
+            for b in model.blocks
+        ]
+        self.head = (arr(model.head.weight[0]), float(model.head.bias.detach()[0]))
+        rv = model.return_value
+        self.value = (
+            None if rv is None else [(arr(rv[i].weight.t()), arr(rv[i].bias)) for i in range(0, len(rv), 2)]
+        )
+        self._masks: dict[tuple[int, int], np.ndarray] = {}
+
+    @staticmethod
+    def _norm(x: np.ndarray, ln: tuple[np.ndarray, np.ndarray, float]) -> np.ndarray:
+        w, b, eps = ln
+        xc = x - np.add.reduce(x, axis=-1, keepdims=True) / x.shape[-1]
+        var = np.add.reduce(xc * xc, axis=-1, keepdims=True) / x.shape[-1]
+        return xc / np.sqrt(var + eps) * w + b
+
+    def return_to_ask(self, state: np.ndarray) -> float:
+        """The value-guided DT's V(s) for one standardised state (S,) (the MLP of ``return_value``)."""
+        if self.value is None:
+            raise ValueError("this Decision Transformer has no return value (value_target is off)")
+        h = state
+        for i, (w, b) in enumerate(self.value):
+            h = h @ w + b
+            if i < len(self.value) - 1:
+                h = np.maximum(h, 0.0)
+        return float(h[0])
+
+    def tokens(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """(m, d) input tokens after ``ln_in`` from :func:`token_rows` rows (m, S + 5) and each row's step (m,)."""
+        x = rows @ self.w_in + self.time[np.minimum(steps, self.max_steps - 1)]
+        return self._norm(x, self.ln_in)
+
+    def run(
+        self, x: np.ndarray, past: list[tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """α for the last of the tokens ``x`` (m, d) (it must be a state token), which follow the tokens whose
+        per-block keys and values are ``past`` (None: no earlier tokens). Returns α and the keys and values of
+        ``past`` + ``x``, to pass with the next tokens: exact while no token leaves the front of the window."""
+        d, H = self.d, self.heads
+        dh = d // H
+        m = x.shape[0]
+        P = 0 if past is None else past[0][0].shape[1]
+        mask = self._masks.get((m, P))
+        if mask is None:  # (m, P + m) causal bias of the new tokens; few shapes occur, so they are kept
+            mask = np.zeros((m, P + m), dtype=np.float32)
+            mask[:, P:] = np.triu(np.full((m, m), -np.inf, dtype=np.float32), 1)
+            self._masks[(m, P)] = mask
+        scale = np.float32(1.0 / math.sqrt(dh))
+        last = len(self.blocks) - 1
+        kv = []
+        for i, blk in enumerate(self.blocks):
+            h = self._norm(x, blk["ln1"])
+            w, b = blk["qkv"]
+            if i < last:
+                q, k, v = (h @ w + b).reshape(m, 3, H, dh).transpose(1, 2, 0, 3)  # each (H, m, dh)
+            else:  # the last block: only the last token's output is read
+                q = (h[-1] @ w[:, :d] + b[:d]).reshape(H, 1, dh)
+                k, v = (h @ w[:, d:] + b[d:]).reshape(m, 2, H, dh).transpose(1, 2, 0, 3)
+                x, mask = x[-1:], mask[-1:]
+            if P:
+                k = np.concatenate([past[i][0], k], axis=1)
+                v = np.concatenate([past[i][1], v], axis=1)
+            kv.append((k, v))
+            a = q @ k.transpose(0, 2, 1) * scale + mask
+            a = np.exp(a - a.max(axis=-1, keepdims=True))
+            a /= np.add.reduce(a, axis=-1, keepdims=True)
+            o = (a @ v).transpose(1, 0, 2).reshape(-1, d)
+            w, b = blk["proj"]
+            x = x + o @ w + b
+            h = self._norm(x, blk["ln2"])
+            (w1, b1), (w2, b2) = blk["ff1"], blk["ff2"]
+            x = x + F.gelu(torch.from_numpy(h @ w1 + b1)).numpy() @ w2 + b2
+        w, b = self.head
+        z = float(self._norm(x[-1], self.ln_out) @ w) + b
+        return self.alpha_max / (1.0 + math.exp(-z)), kv
+
+
 # ---- the bidder -----------------------------------------------------------------------------------------------
 class DTBidder:
-    """Plays a trained Decision Transformer through the bidder protocol (needs ``observe`` every step)."""
+    """Plays a trained Decision Transformer through the bidder protocol (needs ``observe`` every step).
+
+    The model's weights are copied into a :class:`Player` when the bidder is built: a model changed afterwards
+    needs a new bidder."""
 
     @property
     def name(self) -> str:
@@ -454,49 +596,42 @@ class DTBidder:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self.target_return = float(target_return)
+        self.player = Player(self.model)
 
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
         self.states: list[np.ndarray] = []
         self.rtgs: list[float] = []
         self.actions: list[float] = []
+        self._tokens: np.ndarray | None = None  # input tokens of the episode so far (Player.tokens)
+        # per-block keys and values of the tokens so far, while the window grows
+        self._kv: list[tuple[np.ndarray, np.ndarray]] | None = None
         self.rtg = self.target_return
         self.cost = 0.0
         self.conversions = 0.0
         self.score = 0.0
 
     def act(self, state: np.ndarray) -> float:
-        # one step of a small model: intra-op threads cost more than they save (with 2 threads, 200 ms per act was
-        # measured while another process kept the 2 cores busy, against 2 ms on one thread), so act runs on one
-        threads = torch.get_num_threads()
-        if threads != 1:
-            torch.set_num_threads(1)
-        try:
-            return self._act(state)
-        finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
-
-    @torch.inference_mode()
-    def _act(self, state: np.ndarray) -> float:
+        """α for this step (the model runs in numpy through :class:`Player`; torch's threads are not touched)."""
         x = featurize_state(state, self.advertiser, self.n_steps)
         self.states.append(((x - self.mean) / self.std).astype(np.float32))
-        if self.model.return_value is not None:  # ask for what the value expects from here
-            self.rtg = float(self.model.return_value(torch.from_numpy(self.states[-1])[None])[0, 0])
+        if self.player.value is not None:  # ask for what the value expects from here
+            self.rtg = self.player.return_to_ask(self.states[-1])
         self.rtgs.append(self.rtg)
-        K = self.cfg.context
-        s = np.stack(self.states[-K:])
-        n = s.shape[0]
-        t0 = len(self.states) - n
-        acts = np.array(self.actions[-(n - 1) :] + [0.0] if n > 1 else [0.0], dtype=np.float32)
-        pred = self.model(
-            torch.tensor(self.rtgs[-K:], dtype=torch.float32)[None],
-            torch.from_numpy(s)[None],
-            torch.from_numpy(acts)[None],
-            torch.arange(t0, t0 + n).clamp_max(self.cfg.max_steps - 1)[None],
-            torch.ones(1, n, dtype=torch.bool),
-        )
-        a = float(pred[0, -1])
+        t = len(self.states) - 1
+        if t == 0:  # R0 s0
+            new = token_rows(np.array(self.rtgs), self.states[0][None], np.zeros(1))[:2]
+            steps = np.zeros(2, dtype=np.int64)
+        else:  # a(t-1) R(t) s(t): rows 2-4 of steps t-1 and t (an a token carries its own step's time)
+            rtg, states = np.array(self.rtgs[-2:]), np.stack(self.states[-2:])
+            new = token_rows(rtg, states, np.array([self.actions[-1], 0.0]))[2:5]
+            steps = np.array([t - 1, t, t])
+        new = self.player.tokens(new, steps)
+        self._tokens = new if t == 0 else np.concatenate([self._tokens, new])  # R0 s0 a0 ... R(t) s(t)
+        if t < self.cfg.context:  # the window still starts at step 0: earlier tokens' keys and values stand
+            a, self._kv = self.player.run(new, self._kv)
+        else:  # the window has slid: every hidden state changes, so the window runs whole
+            a, _ = self.player.run(self._tokens[3 * (t + 1 - self.cfg.context) :])
         self.actions.append(a)
         return a
 
