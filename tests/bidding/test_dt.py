@@ -86,15 +86,20 @@ def test_training_lowers_the_loss_and_save_load_bids_the_same(episodes, tmp_path
         others = default_competitors(market.n_advertisers - 1, np.random.default_rng(6), n_steps=T)
         return run_period(market, [b, *others], rng)
 
+    seen: list[int] = []
+    inner = loaded._act
+    loaded._act = lambda s: seen.append(torch.get_num_threads()) or inner(s)  # threads while acting
     threads = torch.get_num_threads()
     first = play(bidder)
+    assert torch.get_num_threads() == threads  # act gives the caller's setting back
     other = 2 if threads == 1 else 1
     torch.set_num_threads(other)
     try:
-        again = play(loaded)  # whatever the caller's thread count, the same bids
-        assert torch.get_num_threads() == other  # act leaves the caller's setting alone
+        again = play(loaded)  # whatever the caller's thread count, the same bids, computed on one thread
+        assert torch.get_num_threads() == other
     finally:
         torch.set_num_threads(threads)
+    assert seen and set(seen) == {1}
     np.testing.assert_allclose(first.actions[:, 0], again.actions[:, 0], atol=1e-6)
     assert np.all((first.actions[:, 0] > 0) & (first.actions[:, 0] < CFG.alpha_max))
     assert bidder.rtg != bidder.target_return or first.rewards[:, 0].sum() == 0  # observe lowers the target
@@ -114,25 +119,26 @@ def test_play_path_bids_what_forward_predicts_on_every_window(value_target):
     class Adv:
         budget, bid_scale, index = 100.0, 2.0, 0
 
-    bidder.reset(Adv())
     rng = np.random.default_rng(0)
     K = cfg.context
-    # past max_steps too: the time embedding is clamped as forward's callers clamp it
-    for t in range(cfg.max_steps + 2):
-        alpha = bidder.act(rng.random(16).astype(np.float32) * 3)
-        bidder.rtg -= 0.05  # what observe() does with rewards
-        n = min(t + 1, K)
-        t0 = t + 1 - n
+    for episode in range(2):  # the second episode must not see the first one's tokens or keys and values
+        bidder.reset(Adv())
+        # past max_steps too: the time embedding is clamped as forward's callers clamp it
+        for t in range(cfg.max_steps + 2):
+            alpha = bidder.act(rng.random(16).astype(np.float32) * 3)
+            bidder.rtg -= 0.05  # what observe() does with rewards
+            n = min(t + 1, K)
+            t0 = t + 1 - n
+            with torch.no_grad():
+                expected = model(
+                    torch.tensor(bidder.rtgs[t0:])[None],
+                    torch.from_numpy(np.stack(bidder.states[t0:]))[None],
+                    torch.tensor(bidder.actions[t0:t] + [0.0])[None],
+                    torch.arange(t0, t + 1).clamp_max(cfg.max_steps - 1)[None],
+                    torch.ones(1, n, dtype=torch.bool),
+                )[0, -1]
+            assert alpha == pytest.approx(float(expected), abs=1e-5), f"episode {episode}, step {t}"
+    if value_target:  # the return asked for at every step is V(s) of that step's state
         with torch.no_grad():
-            expected = model(
-                torch.tensor(bidder.rtgs[t0:])[None],
-                torch.from_numpy(np.stack(bidder.states[t0:]))[None],
-                torch.tensor(bidder.actions[t0:t] + [0.0])[None],
-                torch.arange(t0, t + 1).clamp_max(cfg.max_steps - 1)[None],
-                torch.ones(1, n, dtype=torch.bool),
-            )[0, -1]
-        assert alpha == pytest.approx(float(expected), abs=1e-5), f"step {t}"
-    if value_target:  # the return asked for is V(s) of the last state
-        with torch.no_grad():
-            v = float(model.return_value(torch.from_numpy(bidder.states[-1])[None])[0, 0])
-        assert bidder.rtgs[-1] == pytest.approx(v, abs=1e-5)
+            v = model.return_value(torch.from_numpy(np.stack(bidder.states)))[:, 0].numpy()
+        np.testing.assert_allclose(bidder.rtgs, v, atol=1e-5)
