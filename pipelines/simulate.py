@@ -46,6 +46,12 @@ class Config:
     """The market of every period."""
     alpha_max: float = 5.0
     """Highest bid coefficient."""
+    fixed_alpha: tuple[float, float] = (0.6, 1.3)
+    """Range of the ``fixed`` behaviour bidders' α. The default range overbids (the best constant α in hindsight is
+    about 0.12 on the default market), so every logged day spends its budget; a range reaching down to a few
+    hundredths also logs days that end with budget left."""
+    fixed_alpha_log: bool = False
+    """Draw the fixed α log-uniformly from ``fixed_alpha`` (uniformly when off)."""
     explore_sigma: float = 0.2
     """Behaviour exploration: every logged bid is the policy's α times exp(σ·z), z ~ N(0, 1) per step (0 = none),
     so that offline values see what nearby bids bring."""
@@ -102,7 +108,7 @@ def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], 
             b.deterministic = False  # behaviour data: sample the policy's actions
             bidders.append(b)
         else:
-            bidders.append(heuristic(name, rng, cfg.market.n_steps))
+            bidders.append(heuristic(name, rng, cfg.market.n_steps, cfg.fixed_alpha, cfg.fixed_alpha_log))
     if cfg.explore_sigma > 0:
         bidders = [ExploringBidder(b, cfg.explore_sigma, rng) for b in bidders]
     return bidders, names
@@ -144,6 +150,8 @@ def main(cfg: Config) -> dict:
         raise ValueError(f"unknown policies {unknown or '(none given)'}; choose from {', '.join(POLICIES)}")
     if cfg.periods < 1 or cfg.part_periods < 1:
         raise ValueError(f"periods and part_periods must be positive, got {cfg.periods}, {cfg.part_periods}")
+    if len(cfg.fixed_alpha) != 2 or not 0 < cfg.fixed_alpha[0] <= cfg.fixed_alpha[1]:
+        raise ValueError(f"fixed_alpha must be two numbers 0 < low <= high, got {cfg.fixed_alpha}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
@@ -206,6 +214,9 @@ def _check_settings(out: Path, cfg: Config) -> None:
     path = out / "simulate.json"
     if path.exists():
         old = json.loads(path.read_text())
+        # a setting added since that run was written behaved as its default then
+        default = json.loads(json.dumps(asdict(Config())))
+        old = {**{k: default[k] for k in settings.keys() - old.keys() if k in default}, **old}
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(

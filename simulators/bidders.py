@@ -200,10 +200,22 @@ HEURISTICS: tuple[str, ...] = ("fixed", "pid", "pacing", "lp")
 """Names of the heuristic bidders, for :func:`heuristic`."""
 
 
-def heuristic(kind: str, rng: np.random.Generator, n_steps: int = 48) -> Bidder:
-    """A heuristic bidder of ``kind`` (one of :data:`HEURISTICS`) with settings drawn from ``rng``."""
+def heuristic(
+    kind: str,
+    rng: np.random.Generator,
+    n_steps: int = 48,
+    fixed_alpha: tuple[float, float] = (0.6, 1.3),
+    fixed_alpha_log: bool = False,
+) -> Bidder:
+    """A heuristic bidder of ``kind`` (one of :data:`HEURISTICS`) with settings drawn from ``rng``; a ``fixed``
+    bidder's α is drawn from ``fixed_alpha``, uniformly or (``fixed_alpha_log``) log-uniformly."""
     if kind == "fixed":
-        return FixedBidder(alpha=float(rng.uniform(0.6, 1.3)))
+        lo, hi = fixed_alpha
+        if not 0 < lo <= hi:
+            raise ValueError(f"fixed_alpha must satisfy 0 < low <= high, got {fixed_alpha}")
+        if fixed_alpha_log:
+            return FixedBidder(alpha=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+        return FixedBidder(alpha=float(rng.uniform(lo, hi)))
     if kind == "pid":
         return PIDBidder(
             alpha0=float(rng.uniform(0.7, 1.3)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import duckdb
@@ -64,6 +65,35 @@ def test_simulate_with_a_ppo_behaviour_policy(tmp_path):
 def test_simulate_refuses_unknown_policies(tmp_path):
     with pytest.raises(ValueError, match="unknown policies"):
         simulate.main(_cfg(tmp_path, policies=("pid", "greedy")))
+
+
+def test_simulate_fixed_alpha_range_reaches_the_logged_bids(tmp_path):
+    """A low log-uniform range for the fixed behaviour bidders shows in their logged α (no exploration noise here),
+    a bad range is refused before anything is written, and a folder written before the setting existed resumes."""
+    cfg = _cfg(
+        tmp_path, policies=("fixed",), explore_sigma=0.0, fixed_alpha=(0.02, 0.08), fixed_alpha_log=True
+    )
+    simulate.main(cfg)
+    df = pl.read_parquet(tmp_path / "offline" / "part-*.parquet")
+    per_bidder = df.group_by("period", "advertiser").agg(
+        pl.col("action").min().alias("lo"), pl.col("action").max()
+    )
+    assert per_bidder.height == cfg.periods * cfg.market.n_advertisers
+    assert (per_bidder["lo"] == per_bidder["action"]).all()  # a fixed bidder bids one α all day
+    assert per_bidder["action"].min() >= 0.02 and per_bidder["action"].max() <= 0.08
+    with pytest.raises(ValueError, match="fixed_alpha must be"):
+        simulate.main(_cfg(tmp_path / "bad", fixed_alpha=(0.5, 0.1)))
+    assert not (tmp_path / "bad").exists()
+    # simulate.json of an older version lacks the new settings: with their defaults it still resumes
+    old = _cfg(tmp_path / "old", policies=("pid",), periods=2)
+    simulate.main(old)
+    settings = tmp_path / "old" / "offline" / "simulate.json"
+    recorded = json.loads(settings.read_text())
+    settings.write_text(json.dumps({k: v for k, v in recorded.items() if not k.startswith("fixed_alpha")}))
+    (tmp_path / "old" / "offline" / "part-00000.parquet").unlink()
+    assert simulate.main(old)["parts_written"] == 1
+    with pytest.raises(ValueError, match=r"other settings \(fixed_alpha differ\)"):
+        simulate.main(replace(old, fixed_alpha=(0.1, 0.2)))
 
 
 def test_bench_simulator_tiny():
