@@ -462,7 +462,7 @@ class Player:
     def __init__(self, model: DecisionTransformer) -> None:
         cfg = model.cfg
         self.d, self.heads, self.alpha_max = cfg.d_model, cfg.n_heads, cfg.alpha_max
-        self.state_dim, self.max_steps = cfg.state_dim, cfg.max_steps
+        self.max_steps = cfg.max_steps
 
         def arr(t: Tensor) -> np.ndarray:
             return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)

@@ -26,7 +26,7 @@ import polars as pl
 
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import tracking
-from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, heuristic
+from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, check_alpha_range, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
 from simulators.rollout import TRAJECTORY_COLUMNS, run_period
 
@@ -150,8 +150,7 @@ def main(cfg: Config) -> dict:
         raise ValueError(f"unknown policies {unknown or '(none given)'}; choose from {', '.join(POLICIES)}")
     if cfg.periods < 1 or cfg.part_periods < 1:
         raise ValueError(f"periods and part_periods must be positive, got {cfg.periods}, {cfg.part_periods}")
-    if len(cfg.fixed_alpha) != 2 or not 0 < cfg.fixed_alpha[0] <= cfg.fixed_alpha[1]:
-        raise ValueError(f"fixed_alpha must be two numbers 0 < low <= high, got {cfg.fixed_alpha}")
+    check_alpha_range(cfg.fixed_alpha)  # before the output folder is made
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)

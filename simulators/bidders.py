@@ -200,6 +200,13 @@ HEURISTICS: tuple[str, ...] = ("fixed", "pid", "pacing", "lp")
 """Names of the heuristic bidders, for :func:`heuristic`."""
 
 
+def check_alpha_range(fixed_alpha: tuple[float, float]) -> tuple[float, float]:
+    """``fixed_alpha`` as (low, high), or a ValueError unless it is two numbers with 0 < low <= high."""
+    if len(fixed_alpha) != 2 or not 0 < fixed_alpha[0] <= fixed_alpha[1]:
+        raise ValueError(f"fixed_alpha must be two numbers 0 < low <= high, got {fixed_alpha}")
+    return float(fixed_alpha[0]), float(fixed_alpha[1])
+
+
 def heuristic(
     kind: str,
     rng: np.random.Generator,
@@ -210,9 +217,7 @@ def heuristic(
     """A heuristic bidder of ``kind`` (one of :data:`HEURISTICS`) with settings drawn from ``rng``; a ``fixed``
     bidder's α is drawn from ``fixed_alpha``, uniformly or (``fixed_alpha_log``) log-uniformly."""
     if kind == "fixed":
-        lo, hi = fixed_alpha
-        if not 0 < lo <= hi:
-            raise ValueError(f"fixed_alpha must satisfy 0 < low <= high, got {fixed_alpha}")
+        lo, hi = check_alpha_range(fixed_alpha)
         if fixed_alpha_log:
             return FixedBidder(alpha=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
         return FixedBidder(alpha=float(rng.uniform(lo, hi)))
