@@ -114,7 +114,7 @@ def _levelled(levels: pl.DataFrame, order: list[int]) -> tuple[np.ndarray, np.nd
 def _reward_data(cascade: Cascade, req: Requests, items: np.ndarray, lvl: np.ndarray) -> RewardData:
     X = _pair_features(cascade, req, items)
     ok = items >= 0
-    return RewardData.from_levels(X[ok], lvl[ok])
+    return RewardData.from_levels(X[ok], lvl[ok], ok.sum(1))
 
 
 def align_bundle(
@@ -157,10 +157,23 @@ def align_bundle(
     lv_kw = dict(same_category=cfg.same_category, random=cfg.random_negatives,
                  purchased_elsewhere=cfg.purchased_elsewhere)  # fmt: skip
 
-    def levels_of(part: pl.DataFrame) -> pl.DataFrame:
+    logs_impressions = bool(inter.filter(pl.col(S.EVENT) == "impression").height)
+
+    def levels_of(part: pl.DataFrame, cascade: Cascade | None = None, part_req: Requests | None = None):
+        retrieved = None
+        if cascade is not None and cfg.retrieved_negatives and not logs_impressions:
+            # a uniform sample of the recall stage's candidates: negatives from its top only would teach the
+            # reward that a high recall rank means "not bought"
+            cands = cascade.recall(part_req, cascade.cfg.candidates).items
+            retrieved = {}
+            for rid, row in zip(part[S.REQUEST_ID].to_list(), cands, strict=True):
+                row = row[row >= 0]
+                take = min(cfg.retrieved_negatives, len(row))
+                retrieved[rid] = row[np.sort(rng.choice(len(row), take, replace=False))] if take else row
         return derive_levels(
-            ds.items, pl.concat([own(part), train_buys.select(inter.columns)]), part, rng, **lv_kw
-        )
+            ds.items, pl.concat([own(part), train_buys.select(inter.columns)]), part, rng, **lv_kw,
+            retrieved=retrieved,
+        )  # fmt: skip
 
     _log("reward model: features of the levelled pairs")
     text = _text(ds)
@@ -170,12 +183,20 @@ def align_bundle(
     last = train_log.group_by(S.USER_ID, maintain_order=True).agg(pl.all().last())
     if not np.array_equal(last[S.ITEM_ID].to_numpy(), fold_target):
         raise RuntimeError("holdout fold and the last training requests disagree (a bug)")
-    fold_lv = levels_of(last)
-    items, lvl = _levelled(fold_lv, last[S.REQUEST_ID].to_list())
-    reward = RewardModel(cfg.reward_rounds, cfg.reward_leaves, 0.05, cfg.click_weight, cfg.relevance_weight,
-                         cfg.align_seed)  # fmt: skip
-    reward.fit(_reward_data(_feature_cascade(ds, fold, bm25, text), fold_req, items, lvl))
-    valid_lv = levels_of(valid_log)
+    fold_cascade = _feature_cascade(ds, fold, bm25, text)
+    fold_lv = levels_of(last, fold_cascade, fold_req)
+    fold_items, fold_lvl = _levelled(fold_lv, last[S.REQUEST_ID].to_list())
+    fold_X = _pair_features(fold_cascade, fold_req, fold_items)
+    fold_ok = fold_items >= 0
+
+    def fit_reward(users: np.ndarray) -> RewardModel:  # on the fold requests of these users (a mask)
+        ok = fold_ok[users]
+        data = RewardData.from_levels(fold_X[users][ok], fold_lvl[users][ok], ok.sum(1))
+        return RewardModel(cfg.reward_rounds, cfg.reward_leaves, 0.05, cfg.click_weight, cfg.relevance_weight,
+                           cfg.align_seed, cfg.reward_objective).fit(data)  # fmt: skip
+
+    reward = fit_reward(np.ones(len(fold_items), dtype=bool))
+    valid_lv = levels_of(valid_log, full, req["valid"][0])
     items, lvl = _levelled(valid_lv, valid_log[S.REQUEST_ID].to_list())
     reward_eval = reward.evaluate(_reward_data(full, req["valid"][0], items, lvl))
     reward_eval["train_levels"] = level_counts(fold_lv)
@@ -187,35 +208,69 @@ def align_bundle(
     pick = np.arange(n) if not cfg.list_requests or cfg.list_requests >= n else np.sort(
         rng.choice(n, cfg.list_requests, replace=False))  # fmt: skip
     ex = splits.train.take(pick)
-    sub_req = req["train"][0].take(pick)
     sub_log = train_log[pick]
     model = bundle.model.to(device).eval()
     trie = bundle.trie
-    _log(f"lists: beams of {len(pick)} training requests")
-    beams = np.full((len(pick), cfg.list_beam), -1, np.int64)
-    beam_lp = np.full((len(pick), cfg.list_beam), -np.inf, np.float32)
-    for s in range(0, len(pick), 256):
-        idx = np.arange(s, min(s + 256, len(pick)))
-        d = beam_search(model, ex.batch(idx).to(device), trie, beam=cfg.list_beam)
-        beams[idx], beam_lp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
     table = bundle.table
-    beam_ids = np.where(beams >= 0, table.item_ids[np.maximum(beams, 0)], -1)
+
+    def beams_of(examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The SFT model's beams (SID rows, log-probabilities, item ids) of each example."""
+        beams = np.full((examples.size, cfg.list_beam), -1, np.int64)
+        beam_lp = np.full((examples.size, cfg.list_beam), -np.inf, np.float32)
+        for s in range(0, examples.size, 256):
+            idx = np.arange(s, min(s + 256, examples.size))
+            d = beam_search(model, examples.batch(idx).to(device), trie, beam=cfg.list_beam)
+            beams[idx], beam_lp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
+        return beams, beam_lp, np.where(beams >= 0, table.item_ids[np.maximum(beams, 0)], -1)
+
+    def protect(beam_ids: np.ndarray, li: np.ndarray, lvl: np.ndarray) -> np.ndarray:
+        """Beams that are one of the request's logged clicks or purchases (never rejected)."""
+        logged = [
+            set(i[(v >= CLICKED) & (v != PURCHASED_ELSEWHERE)].tolist()) for i, v in zip(li, lvl, strict=True)
+        ]
+        return np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
+
+    if cfg.list_source == "holdout":
+        # phase 1 on each user's last training request, scored with features that do not count its purchase
+        # (the fold's sources) by the reward model of the other half of the users (cross-fitted)
+        last_rows = (
+            train_log.with_row_index("_row")
+            .group_by(S.USER_ID, maintain_order=True)
+            .agg(pl.col("_row").last())
+        )
+        ex1 = splits.train.take(last_rows["_row"].to_numpy())
+        if ex1.size < 2:
+            raise ValueError("--list-source holdout needs at least 2 users (the reward is cross-fitted)")
+        _log(f"lists: beams of {ex1.size} held-out training requests (phase 1)")
+        beams1, lp1, ids1 = beams_of(ex1)
+        X1 = _pair_features(fold_cascade, fold_req, ids1)
+        half = np.zeros(ex1.size, dtype=bool)
+        half[np.random.default_rng([cfg.align_seed, 2]).permutation(ex1.size)[: ex1.size // 2]] = True
+        r = np.empty(ids1.shape, np.float32)
+        for h in (half, ~half):
+            r[h] = fit_reward(~h).reward(X1[h])
+        protected = protect(ids1, fold_items, fold_lvl)
+    else:
+        ex1 = ex
+    _log(f"lists: beams of {len(pick)} training requests")
+    beams, beam_lp, beam_ids = beams_of(ex)
     train_lv = levels_of(sub_log)
     li, lvl = _levelled(train_lv, sub_log[S.REQUEST_ID].to_list())
-    logged = [
-        set(i[(v >= CLICKED) & (v != PURCHASED_ELSEWHERE)].tolist()) for i, v in zip(li, lvl, strict=True)
-    ]
-    protected = np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
-    r = reward.reward(_pair_features(full, sub_req, beam_ids))
+    if cfg.list_source != "holdout":
+        beams1, lp1, ids1 = beams, beam_lp, beam_ids
+        r = reward.reward(_pair_features(full, req["train"][0].take(pick), beam_ids))
+        protected = protect(beam_ids, li, lvl)
     phase1 = reward_lists(
-        ex, beams, beam_lp, r, cfg.rejected, cfg.reward_margin, cfg.disagreeing_only, protected
+        ex1, beams1, lp1, r, cfg.rejected, cfg.reward_margin, cfg.disagreeing_only, protected
     )
     rows = np.full(li.shape, -1, np.int64)
     rows[li >= 0] = table.rows(li[li >= 0])
     item_lp = score_rows(model, ex, rows)
     phase2 = level_lists(ex, rows, lvl, item_lp, cfg.rejected, beams if cfg.beam_negatives else None, beam_lp,
                          cfg.disagreeing_only, ex.target)  # fmt: skip
-    _log(f"lists: phase 1 (reward-ranked beams) {phase1.size}, phase 2 (levels) {phase2.size}")
+    on_target = float(np.mean(phase1.items[:, 0] == phase1.examples.target)) if phase1.size else 0.0
+    _log(f"lists: phase 1 (reward-ranked beams) {phase1.size} ({on_target:.0%} prefer the logged target), "
+         f"phase 2 (levels) {phase2.size}")  # fmt: skip
 
     # ---- list-wise DPO against the frozen SFT model
     reference = frozen_copy(model)

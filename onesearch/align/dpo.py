@@ -50,9 +50,9 @@ class AlignConfig:
     """Learning rate of the alignment (AdamW, constant after a short warm-up)."""
     align_batch: int = 64
     """Preference lists per optimiser step."""
-    phase1_steps: int = 50
+    phase1_steps: int = 150
     """Steps on the reward-ranked beam lists (phase 1; 0 = skip the phase)."""
-    phase2_steps: int = 100
+    phase2_steps: int = 50
     """Steps on the interaction-level lists (phase 2; 0 = skip the phase)."""
     anchor: str = "kl"
     """Anchor added to the DPO loss on random training requests: kl (KL divergence of the policy's code
@@ -63,8 +63,12 @@ class AlignConfig:
     """Rejected items per list (at most)."""
     list_beam: int = 20
     """Beam width of the SFT model's lists (phase 1) and of its hard negatives (phase 2)."""
-    list_requests: int = 4000
+    list_requests: int = 0
     """Training requests sampled for the lists (0 = all)."""
+    list_source: str = "sample"
+    """Requests of phase 1: sample (the sampled training requests, their features counting their own purchases)
+    or holdout (each user's last training request, with features of the purchases before it and rewards from a
+    reward model fitted on the other half of the users)."""
     reward_margin: float = 0.0
     """Phase 1: a rejected beam's reward is below the preferred one's by more than this."""
     disagreeing_only: bool = True
@@ -76,8 +80,10 @@ class AlignConfig:
     """Boosting rounds of each reward LightGBM (click, purchase)."""
     reward_leaves: int = 31
     """LightGBM leaves per tree of the reward model."""
+    reward_objective: str = "lambdarank"
+    """How the reward's propensities learn: lambdarank (order within a request) or binary (classifiers)."""
     click_weight: float = 0.5
-    """Reward = log P(purchase) + click_weight · log P(click) + relevance_weight · relevance."""
+    """Reward = s_purchase + click_weight · s_click + relevance_weight · relevance (s: propensity scores)."""
     relevance_weight: float = 1.0
     """Weight of the query-item text relevance (MiniLM cosine) in the reward."""
     same_category: int = 5
@@ -86,6 +92,9 @@ class AlignConfig:
     """Sampled other-category items per request (level random)."""
     purchased_elsewhere: int = 3
     """Sampled same-category items purchased outside the request (level purchased_elsewhere)."""
+    retrieved_negatives: int = 50
+    """For requests with no logged impressions (the Amazon sets): this many of the cascade's recall candidates per
+    request (a uniform sample of them) stand in for level shown, the reward model's hard negatives (0 = none)."""
     align_eval_every: int = 25
     """Validate every this many steps (and after each phase)."""
     align_eval_examples: int = 2000
@@ -109,9 +118,12 @@ class AlignConfig:
             ("phase2_steps", self.phase2_steps >= 0, ">= 0"),
             ("anchor_weight", self.anchor_weight >= 0, ">= 0"),
             ("anchor", self.anchor in ("kl", "sft"), "kl or sft"),
+            ("reward_objective", self.reward_objective in ("lambdarank", "binary"), "lambdarank or binary"),
             ("rejected", self.rejected >= 1, ">= 1"),
             ("list_beam", self.list_beam >= 2, ">= 2"),
             ("list_requests", self.list_requests >= 0, ">= 0"),
+            ("list_source", self.list_source in ("sample", "holdout"), "sample or holdout"),
+            ("retrieved_negatives", self.retrieved_negatives >= 0, ">= 0"),
             ("align_eval_every", self.align_eval_every >= 1, ">= 1"),
             ("align_eval_beam", self.align_eval_beam >= 50, ">= 50"),
         ]

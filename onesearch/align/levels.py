@@ -17,11 +17,15 @@ The request's leaf category is the category path of its target (``search_log.ite
 samples (``same_category`` / ``random`` items per request, drawn with the generator passed in), the others are
 every logged item. An item gets its strongest level only.
 
-Where a dataset has no event of a kind, the levels that need it are simply absent: the Amazon sets log purchases
-only (no ``request_id`` on their interactions), so a request's ``purchased`` item is its target and levels 3 and 2
-never occur; ``same_category`` then means "of the leaf, not purchased anywhere in the log given", which is what
-"never shown" can be read as without impressions. The synthetic world logs impressions, clicks, carts and
-purchases per request, so it has every level.
+Where a dataset has no event of a kind, the levels that need it are derived where they can be and absent
+otherwise: the Amazon sets log purchases only (no ``request_id`` on their interactions), so a request's
+``purchased`` item is its target and level 3 never occurs; ``same_category`` then means "of the leaf, not purchased
+anywhere in the log given", which is what "never shown" can be read as without impressions. For ``shown``, a
+request with no impression events can be given ``retrieved`` items, what a search system would have shown for it
+(the align job passes the cascade's top recall candidates): those the request did not buy are ``shown``. They are
+the hard negatives of the reward model: the items a ranker has to put below the purchase, not items of another
+category. The synthetic world logs impressions, clicks, carts and purchases per request, so it has every level
+from its own log.
 """
 
 from __future__ import annotations
@@ -62,12 +66,14 @@ def derive_levels(
     same_category: int = 5,
     random: int = 5,
     purchased_elsewhere: int = 3,
+    retrieved: dict[int, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """The levelled items of each request of ``requests`` (rows of a search log).
 
     ``interactions`` are the events the levels may read (pass the training period's only: a level never comes
     from a held-out event); purchases outside the request count for ``purchased_elsewhere`` and exclude an item
-    from ``same_category``. Returns ``(request_id, user_id, item_id, level)`` sorted by request, level
+    from ``same_category``. ``retrieved`` maps a request id to items a search system retrieved for it; for a request
+    without impression events, those not levelled higher by its own events are ``shown``. Returns ``(request_id, user_id, item_id, level)`` sorted by request, level
     (strongest first) and item. Raises ``ValueError`` naming the column when a table lacks one.
     """
     for name, df, cols in (
@@ -117,6 +123,10 @@ def derive_levels(
         got = dict(own.get(rid, {}))
         if not got:  # a log without per-request events (Amazon): the target is what the shopper acted on
             got[target] = _EVENT_LEVEL.get(event or "purchase", PURCHASED)
+        if retrieved is not None and SHOWN not in got.values():  # no impressions logged: what was retrieved
+            for i in retrieved.get(rid, ()):
+                if int(i) >= 0:
+                    got.setdefault(int(i), SHOWN)
         lf = leaf.get(target)
         if lf is not None:
             bought = bought_by_leaf.get(lf, {})

@@ -39,6 +39,7 @@ def test_align_job_writes_an_aligned_bundle_and_reports_the_reward_model(sft):
     } <= set(res)
     r = res["reward"]
     assert 0.5 < r["click_auc"] <= 1.0 and 0.5 < r["purchase_auc"] <= 1.0  # held out, better than chance
+    assert 0.0 < r["purchase_ndcg@10"] <= 1.0
     assert all(r["train_levels"][k] > 0 for k in ("purchased", "clicked", "shown", "same_category", "random"))
     assert res["lists"]["phase1"] > 0 and res["lists"]["phase2"] > 0
     for m in (res["val_sft"], res["val_aligned"]):
@@ -51,6 +52,27 @@ def test_align_job_writes_an_aligned_bundle_and_reports_the_reward_model(sft):
     hist = [[int(i) for i in base.table.item_ids[:3]]]
     ids, _ = aligned.retrieve(hist, ["mug"], k=5)
     assert np.isin(ids, base.table.item_ids).all()
+
+
+def test_a_purchase_only_log_gets_retrieved_items_as_its_shown_level(sft, tmp_path):
+    import polars as pl
+
+    from onesearch.data import schema as S
+    from onesearch.data.dataset import Dataset
+    from onesearch.data.registry import load_dataset
+
+    out, trainer, path = sft
+    ds = load_dataset("synthetic-tiny")
+    buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase").with_columns(
+        pl.lit(None, dtype=pl.Int64).alias(S.REQUEST_ID)
+    )  # as the Amazon sets: purchases only, no request ids
+    amazon_like = Dataset(ds.name, ds.items, buys, ds.search_log)
+    cfg = replace(align.PRESETS["tiny"].align, retrieved_negatives=4, list_source="holdout")
+    res = align.align_bundle(cfg, path, amazon_like, tmp_path / "aligned", log_metrics=False)
+    lv = res["reward"]["train_levels"]
+    assert 0 < lv["shown"] <= 4 * (lv["purchased"] + lv["clicked"])  # at most 4 per request
+    assert res["reward"]["valid_levels"]["shown"] > 0 and 0.0 < res["reward"]["purchase_ndcg@10"] <= 1.0
+    assert res["lists"]["phase1"] > 0  # from each user's last training request, cross-fitted rewards
 
 
 def test_bench_search_aligned_adds_the_aligned_row(sft):
@@ -77,9 +99,19 @@ def test_align_options_are_on_the_command_line():
         "anchor",
         "phase1_steps",
         "phase2_steps",
+        "reward_objective",
+        "retrieved_negatives",
+        "list_source",
         "aligned",
         "model",
     } <= opts
+    from onesearch.align.dpo import AlignConfig
+
+    for bad, opt in ((dict(reward_objective="softmax"), "--reward-objective"),
+                     (dict(retrieved_negatives=-1), "--retrieved-negatives"),
+                     (dict(list_source="all"), "--list-source")):  # fmt: skip
+        with pytest.raises(ValueError, match=opt):
+            AlignConfig(**bad)
     with pytest.raises(ValueError, match="--task must be search"):
         align.main(
             replace(align.PRESETS["tiny"], trainer=replace(align.PRESETS["tiny"].trainer, task="recommend"))

@@ -54,6 +54,21 @@ def test_purchase_only_logs_derive_what_they_can():
     assert level_counts(got)["clicked"] == level_counts(got)["shown"] == 0
 
 
+def test_retrieved_items_stand_in_for_impressions_only_where_none_are_logged():
+    inter = _inter([(1, 0, "purchase", None), (2, 3, "purchase", None), (2, 1, "purchase", None)])
+    log = pl.DataFrame({S.REQUEST_ID: [20], S.USER_ID: [2], S.ITEM_ID: [1], S.EVENT: ["purchase"]})
+    got = derive_levels(ITEMS, inter, log, np.random.default_rng(0), random=1,
+                        retrieved={20: np.array([2, 4, -1, 1, 0])})  # fmt: skip
+    # retrieved and not bought in this request: shown (0 too, though bought elsewhere); the purchase keeps level 5;
+    # 3 is still sampled as bought elsewhere, 6 as an unshown mug, and the one random pan is 5 (4 is taken)
+    assert _levels(got, 20) == {1: 5, 3: 4, 0: 2, 2: 2, 4: 2, 6: 1, 5: 0}
+    # a request with logged impressions keeps its own: the retrieved pan 4 is not made "shown"
+    inter = _inter([(1, 0, "impression", 10), (1, 2, "impression", 10), (1, 0, "purchase", 10)])
+    log = pl.DataFrame({S.REQUEST_ID: [10], S.USER_ID: [1], S.ITEM_ID: [0], S.EVENT: ["purchase"]})
+    got = derive_levels(ITEMS, inter, log, np.random.default_rng(0), retrieved={10: np.array([4])})
+    assert _levels(got, 10)[2] == 2 and _levels(got, 10)[4] == 0
+
+
 def test_bad_tables_are_refused_with_the_column_named():
     log = pl.DataFrame({S.REQUEST_ID: [20], S.USER_ID: [2], S.ITEM_ID: [1]})
     with pytest.raises(ValueError, match="category_path"):
