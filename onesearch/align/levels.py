@@ -22,7 +22,8 @@ otherwise: the Amazon sets log purchases only (no ``request_id`` on their intera
 ``purchased`` item is its target and level 3 never occurs; ``same_category`` then means "of the leaf, not purchased
 anywhere in the log given", which is what "never shown" can be read as without impressions. For ``shown``, a
 request with no impression events can be given ``retrieved`` items, what a search system would have shown for it
-(the align job passes the cascade's top recall candidates): those the request did not buy are ``shown``. They are
+(the align job passes a sample of the cascade's recall candidates): those the request did not buy are ``shown``,
+even when bought outside it, as a logged impression of them would be. They are
 the hard negatives of the reward model: the items a ranker has to put below the purchase, not items of another
 category. The synthetic world logs impressions, clicks, carts and purchases per request, so it has every level
 from its own log.

@@ -1,8 +1,8 @@
 """The reward model: LightGBM click and purchase propensities plus query-item relevance, one reward per pair.
 
 Inputs are the cascade ranker's features of a (request, item) pair (:data:`onesearch.cascade.ranker.FEATURES`,
-computed by :meth:`onesearch.cascade.ranker.Cascade.pair_features` for any item, candidate or not). Two binary
-LightGBM models learn, from the interaction levels of :mod:`onesearch.align.levels`:
+computed by :meth:`onesearch.cascade.ranker.Cascade.pair_features` for any item, candidate or not). Two LightGBM
+models learn, from the interaction levels of :mod:`onesearch.align.levels`:
 
 - click propensity: label 1 for ``purchased`` and ``clicked`` items, 0 for ``shown``, ``same_category`` and
   ``random`` ones;
@@ -18,7 +18,9 @@ catalogue). The reward of a pair is
 
     reward = s_purchase + click_weight · s_click + relevance_weight · relevance
 
-with ``s`` the propensity score (the ranking score, or ``log P`` for ``binary``).
+with ``s`` the propensity score (the ranking score, or ``log P`` for ``binary``). The weights' defaults (0.5, 1.0)
+were chosen for log-probabilities; with lambdarank scores they are on another scale, and only the order of the
+reward within a request matters to the preference lists.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ class RewardData(NamedTuple):
     """(requests,) pairs per request, in row order (sums to n; what the ranking objective compares within)."""
 
     @classmethod
-    def from_levels(cls, X: np.ndarray, levels: np.ndarray, group: np.ndarray | None = None) -> RewardData:
+    def from_levels(cls, X: np.ndarray, levels: np.ndarray, group: np.ndarray) -> RewardData:
         """Labels from the levels; ``purchased_elsewhere`` pairs are dropped (no label for this request).
-        ``group``: pairs per request in row order (default: one request holding every pair)."""
+        ``group``: pairs per request, in row order."""
         levels = np.asarray(levels)
         if X.shape[0] != levels.shape[0]:
             raise ValueError(f"{X.shape[0]} feature rows for {levels.shape[0]} levels")
-        group = np.array([X.shape[0]]) if group is None else np.asarray(group, dtype=np.int64)
+        group = np.asarray(group, dtype=np.int64)
         if group.sum() != X.shape[0] or (group < 0).any():
             raise ValueError(f"groups sum to {group.sum()} pairs for {X.shape[0]} feature rows")
         keep = levels != PURCHASED_ELSEWHERE
@@ -84,14 +86,15 @@ def auc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 
 OBJECTIVES = ("lambdarank", "binary")
-"""How each propensity is learned: ``lambdarank`` ranks a request's pairs against each other (the score is a
-log-odds-like propensity, comparable within a request), ``binary`` classifies every pair on its own (the score is
+"""How each propensity is learned: ``lambdarank`` ranks a request's pairs against each other (the score is an
+unscaled ranking score, comparable within a request only), ``binary`` classifies every pair on its own (the score is
 the log-probability)."""
 
 
 def list_ndcg(y: np.ndarray, score: np.ndarray, group: np.ndarray, k: int = 10) -> float | None:
     """Mean over the requests (``group``: pairs per request, in row order) with a positive of the NDCG@k of their
-    pairs ranked by ``score`` (binary gains, ties in row order); None when no request has a positive."""
+    pairs ranked by ``score`` (binary gains; a positive tied with negatives ranks below them, so a constant score
+    earns no credit); None when no request has a positive."""
     y, score = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     out, start = [], 0
@@ -101,7 +104,7 @@ def list_ndcg(y: np.ndarray, score: np.ndarray, group: np.ndarray, k: int = 10) 
         pos = int(yy.sum())
         if not pos:
             continue
-        top = yy[np.argsort(-ss, kind="stable")[:k]]
+        top = yy[np.lexsort((yy, -ss))[:k]]  # a tie with a positive ranks the positive last
         out.append(float((top * disc[: len(top)]).sum() / disc[: min(pos, k)].sum()))
     return float(np.mean(out)) if out else None
 
