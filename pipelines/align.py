@@ -2,12 +2,12 @@
 
 Derives the interaction levels of the training search requests (:mod:`onesearch.align.levels`), trains the reward
 model (LightGBM click and purchase propensities over the cascade ranker's features, plus query-item relevance) and
-reports its held-out NDCG and AUCs on the validation requests, builds the preference lists (phase 1: the SFT model's beams
-ranked by the reward; phase 2: the logged levels) and trains the list-wise DPO loss against the frozen SFT model
-(:mod:`onesearch.align.dpo`). Writes an aligned bundle (same layout as train-generator's) that ``bench-generative``,
-``bench-search --model`` and ``score`` accept. ``--model`` names the SFT bundle; without it one is trained with the
-train-generator settings first. Prints ``{"model_uri", "sft_model_uri", "reward": {...}, "lists": {...},
-"val_sft": {...}, "val_aligned": {...}, ...}``.
+reports its held-out NDCG and AUCs on the validation requests, builds the preference lists (phase 1: the SFT
+model's beams ranked by the reward; phase 2: the logged levels) and trains the list-wise DPO loss against the
+frozen SFT model (:mod:`onesearch.align.dpo`). Writes an aligned bundle (same layout as train-generator's) that
+``bench-generative``, ``bench-search --model`` and ``score`` accept. ``--model`` names the SFT bundle; without it
+one is trained with the train-generator settings first. Prints ``{"model_uri", "sft_model_uri", "reward": {...},
+"lists": {...}, "val_sft": {...}, "val_aligned": {...}, ...}``.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def align_bundle(
 ) -> dict:
     """Align the SFT bundle at ``sft_path`` on ``ds``'s search log and write the aligned bundle to ``out``.
 
-    Returns the reward model's held-out NDCG and AUCs, the list counts, the validation metrics of the SFT and the aligned
-    model, and where the bundle is. Raises ``ValueError`` for a bundle of another dataset or task.
+    Returns the reward model's held-out NDCG and AUCs, the list counts, the validation metrics of the SFT and the
+    aligned model, and where the bundle is. Raises ``ValueError`` for a bundle of another dataset or task.
     """
     t0 = time.perf_counter()
     if ds.search_log is None:

@@ -23,9 +23,8 @@ otherwise: the Amazon sets log purchases only (no ``request_id`` on their intera
 anywhere in the log given", which is what "never shown" can be read as without impressions. For ``shown``, a
 request with no impression events can be given ``retrieved`` items, what a search system would have shown for it
 (the align job passes a sample of the cascade's recall candidates): those the request did not buy are ``shown``,
-even when bought outside it, as a logged impression of them would be. They are
-the hard negatives of the reward model: the items a ranker has to put below the purchase, not items of another
-category. The synthetic world logs impressions, clicks, carts and purchases per request, so it has every level
+even when bought outside it, as a logged impression of them would be. They are the hard negatives of the reward
+model: the items a ranker has to put below the purchase, not items of another category. The synthetic world logs impressions, clicks, carts and purchases per request, so it has every level
 from its own log.
 """
 
@@ -74,8 +73,8 @@ def derive_levels(
     ``interactions`` are the events the levels may read (pass the training period's only: a level never comes
     from a held-out event); purchases outside the request count for ``purchased_elsewhere`` and exclude an item
     from ``same_category``. ``retrieved`` maps a request id to items a search system retrieved for it; for a request
-    without impression events, those not levelled higher by its own events are ``shown``. Returns ``(request_id, user_id, item_id, level)`` sorted by request, level
-    (strongest first) and item. Raises ``ValueError`` naming the column when a table lacks one.
+    without impression events, those not levelled higher by its own events are ``shown``. Returns
+    ``(request_id, user_id, item_id, level)`` sorted by request, level (strongest first) and item. Raises ``ValueError`` naming the column when a table lacks one.
     """
     for name, df, cols in (
         ("items", items, (S.ITEM_ID, S.CATEGORY_PATH)),
