@@ -111,8 +111,8 @@ def _levelled(levels: pl.DataFrame, order: list[int]) -> tuple[np.ndarray, np.nd
     return items, lvl
 
 
-def _reward_data(cascade: Cascade, req: Requests, items: np.ndarray, lvl: np.ndarray) -> RewardData:
-    X = _pair_features(cascade, req, items)
+def _reward_data(X: np.ndarray, items: np.ndarray, lvl: np.ndarray) -> RewardData:
+    """Reward data of levelled items (N, M) (-1 = none), their levels and their features (N, M, F)."""
     ok = items >= 0
     return RewardData.from_levels(X[ok], lvl[ok], ok.sum(1))
 
@@ -187,18 +187,16 @@ def align_bundle(
     fold_lv = levels_of(last, fold_cascade, fold_req)
     fold_items, fold_lvl = _levelled(fold_lv, last[S.REQUEST_ID].to_list())
     fold_X = _pair_features(fold_cascade, fold_req, fold_items)
-    fold_ok = fold_items >= 0
 
     def fit_reward(users: np.ndarray) -> RewardModel:  # on the fold requests of these users (a mask)
-        ok = fold_ok[users]
-        data = RewardData.from_levels(fold_X[users][ok], fold_lvl[users][ok], ok.sum(1))
+        data = _reward_data(fold_X[users], fold_items[users], fold_lvl[users])
         return RewardModel(cfg.reward_rounds, cfg.reward_leaves, 0.05, cfg.click_weight, cfg.relevance_weight,
                            cfg.align_seed, cfg.reward_objective).fit(data)  # fmt: skip
 
     reward = fit_reward(np.ones(len(fold_items), dtype=bool))
     valid_lv = levels_of(valid_log, full, req["valid"][0])
     items, lvl = _levelled(valid_lv, valid_log[S.REQUEST_ID].to_list())
-    reward_eval = reward.evaluate(_reward_data(full, req["valid"][0], items, lvl))
+    reward_eval = reward.evaluate(_reward_data(_pair_features(full, req["valid"][0], items), items, lvl))
     reward_eval["train_levels"] = level_counts(fold_lv)
     reward_eval["valid_levels"] = level_counts(valid_lv)
     _log(f"reward model held-out (validation requests): {reward_eval}")
@@ -230,6 +228,10 @@ def align_bundle(
         ]
         return np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
 
+    _log(f"lists: beams of {len(pick)} training requests")
+    beams, beam_lp, beam_ids = beams_of(ex)
+    train_lv = levels_of(sub_log)
+    li, lvl = _levelled(train_lv, sub_log[S.REQUEST_ID].to_list())
     if cfg.list_source == "holdout":
         # phase 1 on each user's last training request, scored with features that do not count its purchase
         # (the fold's sources) by the reward model of the other half of the users (cross-fitted)
@@ -251,13 +253,7 @@ def align_bundle(
             r[h] = fit_reward(~h).reward(X1[h])
         protected = protect(ids1, fold_items, fold_lvl)
     else:
-        ex1 = ex
-    _log(f"lists: beams of {len(pick)} training requests")
-    beams, beam_lp, beam_ids = beams_of(ex)
-    train_lv = levels_of(sub_log)
-    li, lvl = _levelled(train_lv, sub_log[S.REQUEST_ID].to_list())
-    if cfg.list_source != "holdout":
-        beams1, lp1, ids1 = beams, beam_lp, beam_ids
+        ex1, beams1, lp1 = ex, beams, beam_lp
         r = reward.reward(_pair_features(full, req["train"][0].take(pick), beam_ids))
         protected = protect(beam_ids, li, lvl)
     phase1 = reward_lists(
