@@ -21,7 +21,17 @@ import numpy as np
 import polars as pl
 
 from onesearch.align.dpo import PRESETS as ALIGN_PRESETS
-from onesearch.align.dpo import AlignConfig, align, frozen_copy, level_lists, reward_lists, score_rows
+from onesearch.align.dpo import (
+    AlignConfig,
+    align,
+    eval_rows,
+    frozen_copy,
+    level_lists,
+    rerank_ndcg,
+    reward_lists,
+    score_rows,
+    soft_reward_lists,
+)
 from onesearch.align.levels import CLICKED, LEVEL, PURCHASED_ELSEWHERE, derive_levels, level_counts
 from onesearch.align.reward import RewardData, RewardModel
 from onesearch.cascade.ranker import FEATURES, Cascade, CascadeConfig
@@ -211,13 +221,13 @@ def align_bundle(
     trie = bundle.trie
     table = bundle.table
 
-    def beams_of(examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def beams_of(examples, width: int = cfg.list_beam) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The SFT model's beams (SID rows, log-probabilities, item ids) of each example."""
-        beams = np.full((examples.size, cfg.list_beam), -1, np.int64)
-        beam_lp = np.full((examples.size, cfg.list_beam), -np.inf, np.float32)
+        beams = np.full((examples.size, width), -1, np.int64)
+        beam_lp = np.full((examples.size, width), -np.inf, np.float32)
         for s in range(0, examples.size, 256):
             idx = np.arange(s, min(s + 256, examples.size))
-            d = beam_search(model, examples.batch(idx).to(device), trie, beam=cfg.list_beam)
+            d = beam_search(model, examples.batch(idx).to(device), trie, beam=width)
             beams[idx], beam_lp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
         return beams, beam_lp, np.where(beams >= 0, table.item_ids[np.maximum(beams, 0)], -1)
 
@@ -227,6 +237,16 @@ def align_bundle(
             set(i[(v >= CLICKED) & (v != PURCHASED_ELSEWHERE)].tolist()) for i, v in zip(li, lvl, strict=True)
         ]
         return np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
+
+    # what phase 1 could teach at most: the validation sample's beams re-ranked by log-probability + s · reward
+    vrows = eval_rows(splits.valid.size, cfg)
+    vb, vlp, vids = beams_of(splits.valid.take(vrows), cfg.align_eval_beam)
+    vr = reward.reward(_pair_features(full, req["valid"][0].take(vrows), vids))
+    scales = tuple(sorted({0.0, 0.3, 1.0, 3.0, 10.0, cfg.reward_scale}))
+    reward_eval["rerank_ndcg@10"] = rerank_ndcg(vb, vlp, vr, splits.valid.target[vrows], scales)
+    _log(
+        f"validation beams re-ranked by log-probability + scale x reward, ndcg@10: {reward_eval['rerank_ndcg@10']}"
+    )
 
     _log(f"lists: beams of {len(pick)} training requests")
     beams, beam_lp, beam_ids = beams_of(ex)
@@ -252,20 +272,38 @@ def align_bundle(
         for h in (half, ~half):
             r[h] = fit_reward(~h).reward(X1[h])
         protected = protect(ids1, fold_items, fold_lvl)
+    elif cfg.list_source == "valid":
+        # phase 1 on the validation requests the evaluations do not decode: only their query and history are read
+        # (beams and rewards; features from the training purchases), never their target
+        rows1 = np.setdiff1d(np.arange(splits.valid.size), vrows)
+        if not len(rows1):
+            raise ValueError("--list-source valid needs validation requests outside the evaluation sample")
+        _log(f"lists: beams of {len(rows1)} validation requests outside the evaluation sample (phase 1)")
+        ex1 = splits.valid.take(rows1)
+        ex1 = ex1._replace(target=np.full(ex1.size, -1, np.int64))  # unlabelled
+        beams1, lp1, ids1 = beams_of(ex1)
+        r = reward.reward(_pair_features(full, req["valid"][0].take(rows1), ids1))
+        protected = None
     else:
         ex1, beams1, lp1 = ex, beams, beam_lp
         r = reward.reward(_pair_features(full, req["train"][0].take(pick), beam_ids))
         protected = protect(beam_ids, li, lvl)
-    phase1 = reward_lists(
-        ex1, beams1, lp1, r, cfg.rejected, cfg.reward_margin, cfg.disagreeing_only, protected
-    )
+    if cfg.reward_scale > 0:
+        phase1 = soft_reward_lists(ex1, beams1, lp1, r, cfg.reward_scale, cfg.beta, protected)
+    else:
+        phase1 = reward_lists(
+            ex1, beams1, lp1, r, cfg.rejected, cfg.reward_margin, cfg.disagreeing_only, protected
+        )
     rows = np.full(li.shape, -1, np.int64)
     rows[li >= 0] = table.rows(li[li >= 0])
     item_lp = score_rows(model, ex, rows)
     phase2 = level_lists(ex, rows, lvl, item_lp, cfg.rejected, beams if cfg.beam_negatives else None, beam_lp,
                          cfg.disagreeing_only, ex.target)  # fmt: skip
     on_target = float(np.mean(phase1.items[:, 0] == phase1.examples.target)) if phase1.size else 0.0
-    _log(f"lists: phase 1 (reward-ranked beams) {phase1.size} ({on_target:.0%} prefer the logged target), "
+    said = (
+        "unlabelled requests" if cfg.list_source == "valid" else f"{on_target:.0%} prefer the logged target"
+    )
+    _log(f"lists: phase 1 (reward-ranked beams) {phase1.size} ({said}), "
          f"phase 2 (levels) {phase2.size}")  # fmt: skip
 
     # ---- list-wise DPO against the frozen SFT model

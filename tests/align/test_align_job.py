@@ -40,6 +40,12 @@ def test_align_job_writes_an_aligned_bundle_and_reports_the_reward_model(sft):
     r = res["reward"]
     assert 0.5 < r["click_auc"] <= 1.0 and 0.5 < r["purchase_auc"] <= 1.0  # held out, better than chance
     assert 0.0 < r["purchase_ndcg@10"] <= 1.0
+    assert {"0", "1", "3"} <= set(r["rerank_ndcg@10"]) and all(
+        0 <= v <= 1 for v in r["rerank_ndcg@10"].values()
+    )
+    assert r["rerank_ndcg@10"]["0"] == pytest.approx(
+        res["val_sft"]["ndcg@10"], abs=1e-6
+    )  # the beams' own order
     assert all(r["train_levels"][k] > 0 for k in ("purchased", "clicked", "shown", "same_category", "random"))
     assert res["lists"]["phase1"] > 0 and res["lists"]["phase2"] > 0
     for m in (res["val_sft"], res["val_aligned"]):
@@ -67,12 +73,40 @@ def test_a_purchase_only_log_gets_retrieved_items_as_its_shown_level(sft, tmp_pa
         pl.lit(None, dtype=pl.Int64).alias(S.REQUEST_ID)
     )  # as the Amazon sets: purchases only, no request ids
     amazon_like = Dataset(ds.name, ds.items, buys, ds.search_log)
-    cfg = replace(align.PRESETS["tiny"].align, retrieved_negatives=4, list_source="holdout")
+    cfg = replace(align.PRESETS["tiny"].align, retrieved_negatives=4, list_source="holdout", reward_scale=1.0)
     res = align.align_bundle(cfg, path, amazon_like, tmp_path / "aligned", log_metrics=False)
     lv = res["reward"]["train_levels"]
     assert 0 < lv["shown"] <= 4 * (lv["purchased"] + lv["clicked"])  # at most 4 per request
     assert res["reward"]["valid_levels"]["shown"] > 0 and 0.0 < res["reward"]["purchase_ndcg@10"] <= 1.0
-    assert res["lists"]["phase1"] > 0  # from each user's last training request, cross-fitted rewards
+    assert (
+        res["lists"]["phase1"] > 0
+    )  # from each user's last training request, cross-fitted rewards, soft labels
+
+
+def test_phase1_can_read_unlabelled_validation_requests_outside_the_evaluation_sample(
+    sft, tmp_path, monkeypatch
+):
+    from onesearch.align import dpo
+    from onesearch.data.registry import load_dataset
+
+    out, trainer, path = sft
+    cfg = replace(align.PRESETS["tiny"].align, list_source="valid", reward_scale=1.0, align_eval_examples=0)
+    seen = {}
+    real = dpo.soft_reward_lists
+
+    def spy(examples, *a, **kw):
+        seen["targets"] = examples.target.copy()
+        return real(examples, *a, **kw)
+
+    monkeypatch.setattr(align, "soft_reward_lists", spy)
+    from onesearch.retrieval import split_requests
+
+    ds = load_dataset("synthetic-tiny")
+    res = align.align_bundle(cfg, path, ds, tmp_path / "aligned", log_metrics=False)
+    n_valid = split_requests(ds, "search")["valid"][0].size
+    assert len(seen["targets"]) == n_valid - n_valid // 2  # the half the evaluations do not decode
+    assert (seen["targets"] == -1).all()  # the lists never see the validation targets
+    assert 0 < res["lists"]["phase1"] <= len(seen["targets"])
 
 
 def test_bench_search_aligned_adds_the_aligned_row(sft):
@@ -102,6 +136,7 @@ def test_align_options_are_on_the_command_line():
         "reward_objective",
         "retrieved_negatives",
         "list_source",
+        "reward_scale",
         "aligned",
         "model",
     } <= opts
