@@ -14,7 +14,8 @@ model already retrieves (hr@50): ``anchor_weight`` × the KL divergence of the p
 reference's (``anchor = kl``) or × the supervised cross-entropy of the targets (``anchor = sft``).
 
 Lists come from two phases (:func:`reward_lists`, :func:`level_lists`): the SFT model's own beams ranked by the
-reward model, then the logged interaction levels. By default only lists whose order the reference disagrees with
+reward model, then the logged interaction levels. With soft labels (:func:`soft_reward_lists`) a phase-1 list is
+all of a request's beams and the loss the cross-entropy of the labels against ``softmax(z)``. By default only lists whose order the reference disagrees with
 are kept (some rejected item scored at least as high as the preferred one): the others teach nothing new.
 """
 
