@@ -156,6 +156,17 @@ def align_bundle(
     if train_log.height != splits.train.size or train_log.height != req["train"][0].size:
         raise RuntimeError("search examples and requests disagree on the training split (a bug)")
 
+    vrows = eval_rows(splits.valid.size, cfg)
+    if not len(vrows):
+        raise ValueError(
+            f"{splits.valid.size} validation requests: alignment needs some to evaluate on"
+            + (
+                " (--list-source valid keeps at most half of them for that)"
+                if cfg.list_source == "valid"
+                else ""
+            )
+        )
+
     # ---- levels and the reward model
     buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
     train_buys = training_purchases(buys, ds.search_log, "search")
@@ -238,9 +249,9 @@ def align_bundle(
         ]
         return np.array([[int(b) in logged[n] for b in row] for n, row in enumerate(beam_ids)], dtype=bool)
 
-    # what phase 1 could teach at most: the validation sample's beams re-ranked by log-probability + s · reward
-    vrows = eval_rows(splits.valid.size, cfg)
-    vb, vlp, vids = beams_of(splits.valid.take(vrows), cfg.align_eval_beam)
+    # what phase 1 could teach at most: the validation sample's beams (as wide as the lists) re-ranked by
+    # log-probability + s · reward
+    vb, vlp, vids = beams_of(splits.valid.take(vrows))
     vr = reward.reward(_pair_features(full, req["valid"][0].take(vrows), vids))
     scales = tuple(sorted({0.0, 0.3, 1.0, 3.0, 10.0, cfg.reward_scale}))
     reward_eval["rerank_ndcg@10"] = rerank_ndcg(vb, vlp, vr, splits.valid.target[vrows], scales)

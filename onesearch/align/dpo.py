@@ -73,8 +73,8 @@ class AlignConfig:
     sample, unlabelled: phase 1 reads only their query and history, requests the SFT model never trained on)."""
     reward_scale: float = 0.0
     """Phase 1 with soft labels: each request's list is all its beams, labelled softmax(β · reward_scale · reward),
-    which pulls the policy to the reference re-ranked by log π_ref + reward_scale · reward (0 = one preferred beam
-    against the beams of lower reward, see reward_margin)."""
+    which pulls the policy to the reference re-ranked by log π_ref + reward_scale · reward; rejected, reward_margin
+    and disagreeing_only then apply to phase 2 only (0 = one preferred beam against the beams of lower reward)."""
     reward_margin: float = 0.0
     """Phase 1: a rejected beam's reward is below the preferred one's by more than this."""
     disagreeing_only: bool = True
@@ -300,7 +300,12 @@ def soft_reward_lists(
     re-ranked by ``log π_ref + scale · reward``, by as much as the reward differs and no further (where
     :func:`reward_lists` only says which beam comes first). A ``protected`` beam (N, K) bool, one of the request's
     logged clicks or purchases, gets at least the list's highest reward. Column 0 holds the highest-labelled beam."""
+    if not (scale > 0 and beta > 0):
+        raise ValueError(f"soft labels need scale > 0 and beta > 0, got scale={scale}, beta={beta}")
     ok = beams >= 0
+    if not np.isfinite(reward[ok]).all():
+        bad = int((~np.isfinite(reward[ok])).sum())
+        raise ValueError(f"{bad} beams have a non-finite reward (NaN or inf): their labels would be NaN")
     keep = np.flatnonzero(ok.sum(1) >= 2)
     r = np.where(ok, reward, -np.inf).astype(np.float64)[keep]
     if protected is not None:
@@ -400,15 +405,15 @@ def eval_rows(n: int, cfg: AlignConfig) -> np.ndarray:
 
 def rerank_ndcg(beams: np.ndarray, beam_logp: np.ndarray, reward: np.ndarray, target: np.ndarray,
                 scales: tuple[float, ...], k: int = 10) -> dict[str, float]:  # fmt: skip
-    """ndcg@k of the target (N,) among the beams (N, K) (-1 = none) re-ranked by ``beam_logp + s · reward``, per
-    scale ``s`` (0 = the beams' own order): what phase 1 could teach at most on these requests, with
-    ``reward_scale = s``. Ties keep the beam order."""
+    """ndcg@k of the target (N,) among the beams (N, K) (-1 = none, never a hit) re-ranked by
+    ``beam_logp + s · reward``, per scale ``s`` (0 = the beams' own order): with K = the list width, what phase 1
+    could teach at most on these requests, with ``reward_scale = s``. Ties keep the beam order."""
     ok = beams >= 0
     out = {}
     for sc in scales:
         score = np.where(ok, beam_logp.astype(np.float64) + sc * reward, -np.inf)
         top = np.take_along_axis(beams, np.argsort(-score, axis=1, kind="stable")[:, :k], 1)
-        hit = top == target[:, None]
+        hit = (top == target[:, None]) & (top >= 0)
         rank = np.argmax(hit, axis=1)
         out[f"{sc:g}"] = (
             float(np.where(hit.any(1), 1.0 / np.log2(rank + 2), 0.0).mean()) if len(beams) else 0.0

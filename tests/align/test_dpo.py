@@ -91,6 +91,11 @@ def test_soft_reward_lists_label_by_the_scaled_reward_and_their_optimum_is_the_r
     )
     assert prot.items.tolist() == [[7, 9, 5]]
     np.testing.assert_allclose(prot.target, [[3 / 7, 3 / 7, 1 / 7]], atol=1e-6)
+    for bad in (dict(scale=0.0, beta=2.0), dict(scale=0.5, beta=0.0)):
+        with pytest.raises(ValueError, match="scale > 0 and beta > 0"):
+            soft_reward_lists(ex, beams, lp, reward, **bad)
+    with pytest.raises(ValueError, match="1 beams have a non-finite reward"):
+        soft_reward_lists(ex, beams, lp, np.where(beams == 9, np.nan, reward), 0.5, 2.0)
     # minimising the loss over free log-probabilities lands on log π_ref + scale · reward (+ a constant)
     pol = torch.tensor(got.ref_logp, dtype=torch.float64).clone().requires_grad_(True)
     ref, mask = torch.tensor(got.ref_logp, dtype=torch.float64), torch.ones(1, 3, dtype=torch.bool)
@@ -115,6 +120,8 @@ def test_rerank_ndcg_by_hand():
     got = rerank_ndcg(beams, lp, reward, target, (0.0, 1.0))
     # scale 0: target third -> 1/log2(4) = 0.5; scale 1: scores (0, -1, 1), target first -> 1; the miss scores 0
     assert got == {"0": pytest.approx(0.25), "1": pytest.approx(0.5)}
+    # an unknown target (-1) never matches a padded beam
+    assert rerank_ndcg(beams[1:], lp[1:], reward[1:], np.array([-1]), (0.0,)) == {"0": 0.0}
 
 
 def _toy(seed: int = 0):
