@@ -33,6 +33,7 @@ from torch import Tensor
 
 from onesearch.align.levels import CLICKED, PURCHASED_ELSEWHERE
 from onesearch.decode import SIDTrie
+from onesearch.metrics import ranking_metrics, target_ranks
 from onesearch.model.data import Examples
 from onesearch.model.generator import Batch, Generator
 from onesearch.model.train import _param_groups, evaluate
@@ -412,12 +413,9 @@ def rerank_ndcg(beams: np.ndarray, beam_logp: np.ndarray, reward: np.ndarray, ta
     out = {}
     for sc in scales:
         score = np.where(ok, beam_logp.astype(np.float64) + sc * reward, -np.inf)
-        top = np.take_along_axis(beams, np.argsort(-score, axis=1, kind="stable")[:, :k], 1)
-        hit = (top == target[:, None]) & (top >= 0)
-        rank = np.argmax(hit, axis=1)
-        out[f"{sc:g}"] = (
-            float(np.where(hit.any(1), 1.0 / np.log2(rank + 2), 0.0).mean()) if len(beams) else 0.0
-        )
+        ranked = np.take_along_axis(beams, np.argsort(-score, axis=1, kind="stable"), 1)
+        ranks = np.where(target >= 0, target_ranks(ranked, target), 0)  # an unknown target is never a hit
+        out[f"{sc:g}"] = ranking_metrics(ranks, ks=(k,))[f"ndcg@{k}"]
     return out
 
 
