@@ -84,8 +84,8 @@ def test_simulate_fixed_alpha_range_reaches_the_logged_bids(tmp_path):
     with pytest.raises(ValueError, match="fixed_alpha must be"):
         simulate.main(_cfg(tmp_path / "bad", fixed_alpha=(0.5, 0.1)))
     assert not (tmp_path / "bad").exists()
-    # simulate.json of an older version lacks the new settings: with their defaults it still resumes
-    old = _cfg(tmp_path / "old", policies=("pid",), periods=2)
+    # simulate.json of an older version lacks the new settings: with what they were then, it still resumes
+    old = _cfg(tmp_path / "old", policies=("pid",), periods=2, fixed_alpha=(0.6, 1.3), fixed_alpha_log=False)
     simulate.main(old)
     settings = tmp_path / "old" / "offline" / "simulate.json"
     recorded = json.loads(settings.read_text())
@@ -94,6 +94,9 @@ def test_simulate_fixed_alpha_range_reaches_the_logged_bids(tmp_path):
     assert simulate.main(old)["parts_written"] == 1
     with pytest.raises(ValueError, match=r"other settings \(fixed_alpha differ\)"):
         simulate.main(replace(old, fixed_alpha=(0.1, 0.2)))
+    # today's defaults (log-uniform 0.03-1.3) are not what such a file was made with
+    with pytest.raises(ValueError, match=r"other settings \(fixed_alpha, fixed_alpha_log differ\)"):
+        simulate.main(replace(old, fixed_alpha=simulate.Config().fixed_alpha, fixed_alpha_log=True))
 
 
 def test_bench_simulator_tiny():
