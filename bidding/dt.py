@@ -6,7 +6,9 @@ states are made comparable across advertisers (``bidding.data.featurize`` / ``no
 means 'spent the budget exactly at the target cost per conversion'. At play time the bidder asks for a target return
 (by default the 90th percentile of the training episodes' returns) and lowers it by every reward it earns; the
 value-guided DT (``value_target``) instead asks at every step for what a learned expectile value V(s) expects from
-the current state, and can also explore around the logged actions under an action value (``explore_epsilon``).
+the current state, pulls every bid towards the constant α that a learned plan value V(s, λ) expects to earn the most
+with from here on (``plan_weight``), and can also explore around the logged actions under an action value
+(``explore_epsilon``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,13 @@ class DTConfig:
     """Value-guided DT: at play, ask at every step for the return a learned τ-expectile value V(s) expects from the
     current state, instead of a fixed target lowered by the rewards earned."""
     value_hidden: int = 256
-    """Hidden width of that state value."""
+    """Hidden width of that state value (and of the plan value)."""
+    plan_weight: float = 0.0
+    """Value-guided DT: weight w of the plan value at play: α = α_DT^(1 − w) · λ*^w, where λ* is the constant α that a
+    learned value V(s, λ) expects to earn the most with from the current state on (0 = no plan value)."""
+    plan_points: int = 25
+    """Constant α values λ the plan value compares: log-spaced between the 1st and 99th percentile of the constant
+    α of its training episodes."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,11 @@ class ValueConfig:
     """Expectile τ of the state value V(s) that sets the return asked for at play (with DTConfig.value_target)."""
     target_steps: int = 3000
     """Optimiser steps of that state value."""
+    plan_policies: tuple[str, ...] = ("fixed",)
+    """Behaviour policies that bid one constant α all period (times the logged exploration noise): the plan value
+    (DTConfig.plan_weight) learns from their episodes only, since only there the bids after a step are known."""
+    plan_steps: int = 6000
+    """Optimiser steps of the plan value V(s, λ) (mean squared error, batches of 512, Adam at 1e-3)."""
 
 
 CRITICS = ("td", "mc")
@@ -235,6 +248,11 @@ class DecisionTransformer(nn.Module):
         self.explore_head = nn.Linear(d, 1) if cfg.explore_epsilon > 0 else None
         # V(s): the return-to-go to ask for from standardised state s (value-guided DT with value_target)
         self.return_value = mlp(cfg.state_dim, cfg.value_hidden) if cfg.value_target else None
+        # V(s, λ): the return-to-go from standardised state s when bidding the constant α = λ from there on, read
+        # on [s | log λ]; and the λ values compared at play (set by training; value-guided DT with plan_weight)
+        self.plan_value = mlp(cfg.state_dim + 1, cfg.value_hidden) if cfg.plan_weight > 0 else None
+        if cfg.plan_weight > 0:
+            self.register_buffer("plan_grid", torch.ones(cfg.plan_points))
 
     def forward(
         self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
@@ -343,20 +361,34 @@ def train_dt(
     """
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
-    guided = cfg.explore_epsilon > 0 or cfg.value_target
+    guided = cfg.explore_epsilon > 0 or cfg.value_target or cfg.plan_weight > 0
     if (value is None) == guided:
         raise ValueError(
-            "a value-guided DT needs both a ValueConfig and explore_epsilon > 0 or value_target; a plain DT neither"
+            "a value-guided DT needs both a ValueConfig and explore_epsilon > 0, value_target or plan_weight > 0; "
+            "a plain DT neither"
         )
+    if not (math.isfinite(cfg.plan_weight) and 0 <= cfg.plan_weight <= 1):
+        raise ValueError(f"plan_weight must be in [0, 1], got {cfg.plan_weight}")
+    if cfg.plan_weight > 0 and cfg.plan_points < 2:
+        raise ValueError(f"plan_points must be at least 2, got {cfg.plan_points}")
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
+    plan_rows = None
+    if cfg.plan_weight > 0:  # checked before the DT trains: the plan value needs constant-bid episodes
+        plan_rows = np.isin(ep.policy, value.plan_policies)
+        if not plan_rows.any():
+            raise ValueError(
+                f"the plan value (plan_weight > 0) learns from episodes of the constant-bid policies "
+                f"{list(value.plan_policies)}, and the trajectories have none (their policies: "
+                f"{sorted(set(ep.policy.tolist()))}); simulate with the 'fixed' policy, or set ValueConfig.plan_policies"
+            )
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
     if value is not None and cfg.explore_epsilon > 0:
         critic, critic_loss = train_action_value(ep, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
-    own = [(n, p) for n, p in model.named_parameters() if not n.startswith("return_value.")]
+    own = [(n, p) for n, p in model.named_parameters() if not n.startswith(("return_value.", "plan_value."))]
     decay = [p for n, p in own if p.ndim >= 2 and "embed_time" not in n]
     rest = [p for n, p in own if not (p.ndim >= 2 and "embed_time" not in n)]
     opt = torch.optim.AdamW(
@@ -409,6 +441,24 @@ def train_dt(
     value_loss = None
     if model.return_value is not None:
         value_loss = _fit_return_value(model.return_value, data, value, tcfg.seed)
+    plan_stats = {}
+    if plan_rows is not None:
+        lam = constant_alphas(ep.actions[plan_rows])
+        lo, hi = np.quantile(lam, [0.01, 0.99])
+        with torch.no_grad():
+            model.plan_grid.copy_(torch.from_numpy(np.geomspace(lo, max(hi, lo * 1.0001), cfg.plan_points)))
+        t_plan = time.perf_counter()
+        loss, r2 = fit_plan_value(
+            model.plan_value, data.states[plan_rows], data.rtg[plan_rows], lam, value.plan_steps, tcfg.seed
+        )
+        plan_stats = {
+            "plan_value_minutes": (time.perf_counter() - t_plan) / 60,
+            "plan_value_loss": loss,
+            "plan_value_r2_train": r2,
+            "plan_episodes": int(plan_rows.sum()),
+            "plan_alpha_low": float(lo),
+            "plan_alpha_high": float(hi),
+        }
     target = float(np.quantile(data.returns, tcfg.target_quantile))
     bidder = DTBidder(model, data.mean, data.std, target, n_steps=data.T)
     stats = {
@@ -423,7 +473,49 @@ def train_dt(
         stats["explored_share"] = float(np.mean(gated[-100:]))
     if value_loss is not None:
         stats["return_value_loss"] = value_loss
+    stats.update(plan_stats)
     return bidder, stats
+
+
+def constant_alphas(actions: np.ndarray) -> np.ndarray:
+    """(E,) the constant α of each episode of a constant-bid policy, from its logged actions (E, T): their geometric
+    mean, which removes the logged multiplicative exploration noise exp(σ·z) (z centred). Bids of 0 count as 1e-4."""
+    return np.exp(np.log(np.maximum(np.asarray(actions, dtype=np.float64), 1e-4)).mean(axis=1))
+
+
+def fit_plan_value(
+    v: nn.Module, states: np.ndarray, rtg: np.ndarray, lam: np.ndarray, steps: int, seed: int
+) -> tuple[float, float]:
+    """Fit the plan value V(s, λ) = the normalised return-to-go from state s when bidding the constant α = λ from
+    there on, by mean squared error on constant-bid episodes: standardised ``states`` (E, T, S), their normalised
+    return-to-go ``rtg`` (E, T) and each episode's constant α ``lam`` (E,). In these episodes the bids after every
+    step are λ (up to noise), so the logged return-to-go is an unbiased sample of V(s_t, λ): unlike an action value
+    fitted on every policy's episodes, nothing about the later bids is confounded with the one judged.
+    Returns the final training loss and the R² of the fit on all the rows."""
+    E, T, S = states.shape
+    x = torch.from_numpy(
+        np.concatenate([states.reshape(E * T, S), np.repeat(np.log(lam), T)[:, None]], axis=1).astype(
+            np.float32
+        )
+    )
+    y = torch.from_numpy(np.asarray(rtg, dtype=np.float32).reshape(-1))
+    g = torch.Generator().manual_seed(seed + 3)
+    opt = torch.optim.Adam(v.parameters(), lr=1e-3)
+    v.train()
+    losses = []
+    for _ in range(steps):
+        i = torch.randint(0, x.shape[0], (512,), generator=g)
+        loss = ((v(x[i]).squeeze(-1) - y[i]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    v.eval()
+    with torch.no_grad():
+        pred = torch.cat([v(x[j : j + 65536]).squeeze(-1) for j in range(0, x.shape[0], 65536)])
+    var = float(y.var(unbiased=False))
+    r2 = 1.0 - float(((pred - y) ** 2).mean()) / var if var > 0 else float("nan")
+    return float(np.mean(losses[-100:])) if losses else float("nan"), r2
 
 
 def _fit_return_value(v: nn.Module, data: Prepared, vcfg: ValueConfig, seed: int) -> float:
@@ -502,6 +594,12 @@ class Player:
         self.value = (
             None if rv is None else [(arr(rv[i].weight.t()), arr(rv[i].bias)) for i in range(0, len(rv), 2)]
         )
+        pv = model.plan_value
+        self.plan = (
+            None if pv is None else [(arr(pv[i].weight.t()), arr(pv[i].bias)) for i in range(0, len(pv), 2)]
+        )
+        self.plan_weight = cfg.plan_weight
+        self.plan_log_grid = None if pv is None else np.log(arr(model.plan_grid))
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     @staticmethod
@@ -521,6 +619,26 @@ class Player:
             if i < len(self.value) - 1:
                 h = np.maximum(h, 0.0)
         return float(h[0])
+
+    def plan_values(self, state: np.ndarray) -> np.ndarray:
+        """The plan value V(s, λ) for one standardised state (S,) at every λ of the model's grid."""
+        if self.plan is None:
+            raise ValueError("this Decision Transformer has no plan value (plan_weight is 0)")
+        g = self.plan_log_grid
+        h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
+        for i, (w, b) in enumerate(self.plan):
+            h = h @ w + b
+            if i < len(self.plan) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0]
+
+    def plan_bid(self, state: np.ndarray, alpha: float) -> float:
+        """The value-guided bid: the DT's ``alpha`` pulled towards λ*, the constant α of the grid whose plan value
+        from ``state`` is highest, as α^(1 − w) · λ*^w (w = plan_weight; a geometric mean, since bids scale)."""
+        best = float(self.plan_log_grid[int(np.argmax(self.plan_values(state)))])
+        w = self.plan_weight
+        bid = math.exp((1.0 - w) * math.log(max(alpha, 1e-6)) + w * best)
+        return min(bid, self.alpha_max)
 
     def tokens(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """(m, d) input tokens after ``ln_in`` from :func:`token_rows` rows (m, S + 5) and each row's step (m,)."""
@@ -587,7 +705,8 @@ class DTBidder:
 
     @property
     def name(self) -> str:
-        return "vdt" if self.cfg.explore_epsilon > 0 or self.cfg.value_target else "dt"
+        guided = self.cfg.explore_epsilon > 0 or self.cfg.value_target or self.cfg.plan_weight > 0
+        return "vdt" if guided else "dt"
 
     def __init__(
         self,
@@ -611,6 +730,7 @@ class DTBidder:
         self.states: list[np.ndarray] = []
         self.rtgs: list[float] = []
         self.actions: list[float] = []
+        self.dt_actions: list[float] = []  # what the DT itself proposed (= actions without a plan value)
         self._tokens: np.ndarray | None = None  # input tokens of the episode so far (Player.tokens)
         # per-block keys and values of the tokens so far, while the window grows
         self._kv: list[tuple[np.ndarray, np.ndarray]] | None = None
@@ -654,6 +774,11 @@ class DTBidder:
             a, self._kv = self.player.run(new, self._kv)
         else:  # the window has slid: every hidden state changes, so the window runs whole
             a, _ = self.player.run(self._tokens[3 * (t + 1 - self.cfg.context) :])
+        self.dt_actions.append(a)
+        if (
+            self.player.plan is not None
+        ):  # pulled towards the best constant bid from here; the DT reads the bid made
+            a = self.player.plan_bid(self.states[-1], a)
         self.actions.append(a)
         return a
 

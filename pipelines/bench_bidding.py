@@ -52,6 +52,9 @@ class Config:
     """Exploration range of vdt: β ∈ [1 − ε, 1 + ε] (0 = no action exploration)."""
     vdt_value_target: bool = True
     """vdt asks at every step for the return its learned state value expects (DTConfig.value_target)."""
+    vdt_plan_weight: float = 0.75
+    """vdt pulls each bid towards the constant α its plan value V(s, λ) rates best from the current state, as
+    α_DT^(1 − w) · λ*^w (DTConfig.plan_weight; 0 = off; chosen on validation periods, docs/bidding.md)."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     """BC / IQL / CQL settings (the algorithm is set per bidder)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
@@ -73,7 +76,7 @@ PRESETS = {
         evaluation=EvalConfig(periods=2, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 3)),
         dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=_TINY_MARKET.n_steps),
         dt_train=DTTrainConfig(steps=40, batch_size=16, warmup=5),
-        value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40),
+        value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40, plan_steps=40),
         offline=OfflineConfig(hidden=32, steps=40, batch_size=64),
         online=OnlineConfig(timesteps=128, impressions=2_000),
         hindsight_grid=(0.1, 0.3, 1.0),
@@ -93,6 +96,13 @@ def main(cfg: Config) -> dict:
     unknown = sorted(set(cfg.bidders) - set(BIDDERS))
     if unknown or not cfg.bidders:
         raise ValueError(f"unknown bidders {unknown or '(none given)'}; choose from {', '.join(BIDDERS)}")
+    if cfg.dt.explore_epsilon > 0 or cfg.dt.value_target or cfg.dt.plan_weight > 0:
+        raise ValueError(
+            "--explore-epsilon, --value-target and --plan-weight would make the plain dt value-guided too; "
+            "set vdt's guidance with --vdt-epsilon, --vdt-value-target and --vdt-plan-weight"
+        )
+    if not 0 <= cfg.vdt_plan_weight <= 1:  # before anything trains
+        raise ValueError(f"--vdt-plan-weight must be in [0, 1], got {cfg.vdt_plan_weight}")
     out = Path(cfg.output)
     market = cfg.simulate.market
     with tracking.job_run(JOB, cfg):
@@ -122,7 +132,10 @@ def main(cfg: Config) -> dict:
                     dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps))
                     if name == "vdt":
                         dcfg = replace(
-                            dcfg, explore_epsilon=cfg.vdt_epsilon, value_target=cfg.vdt_value_target
+                            dcfg,
+                            explore_epsilon=cfg.vdt_epsilon,
+                            value_target=cfg.vdt_value_target,
+                            plan_weight=cfg.vdt_plan_weight,
                         )
                     bidder, stats = train_dt(
                         episodes, dcfg, cfg.dt_train, cfg.value if name == "vdt" else None

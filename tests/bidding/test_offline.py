@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from bidding.data import load_trajectories
-from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
-from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, train_offline
+from bidding.dt import (
+    DTBidder,
+    DTConfig,
+    DTTrainConfig,
+    ValueConfig,
+    constant_alphas,
+    fit_plan_value,
+    train_dt,
+)
+from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, mlp, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import simulate
 from simulators.bidders import default_competitors
@@ -41,10 +49,10 @@ def _train(kind: str, ep):
     if kind in ("dt", "vdt"):
         cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=ep.n_steps)
         tcfg = DTTrainConfig(steps=60, batch_size=16, warmup=5)
-        if kind == "vdt":
-            cfg = replace(cfg, explore_epsilon=0.3)
-            bidder, stats = train_dt(ep, cfg, tcfg, ValueConfig(critic_steps=50, critic_hidden=32))
-            assert 0.0 <= stats["explored_share"] <= 1.0 and np.isfinite(stats["critic_loss"])
+        if kind == "vdt":  # as bench-bidding trains it: the value-set return and the plan value
+            cfg = replace(cfg, value_target=True, plan_weight=0.75, value_hidden=16)
+            bidder, stats = train_dt(ep, cfg, tcfg, ValueConfig(target_steps=30, plan_steps=30))
+            assert np.isfinite(stats["return_value_loss"]) and np.isfinite(stats["plan_value_loss"])
         else:
             bidder, _ = train_dt(ep, cfg, tcfg)
         assert bidder.name == kind
@@ -98,6 +106,9 @@ def test_value_guided_dt_with_each_critic(episodes, critic):
     value = ValueConfig(critic=critic, critic_steps=30, critic_hidden=16)
     bidder, stats = train_dt(episodes, cfg, DTTrainConfig(steps=5, batch_size=8, warmup=1), value)
     assert bidder.name == "vdt" and np.isfinite(stats["critic_loss"])
+    assert 0.0 <= stats["explored_share"] <= 1.0
+    first = _play(bidder)
+    assert np.all(np.isfinite(first)) and np.all((first >= 0) & (first <= 5.0))
 
 
 def test_unknown_critic(episodes):
@@ -120,3 +131,63 @@ def test_value_target_asks_for_the_value_of_the_state(episodes, tmp_path):
     asked = [float(v(torch.from_numpy(s)[None])[0, 0]) for s in bidder.states]
     np.testing.assert_allclose(bidder.rtgs, asked, rtol=1e-6)
     np.testing.assert_allclose(_play(DTBidder.load(bidder.save(tmp_path / "vdt"))), first, atol=1e-6)
+
+
+def test_constant_alphas_by_hand():
+    # the geometric mean undoes multiplicative noise exp(±0.2); a bid of 0 counts as 1e-4
+    actions = np.array([[0.1 * np.exp(0.2), 0.1 * np.exp(-0.2)], [0.5, 0.5], [0.0, 1e-4]])
+    np.testing.assert_allclose(constant_alphas(actions), [0.1, 0.5, 1e-4], rtol=1e-9)
+
+
+def test_plan_value_finds_the_constant_bid_that_pays():
+    """Toy returns that peak at λ = 0.2: the fitted V(s, λ) ranks λ by them, from any state."""
+    rng = np.random.default_rng(0)
+    E, T, S = 400, 6, 16
+    states = rng.normal(size=(E, T, S)).astype(np.float32)
+    lam = np.exp(rng.uniform(np.log(0.03), np.log(1.3), size=E))
+    steps_left = (T - np.arange(T)) / T
+    rtg = (steps_left[None, :] * (1.0 - (np.log(lam) - np.log(0.2))[:, None] ** 2)).astype(np.float32)
+    torch.manual_seed(0)
+    v = mlp(S + 1, 64)
+    loss, r2 = fit_plan_value(v, states, rtg, lam, steps=1500, seed=0)
+    assert r2 > 0.95 and loss < 0.05
+    grid = np.geomspace(0.03, 1.3, 25)
+    for s in states[:5, 0]:
+        x = torch.from_numpy(
+            np.concatenate([np.repeat(s[None], 25, 0), np.log(grid)[:, None]], 1).astype("f4")
+        )
+        best = grid[int(torch.argmax(v(x).squeeze(-1)))]
+        assert 0.2 / 1.4 < best < 0.2 * 1.4  # the grid steps by a factor 1.17
+
+
+def test_plan_value_pulls_the_dt_bid_towards_the_best_constant_bid(episodes, tmp_path):
+    """bid = α_DT^(1 − w) · λ*^w with λ* the grid's argmax of V(s, λ) (the torch module), the DT reads the bid it
+    made, and the plan survives save/load."""
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    cfg = replace(cfg, plan_weight=0.75, value_hidden=16, plan_points=7)
+    bidder, stats = train_dt(
+        episodes, cfg, DTTrainConfig(steps=5, batch_size=8, warmup=1), ValueConfig(plan_steps=50)
+    )
+    assert bidder.name == "vdt" and stats["plan_episodes"] == int((episodes.policy == "fixed").sum()) > 0
+    lam = constant_alphas(episodes.actions[episodes.policy == "fixed"])
+    grid = bidder.model.plan_grid.numpy()
+    assert grid[0] == pytest.approx(np.quantile(lam, 0.01), rel=1e-5)
+    assert grid[-1] == pytest.approx(np.quantile(lam, 0.99), rel=1e-5)
+    bids = _play(bidder)
+    assert len(bidder.dt_actions) == len(bidder.actions) == len(bids)
+    with torch.no_grad():
+        for s, a_dt, bid in zip(bidder.states, bidder.dt_actions, bidder.actions, strict=True):
+            x = torch.from_numpy(np.concatenate([np.repeat(s[None], 7, 0), np.log(grid)[:, None]], 1))
+            best = grid[int(torch.argmax(bidder.model.plan_value(x).squeeze(-1)))]
+            assert bid == pytest.approx(min(5.0, a_dt**0.25 * best**0.75), rel=1e-5)
+    np.testing.assert_allclose(bids, bidder.actions, rtol=1e-6)
+    np.testing.assert_allclose(_play(DTBidder.load(bidder.save(tmp_path / "vdt"))), bids, atol=1e-6)
+
+
+def test_plan_value_refuses_data_without_constant_bids_and_a_bad_weight(episodes):
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    no_fixed = episodes.subset(episodes.policy != "fixed")
+    with pytest.raises(ValueError, match=r"constant-bid policies \['fixed'\].*none \(their policies: \['lp'"):
+        train_dt(no_fixed, replace(cfg, plan_weight=0.5), DTTrainConfig(steps=1), ValueConfig())
+    with pytest.raises(ValueError, match="plan_weight must be in"):
+        train_dt(episodes, replace(cfg, plan_weight=1.5), DTTrainConfig(steps=1), ValueConfig())

@@ -34,3 +34,19 @@ def test_bench_bidding_tiny_judges_every_bidder(tmp_path):
 def test_bench_bidding_refuses_unknown_bidders(tmp_path):
     with pytest.raises(ValueError, match="unknown bidders"):
         bench_bidding.main(replace(bench_bidding.PRESETS["tiny"], bidders=("gave",), output=str(tmp_path)))
+
+
+def test_bench_bidding_keeps_value_guidance_to_vdt(tmp_path):
+    """Guidance set on the plain dt's shape, or a plan weight out of range, fails before anything trains."""
+    tiny = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "out"))
+    dt = tiny.dt
+    for guided in (
+        replace(dt, plan_weight=0.5),
+        replace(dt, value_target=True),
+        replace(dt, explore_epsilon=0.1),
+    ):
+        with pytest.raises(ValueError, match="would make the plain dt value-guided"):
+            bench_bidding.main(replace(tiny, dt=guided))
+    with pytest.raises(ValueError, match=r"--vdt-plan-weight must be in \[0, 1\], got -0.1"):
+        bench_bidding.main(replace(tiny, vdt_plan_weight=-0.1))
+    assert not (tmp_path / "out").exists()
