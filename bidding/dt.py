@@ -17,7 +17,9 @@ import functools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,8 @@ class DTTrainConfig:
     target_quantile: float = 0.9
     """Target return at play time: this quantile of the training episodes' normalised returns."""
     max_minutes: float = 15.0
-    """Stop after this much training time (0 = no limit)."""
+    """Stop the DT's optimiser loop after this much training time (0 = no limit); a value-guided DT's values train
+    besides (the action value before, the state and plan values after it: about a minute each at the defaults)."""
     seed: int = 0
     """Seed of initialisation and sampling."""
 
@@ -354,10 +357,13 @@ def train_dt(
 ) -> tuple[DTBidder, dict]:
     """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics.
 
-    With ``value`` (and ``cfg.explore_epsilon > 0``) this is the value-guided DT: an action value Q(s, α) is first
-    fitted on the episodes (:func:`train_action_value`; by default one-step TD on an expectile value); then, at every step of the DT, an exploration head proposes
-    β ∈ [1 − ε, 1 + ε] and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates
-    β·a where Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
+    With ``value`` this is the value-guided DT, with any of: ``cfg.plan_weight > 0``, the plan value V(s, λ)
+    (:func:`fit_plan_value`) fitted after the DT on the constant-bid episodes, which pulls every bid at play towards
+    the constant α it rates best; ``cfg.value_target``, a state value that sets the return asked for at play;
+    ``cfg.explore_epsilon > 0``, an action value Q(s, α) fitted first (:func:`train_action_value`; by default
+    one-step TD on an expectile value), then at every step of the DT an exploration head proposes β ∈ [1 − ε, 1 + ε]
+    and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates β·a where
+    Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
     """
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
@@ -376,13 +382,7 @@ def train_dt(
     data = Prepared(ep)
     plan_rows = None
     if cfg.plan_weight > 0:  # checked before the DT trains: the plan value needs constant-bid episodes
-        plan_rows = np.isin(ep.policy, value.plan_policies)
-        if not plan_rows.any():
-            raise ValueError(
-                f"the plan value (plan_weight > 0) learns from episodes of the constant-bid policies "
-                f"{list(value.plan_policies)}, and the trajectories have none (their policies: "
-                f"{sorted(set(ep.policy.tolist()))}); simulate with the 'fixed' policy, or set ValueConfig.plan_policies"
-            )
+        plan_rows = plan_episodes(ep, value.plan_policies)
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
     if value is not None and cfg.explore_epsilon > 0:
@@ -475,6 +475,35 @@ def train_dt(
         stats["return_value_loss"] = value_loss
     stats.update(plan_stats)
     return bidder, stats
+
+
+PLAN_MIN_EPISODES = 20
+"""Fewest constant-bid episodes the plan value is fitted on without a warning."""
+PLAN_MIN_RANGE = 4.0
+"""Smallest ratio between the highest and lowest constant α it compares (99th / 1st percentile) without a
+warning: a narrow range cannot hold the good constants (the earlier simulate default, 0.6-1.3, gives 2.2)."""
+
+
+def plan_episodes(ep: Episodes, policies: Sequence[str]) -> np.ndarray:
+    """(E,) mask of the episodes the plan value learns from (behaviour policy in ``policies``). A ValueError when
+    there are none; a warning when they are few or their constant α span a narrow range."""
+    rows = np.isin(ep.policy, list(policies))
+    if not rows.any():
+        raise ValueError(
+            f"the plan value of the value-guided DT learns from episodes of the constant-bid policies "
+            f"{list(policies)}, and the trajectories have none (their policies: {sorted(set(ep.policy.tolist()))}); "
+            "simulate with the 'fixed' policy, name others with --plan-policies, or turn the plan value off "
+            "(--vdt-plan-weight 0)"
+        )
+    lo, hi = np.quantile(constant_alphas(ep.actions[rows]), [0.01, 0.99])
+    if rows.sum() < PLAN_MIN_EPISODES or hi < PLAN_MIN_RANGE * lo:
+        warnings.warn(
+            f"the plan value learns from {int(rows.sum())} constant-bid episodes whose α span {lo:.3g}-{hi:.3g}: "
+            f"with fewer than {PLAN_MIN_EPISODES} or a range narrower than {PLAN_MIN_RANGE:g}x it may not hold the "
+            "constant that pays (simulate's default draws the fixed bidders' α log-uniformly from 0.03-1.3)",
+            stacklevel=3,
+        )
+    return rows
 
 
 def constant_alphas(actions: np.ndarray) -> np.ndarray:
@@ -809,15 +838,24 @@ class DTBidder:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> DTBidder:
+    def load(cls, path: str | Path, plan_weight: float | None = None) -> DTBidder:
+        """The bidder saved in the folder ``path``; ``plan_weight`` (in [0, 1]) replaces the saved weight of its
+        plan value (w = 0 bids the DT's own α), for a sensitivity check without retraining."""
         src = Path(path)
         if not (src / "dt.json").is_file() or not (src / "dt.safetensors").is_file():
             raise FileNotFoundError(
                 f"{src}: not a saved Decision Transformer (needs dt.json and dt.safetensors)"
             )
         meta = json.loads((src / "dt.json").read_text())
-        model = DecisionTransformer(DTConfig(**meta["config"]))
+        cfg = DTConfig(**meta["config"])
+        model = DecisionTransformer(cfg)
         model.load_state_dict(load_file(src / "dt.safetensors"))
+        if plan_weight is not None:
+            if cfg.plan_weight == 0:
+                raise ValueError(f"{src}: this Decision Transformer has no plan value to weigh")
+            if not (math.isfinite(plan_weight) and 0 <= plan_weight <= 1):
+                raise ValueError(f"plan_weight must be in [0, 1], got {plan_weight}")
+            model.cfg = replace(cfg, plan_weight=float(plan_weight))
         return cls(
             model, np.array(meta["mean"]), np.array(meta["std"]), meta["target_return"], meta["n_steps"]
         )

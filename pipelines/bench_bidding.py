@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bidding.data import load_trajectories
-from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, train_dt
+from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, plan_episodes, train_dt
 from bidding.evaluate import HINDSIGHT_GRID, EvalConfig, evaluate, hindsight_alpha
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
@@ -43,7 +43,7 @@ class Config:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     """Test periods, budget ratios and advertiser slots."""
     dt: DTConfig = field(default_factory=DTConfig)
-    """Decision Transformer shape (vdt uses it with explore_epsilon = vdt_epsilon)."""
+    """Decision Transformer shape (vdt uses it with the vdt_* settings below)."""
     dt_train: DTTrainConfig = field(default_factory=DTTrainConfig)
     """Decision Transformer training (dt and vdt)."""
     value: ValueConfig = field(default_factory=ValueConfig)
@@ -96,9 +96,18 @@ def main(cfg: Config) -> dict:
     unknown = sorted(set(cfg.bidders) - set(BIDDERS))
     if unknown or not cfg.bidders:
         raise ValueError(f"unknown bidders {unknown or '(none given)'}; choose from {', '.join(BIDDERS)}")
-    if cfg.dt.explore_epsilon > 0 or cfg.dt.value_target or cfg.dt.plan_weight > 0:
+    guided = [
+        flag
+        for flag, on in (
+            ("--explore-epsilon", cfg.dt.explore_epsilon > 0),
+            ("--value-target", cfg.dt.value_target),
+            ("--plan-weight", cfg.dt.plan_weight > 0),
+        )
+        if on
+    ]
+    if guided:
         raise ValueError(
-            "--explore-epsilon, --value-target and --plan-weight would make the plain dt value-guided too; "
+            f"{', '.join(guided)} would make the plain dt value-guided too; "
             "set vdt's guidance with --vdt-epsilon, --vdt-value-target and --vdt-plan-weight"
         )
     if not 0 <= cfg.vdt_plan_weight <= 1:  # before anything trains
@@ -118,6 +127,8 @@ def main(cfg: Config) -> dict:
                 raise ValueError(
                     f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
                 )
+            if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
+                plan_episodes(episodes, cfg.value.plan_policies)
         results: dict[str, dict] = {}
         for name in cfg.bidders:
             print(f"[bench-bidding] {name}: training", file=sys.stderr)
@@ -146,7 +157,11 @@ def main(cfg: Config) -> dict:
                     bidder = SB3Bidder.load(bidder.save(out / name))
                 train_minutes = stats["train_minutes"]
                 tracking.log_metrics(
-                    {f"train.{name}.{k}": v for k, v in stats.items() if isinstance(v, float)}
+                    {
+                        f"train.{name}.{k}": v
+                        for k, v in stats.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    }
                 )
                 make = (lambda b: lambda: b)(bidder)
             print(f"[bench-bidding] {name}: evaluating", file=sys.stderr)

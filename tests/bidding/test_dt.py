@@ -107,13 +107,16 @@ def test_training_lowers_the_loss_and_save_load_bids_the_same(episodes, tmp_path
         DTBidder.load(tmp_path)
 
 
-@pytest.mark.parametrize("value_target", [False, True])
-def test_play_path_bids_what_forward_predicts_on_every_window(value_target):
+@pytest.mark.parametrize("value_target, plan_weight", [(False, 0.0), (True, 0.0), (True, 0.75)])
+def test_play_path_bids_what_forward_predicts_on_every_window(value_target, plan_weight):
     """The bidder's numpy play (kept keys and values while the window grows, the whole window once it slides)
-    must give forward()'s α on the same window at every step of an episode longer than the context."""
+    must give forward()'s α on the same window at every step of an episode longer than the context. With a plan
+    value, the window holds the bids made (pulled towards λ*), and each bid is α_DT^(1 − w) · λ*^w."""
     torch.manual_seed(1)
-    cfg = replace(CFG, value_target=value_target, value_hidden=8)
+    cfg = replace(CFG, value_target=value_target, value_hidden=8, plan_weight=plan_weight, plan_points=5)
     model = DecisionTransformer(cfg).eval()
+    if plan_weight:
+        model.plan_grid.copy_(torch.tensor([0.05, 0.1, 0.2, 0.4, 0.8]))
     bidder = DTBidder(model, mean=np.zeros(16), std=np.ones(16), target_return=0.7, n_steps=cfg.max_steps)
 
     class Adv:
@@ -137,7 +140,16 @@ def test_play_path_bids_what_forward_predicts_on_every_window(value_target):
                     torch.arange(t0, t + 1).clamp_max(cfg.max_steps - 1)[None],
                     torch.ones(1, n, dtype=torch.bool),
                 )[0, -1]
-            assert alpha == pytest.approx(float(expected), abs=1e-5), f"episode {episode}, step {t}"
+            assert bidder.dt_actions[t] == pytest.approx(float(expected), abs=1e-5), (
+                f"episode {episode}, step {t}"
+            )
+            if plan_weight:
+                with torch.no_grad():
+                    grid = model.plan_grid
+                    x = torch.cat([torch.from_numpy(bidder.states[t]).expand(5, 16), grid.log()[:, None]], 1)
+                    best = float(grid[int(torch.argmax(model.plan_value(x)[:, 0]))])
+                expected = min(cfg.alpha_max, float(expected) ** (1 - plan_weight) * best**plan_weight)
+            assert alpha == bidder.actions[t] == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
     if value_target:  # the return asked for at every step is V(s) of that step's state
         with torch.no_grad():
             v = model.return_value(torch.from_numpy(np.stack(bidder.states)))[:, 0].numpy()

@@ -191,3 +191,31 @@ def test_plan_value_refuses_data_without_constant_bids_and_a_bad_weight(episodes
         train_dt(no_fixed, replace(cfg, plan_weight=0.5), DTTrainConfig(steps=1), ValueConfig())
     with pytest.raises(ValueError, match="plan_weight must be in"):
         train_dt(episodes, replace(cfg, plan_weight=1.5), DTTrainConfig(steps=1), ValueConfig())
+
+
+def test_plan_value_warns_on_a_narrow_range_and_load_can_reweigh_it(episodes, tmp_path):
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=episodes.n_steps)
+    cfg = replace(cfg, plan_weight=0.75, value_hidden=16, plan_points=5)
+    fixed = episodes.policy == "fixed"
+    narrow = episodes._replace(actions=np.where(fixed[:, None], 1.0, episodes.actions).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"constant-bid episodes whose α span 1-1: .* narrower than 4x"):
+        train_dt(narrow, cfg, DTTrainConfig(steps=2, batch_size=8, warmup=1), ValueConfig(plan_steps=5))
+    bidder, _ = train_dt(
+        episodes, cfg, DTTrainConfig(steps=5, batch_size=8, warmup=1), ValueConfig(plan_steps=20)
+    )
+    saved = bidder.save(tmp_path / "vdt")
+    plain = DTBidder.load(saved, plan_weight=0.0)
+    _play(plain)
+    assert plain.actions == pytest.approx(plain.dt_actions, rel=1e-6)  # w = 0: the DT's own bids
+    pulled = DTBidder.load(saved, plan_weight=1.0)
+    _play(pulled)
+    grid = pulled.model.plan_grid.numpy().astype(np.float64)
+    gap = np.abs(np.array(pulled.actions)[:, None] / grid[None, :] - 1).min(axis=1)
+    assert gap.max() < 1e-5  # λ* alone: every bid is a grid value
+    with pytest.raises(ValueError, match="plan_weight must be in"):
+        DTBidder.load(saved, plan_weight=2.0)
+    plain_dt, _ = train_dt(
+        episodes, replace(cfg, plan_weight=0.0), DTTrainConfig(steps=1, batch_size=8, warmup=1)
+    )
+    with pytest.raises(ValueError, match="no plan value to weigh"):
+        DTBidder.load(plain_dt.save(tmp_path / "dt"), plan_weight=0.5)

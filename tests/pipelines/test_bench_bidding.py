@@ -50,3 +50,12 @@ def test_bench_bidding_keeps_value_guidance_to_vdt(tmp_path):
     with pytest.raises(ValueError, match=r"--vdt-plan-weight must be in \[0, 1\], got -0.1"):
         bench_bidding.main(replace(tiny, vdt_plan_weight=-0.1))
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_bidding_checks_vdt_data_before_training(tmp_path):
+    """Trajectories without constant-bid episodes stop vdt's plan value before any bidder trains."""
+    tiny = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "out"), bidders=("bc", "vdt"))
+    tiny = replace(tiny, simulate=replace(tiny.simulate, policies=("pid", "pacing"), progress=False))
+    with pytest.raises(ValueError, match=r"constant-bid policies \['fixed'\].*--vdt-plan-weight 0"):
+        bench_bidding.main(tiny)
+    assert not (tmp_path / "out" / "bc").exists()
