@@ -92,7 +92,8 @@ class DTTrainConfig:
     """Target return at play time: this quantile of the training episodes' normalised returns."""
     max_minutes: float = 15.0
     """Stop the DT's optimiser loop after this much training time (0 = no limit); a value-guided DT's values train
-    besides (the action value before, the state and plan values after it: about a minute each at the defaults)."""
+    besides (the action value before, the state and plan values after it: under a minute or two each at the
+    defaults)."""
     seed: int = 0
     """Seed of initialisation and sampling."""
 
@@ -804,9 +805,8 @@ class DTBidder:
         else:  # the window has slid: every hidden state changes, so the window runs whole
             a, _ = self.player.run(self._tokens[3 * (t + 1 - self.cfg.context) :])
         self.dt_actions.append(a)
-        if (
-            self.player.plan is not None
-        ):  # pulled towards the best constant bid from here; the DT reads the bid made
+        # the plan value pulls the bid towards the best constant bid from here; the DT reads the bid made
+        if self.player.plan is not None:
             a = self.player.plan_bid(self.states[-1], a)
         self.actions.append(a)
         return a
