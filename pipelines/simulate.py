@@ -224,9 +224,13 @@ def _check_settings(out: Path, cfg: Config) -> None:
         old = {**{k: default[k] for k in settings.keys() - old.keys() if k in default}, **old}
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            values = "; ".join(
+                f"{k}: {old.get(k)} there, {settings.get(k)} now" for k in diff if k != "market"
+            )
             raise ValueError(
-                f"{out} holds trajectories simulated with other settings ({', '.join(diff)} differ); "
-                "use another --output or delete that folder"
+                f"{out} holds trajectories simulated with other settings ({', '.join(diff)} differ"
+                + (f": {values}" if values else "")
+                + "); pass the same settings to resume, or use another --output or delete that folder"
             )
     elif any(out.glob("part-*.parquet")):
         raise ValueError(
