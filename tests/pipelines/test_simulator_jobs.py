@@ -92,7 +92,10 @@ def test_simulate_fixed_alpha_range_reaches_the_logged_bids(tmp_path):
     settings.write_text(json.dumps({k: v for k, v in recorded.items() if not k.startswith("fixed_alpha")}))
     (tmp_path / "old" / "offline" / "part-00000.parquet").unlink()
     assert simulate.main(old)["parts_written"] == 1
-    with pytest.raises(ValueError, match=r"other settings \(fixed_alpha differ: fixed_alpha: \[0.6, 1.3\] there, \[0.1, 0.2\] now\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"other settings \(fixed_alpha differ: fixed_alpha: \[0.6, 1.3\] there, \[0.1, 0.2\] now\)",
+    ):
         simulate.main(replace(old, fixed_alpha=(0.1, 0.2)))
     # today's defaults (log-uniform 0.03-1.3) are not what such a file was made with
     with pytest.raises(
