@@ -374,16 +374,15 @@ def train_dt(
             "a value-guided DT needs both a ValueConfig and explore_epsilon > 0, value_target or plan_weight > 0; "
             "a plain DT neither"
         )
-    if not (math.isfinite(cfg.plan_weight) and 0 <= cfg.plan_weight <= 1):
-        raise ValueError(f"plan_weight must be in [0, 1], got {cfg.plan_weight}")
+    check_plan_weight(cfg.plan_weight)
     if cfg.plan_weight > 0 and cfg.plan_points < 2:
         raise ValueError(f"plan_points must be at least 2, got {cfg.plan_points}")
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
-    plan_rows = None
+    plan_rows = lam = None
     if cfg.plan_weight > 0:  # checked before the DT trains: the plan value needs constant-bid episodes
-        plan_rows = plan_episodes(ep, value.plan_policies)
+        plan_rows, lam = plan_episodes(ep, value.plan_policies)
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
     if value is not None and cfg.explore_epsilon > 0:
@@ -444,8 +443,7 @@ def train_dt(
         value_loss = _fit_return_value(model.return_value, data, value, tcfg.seed)
     plan_stats = {}
     if plan_rows is not None:
-        lam = constant_alphas(ep.actions[plan_rows])
-        lo, hi = np.quantile(lam, [0.01, 0.99])
+        lo, hi = plan_range(lam)
         with torch.no_grad():
             model.plan_grid.copy_(torch.from_numpy(np.geomspace(lo, max(hi, lo * 1.0001), cfg.plan_points)))
         t_plan = time.perf_counter()
@@ -485,9 +483,22 @@ PLAN_MIN_RANGE = 4.0
 warning: a narrow range cannot hold the good constants (the earlier simulate default, 0.6-1.3, gives 2.2)."""
 
 
-def plan_episodes(ep: Episodes, policies: Sequence[str]) -> np.ndarray:
-    """(E,) mask of the episodes the plan value learns from (behaviour policy in ``policies``). A ValueError when
-    there are none; a warning when they are few or their constant α span a narrow range."""
+def check_plan_weight(w: float, name: str = "plan_weight") -> None:
+    """A ValueError naming ``name`` unless the plan value's weight ``w`` is in [0, 1]."""
+    if not (math.isfinite(w) and 0 <= w <= 1):
+        raise ValueError(f"{name} must be in [0, 1], got {w}")
+
+
+def plan_range(lam: np.ndarray) -> tuple[float, float]:
+    """The constant α the plan value compares run between these: the 1st and 99th percentile of its episodes'."""
+    lo, hi = np.quantile(lam, [0.01, 0.99])
+    return float(lo), float(hi)
+
+
+def plan_episodes(ep: Episodes, policies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) mask of the episodes the plan value learns from (behaviour policy in ``policies``) and their constant α
+    (:func:`constant_alphas`). A ValueError when there are none; a warning when they are few or their constant α
+    span a narrow range."""
     rows = np.isin(ep.policy, list(policies))
     if not rows.any():
         raise ValueError(
@@ -496,7 +507,8 @@ def plan_episodes(ep: Episodes, policies: Sequence[str]) -> np.ndarray:
             "simulate with the 'fixed' policy, name others with --plan-policies, or turn the plan value off "
             "(--vdt-plan-weight 0)"
         )
-    lo, hi = np.quantile(constant_alphas(ep.actions[rows]), [0.01, 0.99])
+    lam = constant_alphas(ep.actions[rows])
+    lo, hi = plan_range(lam)
     if rows.sum() < PLAN_MIN_EPISODES or hi < PLAN_MIN_RANGE * lo:
         warnings.warn(
             f"the plan value learns from {int(rows.sum())} constant-bid episodes whose α span {lo:.3g}-{hi:.3g}: "
@@ -504,7 +516,7 @@ def plan_episodes(ep: Episodes, policies: Sequence[str]) -> np.ndarray:
             "constant that pays (simulate's default draws the fixed bidders' α log-uniformly from 0.03-1.3)",
             stacklevel=3,
         )
-    return rows
+    return rows, lam
 
 
 def constant_alphas(actions: np.ndarray) -> np.ndarray:
@@ -620,16 +632,18 @@ class Player:
             for b in model.blocks
         ]
         self.head = (arr(model.head.weight[0]), float(model.head.bias.detach()[0]))
-        rv = model.return_value
-        self.value = (
-            None if rv is None else [(arr(rv[i].weight.t()), arr(rv[i].bias)) for i in range(0, len(rv), 2)]
-        )
-        pv = model.plan_value
-        self.plan = (
-            None if pv is None else [(arr(pv[i].weight.t()), arr(pv[i].bias)) for i in range(0, len(pv), 2)]
-        )
+
+        def layers(net: nn.Sequential | None) -> list[tuple[np.ndarray, np.ndarray]] | None:
+            return (
+                None
+                if net is None
+                else [(arr(net[i].weight.t()), arr(net[i].bias)) for i in range(0, len(net), 2)]
+            )
+
+        self.value = layers(model.return_value)
+        self.plan = layers(model.plan_value)
         self.plan_weight = cfg.plan_weight
-        self.plan_log_grid = None if pv is None else np.log(arr(model.plan_grid))
+        self.plan_log_grid = None if self.plan is None else np.log(arr(model.plan_grid))
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     @staticmethod
@@ -643,12 +657,16 @@ class Player:
         """The value-guided DT's V(s) for one standardised state (S,) (the MLP of ``return_value``)."""
         if self.value is None:
             raise ValueError("this Decision Transformer has no return value (value_target is off)")
-        h = state
-        for i, (w, b) in enumerate(self.value):
+        return float(self._mlp(self.value, state)[0])
+
+    @staticmethod
+    def _mlp(layers: list[tuple[np.ndarray, np.ndarray]], h: np.ndarray) -> np.ndarray:
+        """An :func:`bidding.offline.mlp` (Linear, ReLU, ..., Linear) from its ``layers``' (weight, bias)."""
+        for i, (w, b) in enumerate(layers):
             h = h @ w + b
-            if i < len(self.value) - 1:
+            if i < len(layers) - 1:
                 h = np.maximum(h, 0.0)
-        return float(h[0])
+        return h
 
     def plan_values(self, state: np.ndarray) -> np.ndarray:
         """The plan value V(s, λ) for one standardised state (S,) at every λ of the model's grid."""
@@ -656,11 +674,7 @@ class Player:
             raise ValueError("this Decision Transformer has no plan value (plan_weight is 0)")
         g = self.plan_log_grid
         h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
-        for i, (w, b) in enumerate(self.plan):
-            h = h @ w + b
-            if i < len(self.plan) - 1:
-                h = np.maximum(h, 0.0)
-        return h[:, 0]
+        return self._mlp(self.plan, h)[:, 0]
 
     def plan_bid(self, state: np.ndarray, alpha: float) -> float:
         """The value-guided bid: the DT's ``alpha`` pulled towards λ*, the constant α of the grid whose plan value
@@ -853,8 +867,7 @@ class DTBidder:
         if plan_weight is not None:
             if cfg.plan_weight == 0:
                 raise ValueError(f"{src}: this Decision Transformer has no plan value to weigh")
-            if not (math.isfinite(plan_weight) and 0 <= plan_weight <= 1):
-                raise ValueError(f"plan_weight must be in [0, 1], got {plan_weight}")
+            check_plan_weight(plan_weight)
             model.cfg = replace(cfg, plan_weight=float(plan_weight))
         return cls(
             model, np.array(meta["mean"]), np.array(meta["std"]), meta["target_return"], meta["n_steps"]

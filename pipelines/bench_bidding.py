@@ -18,7 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bidding.data import load_trajectories
-from bidding.dt import DTBidder, DTConfig, DTTrainConfig, ValueConfig, plan_episodes, train_dt
+from bidding.dt import (
+    DTBidder,
+    DTConfig,
+    DTTrainConfig,
+    ValueConfig,
+    check_plan_weight,
+    plan_episodes,
+    train_dt,
+)
 from bidding.evaluate import HINDSIGHT_GRID, EvalConfig, evaluate, hindsight_alpha
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
@@ -110,8 +118,7 @@ def main(cfg: Config) -> dict:
             f"{', '.join(guided)} would make the plain dt value-guided too; "
             "set vdt's guidance with --vdt-epsilon, --vdt-value-target and --vdt-plan-weight"
         )
-    if not 0 <= cfg.vdt_plan_weight <= 1:  # before anything trains
-        raise ValueError(f"--vdt-plan-weight must be in [0, 1], got {cfg.vdt_plan_weight}")
+    check_plan_weight(cfg.vdt_plan_weight, "--vdt-plan-weight")  # before anything trains
     out = Path(cfg.output)
     market = cfg.simulate.market
     with tracking.job_run(JOB, cfg):
