@@ -25,6 +25,7 @@ from onesearch.align.dpo import (
     AlignConfig,
     align,
     eval_rows,
+    fit_report,
     frozen_copy,
     level_lists,
     rerank_ndcg,
@@ -338,6 +339,12 @@ def align_bundle(
         device=device,
         on_eval=on_eval,
     )
+    # how much of the reward the selected policy took: its order of the same validation beams as the ceiling's
+    fit = fit_report(
+        vb, vlp, score_rows(res.model, splits.valid.take(vrows), vb), vr, splits.valid.target[vrows]
+    )
+    fit["rerank_ndcg@10"] = reward_eval["rerank_ndcg@10"]
+    _log(f"fit on the validation beams (ceiling above): {fit}")
     aligned = GeneratorBundle(res.model.cpu(), table, bundle.vocab, bundle.meta)
     extra = {
         "aligned_from": str(Path(sft_path).resolve()),
@@ -353,6 +360,7 @@ def align_bundle(
         "dataset": ds.name,
         "reward": reward_eval,
         "lists": res.lists,
+        "fit": fit,
         "steps": res.steps,
         "selected_step": res.best.get("step"),
         "val_sft": res.start,
@@ -379,7 +387,7 @@ def main(cfg: Config) -> dict:
         tracking.log_json(res, "align.json")
         tracking.log_artifacts(out, "generator")
         tracking.log_metrics(
-            {k: res[k] for k in ("reward", "lists", "val_sft", "val_aligned", "align_minutes")}
+            {k: res[k] for k in ("reward", "lists", "fit", "val_sft", "val_aligned", "align_minutes")}
         )
         res.pop("history")
         return {

@@ -419,6 +419,28 @@ def rerank_ndcg(beams: np.ndarray, beam_logp: np.ndarray, reward: np.ndarray, ta
     return out
 
 
+def fit_report(beams: np.ndarray, ref_logp: np.ndarray, policy_logp: np.ndarray, reward: np.ndarray,
+               target: np.ndarray, k: int = 10) -> dict[str, float]:  # fmt: skip
+    """How much of the reward the policy took on the reference's beams (N, K) (-1 = none): ``policy_ndcg@k``, the
+    target's ndcg@k among the beams ordered by the policy's log-probabilities (against :func:`rerank_ndcg`'s
+    ceiling), and the ``shift_reward_corr`` / ``shift_reward_slope`` of the policy's shift ``log π − log π_ref``
+    against the reward, both centred within each request and pooled: slope = Σ shift·reward / Σ reward², the
+    soft labels' optimum being ``reward_scale``."""
+    ok = beams >= 0
+    shift = np.where(ok, policy_logp.astype(np.float64) - ref_logp, 0.0)
+    rew = np.where(ok, reward.astype(np.float64), 0.0)
+    n = np.maximum(ok.sum(1, keepdims=True), 1)
+    shift = np.where(ok, shift - shift.sum(1, keepdims=True) / n, 0.0)
+    rew = np.where(ok, rew - rew.sum(1, keepdims=True) / n, 0.0)
+    sr, rr, ss = float((shift * rew).sum()), float((rew * rew).sum()), float((shift * shift).sum())
+    ndcg = rerank_ndcg(beams, np.where(ok, policy_logp, -np.inf), np.zeros_like(rew), target, (0.0,), k)["0"]
+    return {
+        f"policy_ndcg@{k}": ndcg,
+        "shift_reward_corr": sr / np.sqrt(rr * ss) if rr > 0 and ss > 0 else 0.0,
+        "shift_reward_slope": sr / rr if rr > 0 else 0.0,
+    }
+
+
 @dataclass
 class AlignResult:
     model: Generator

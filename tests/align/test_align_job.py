@@ -43,6 +43,9 @@ def test_align_job_writes_an_aligned_bundle_and_reports_the_reward_model(sft):
     assert {"0", "1", "3"} <= set(r["rerank_ndcg@10"]) and all(
         0 <= v <= 1 for v in r["rerank_ndcg@10"].values()
     )
+    fit = res["fit"]
+    assert 0 <= fit["policy_ndcg@10"] <= 1 and -1 <= fit["shift_reward_corr"] <= 1
+    assert fit["rerank_ndcg@10"] == r["rerank_ndcg@10"]
     assert all(r["train_levels"][k] > 0 for k in ("purchased", "clicked", "shown", "same_category", "random"))
     assert res["lists"]["phase1"] > 0 and res["lists"]["phase2"] > 0
     for m in (res["val_sft"], res["val_aligned"]):

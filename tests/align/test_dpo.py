@@ -14,6 +14,7 @@ from onesearch.align.dpo import (
     PRESETS,
     PreferenceLists,
     align,
+    fit_report,
     frozen_copy,
     level_lists,
     listwise_dpo_loss,
@@ -122,6 +123,24 @@ def test_rerank_ndcg_by_hand():
     assert got == {"0": pytest.approx(0.25), "1": pytest.approx(0.5)}
     # an unknown target (-1) never matches a padded beam
     assert rerank_ndcg(beams[1:], lp[1:], reward[1:], np.array([-1]), (0.0,)) == {"0": 0.0}
+
+
+def test_fit_report_by_hand():
+    beams = np.array([[1, 2, 3], [4, 5, -1]])
+    ref = np.array([[0.0, -1.0, -2.0], [0.0, -1.0, -np.inf]])
+    reward = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 7.0]])  # the padded beam's reward must not count
+    pol = np.array([[-2.0, -1.0, 0.0], [-1.0, -1.0, -np.inf]])
+    got = fit_report(beams, ref, pol, reward, np.array([3, 4]))
+    # shifts, centred per request: (-2, 0, 2) and (-0.5, 0.5) (the second: -1 - 0 = -1, -1 + 1 = 0);
+    # rewards centred: (-1, 0, 1) and (-0.5, 0.5). Σ shift·reward = 4 + 0.5, Σ reward² = 2 + 0.5, Σ shift² = 8 + 0.5
+    assert got["shift_reward_slope"] == pytest.approx(4.5 / 2.5)
+    assert got["shift_reward_corr"] == pytest.approx(4.5 / np.sqrt(2.5 * 8.5))
+    # policy order: request 1 puts item 3 first (ndcg 1); request 2 ties (-1, -1), the beam order keeps 4 first
+    assert got["policy_ndcg@10"] == pytest.approx(1.0)
+    # the reference itself: no shift, no slope
+    same = fit_report(beams, ref, ref, reward, np.array([3, 4]))
+    assert same["shift_reward_slope"] == 0.0 and same["shift_reward_corr"] == 0.0
+    assert same["policy_ndcg@10"] == pytest.approx((0.5 + 1.0) / 2)
 
 
 def _toy(seed: int = 0):
