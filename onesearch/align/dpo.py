@@ -436,7 +436,7 @@ def fit_report(beams: np.ndarray, ref_logp: np.ndarray, policy_logp: np.ndarray,
     ndcg = rerank_ndcg(beams, np.where(ok, policy_logp, -np.inf), np.zeros_like(rew), target, (0.0,), k)["0"]
     return {
         f"policy_ndcg@{k}": ndcg,
-        "shift_reward_corr": sr / np.sqrt(rr * ss) if rr > 0 and ss > 0 else 0.0,
+        "shift_reward_corr": float(sr / np.sqrt(rr * ss)) if rr > 0 and ss > 0 else 0.0,
         "shift_reward_slope": sr / rr if rr > 0 else 0.0,
     }
 
