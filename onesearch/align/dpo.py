@@ -427,7 +427,7 @@ def fit_report(beams: np.ndarray, ref_logp: np.ndarray, policy_logp: np.ndarray,
     against the reward, both centred within each request and pooled: slope = Σ shift·reward / Σ reward², the
     soft labels' optimum being ``reward_scale``."""
     ok = beams >= 0
-    shift = np.where(ok, policy_logp.astype(np.float64) - ref_logp, 0.0)
+    shift = np.where(ok, policy_logp, 0.0).astype(np.float64) - np.where(ok, ref_logp, 0.0)  # no -inf - -inf
     rew = np.where(ok, reward.astype(np.float64), 0.0)
     n = np.maximum(ok.sum(1, keepdims=True), 1)
     shift = np.where(ok, shift - shift.sum(1, keepdims=True) / n, 0.0)
