@@ -71,6 +71,11 @@ class DTConfig:
     """Constant α values λ the plan value compares: log-spaced between the 1st and 99th percentile of the constant
     α of its training episodes."""
 
+    @property
+    def guided(self) -> bool:
+        """Value-guided (vdt): action exploration, a state-value target or a plan value is on."""
+        return self.explore_epsilon > 0 or self.value_target or self.plan_weight > 0
+
 
 @dataclass(frozen=True)
 class DTTrainConfig:
@@ -368,8 +373,7 @@ def train_dt(
     """
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
-    guided = cfg.explore_epsilon > 0 or cfg.value_target or cfg.plan_weight > 0
-    if (value is None) == guided:
+    if (value is None) == cfg.guided:
         raise ValueError(
             "a value-guided DT needs both a ValueConfig and explore_epsilon > 0, value_target or plan_weight > 0; "
             "a plain DT neither"
@@ -749,8 +753,7 @@ class DTBidder:
 
     @property
     def name(self) -> str:
-        guided = self.cfg.explore_epsilon > 0 or self.cfg.value_target or self.cfg.plan_weight > 0
-        return "vdt" if guided else "dt"
+        return "vdt" if self.cfg.guided else "dt"
 
     def __init__(
         self,
