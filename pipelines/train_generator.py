@@ -49,6 +49,8 @@ class Config:
     """Where tokenize outputs are looked up (and made when missing) for a method name."""
     model_size: str = "base"
     """Generator size preset: tiny, small or base."""
+    dropout: float | None = None
+    """Dropout rate of the generator, in [0, 1) (unset: the size preset's, 0.1)."""
     item_embeddings: bool = False
     """Add a learned per-item embedding to the short-term history tokens (the bundle's name gets -ie)."""
     mix_recommend: bool = False
@@ -116,9 +118,13 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--task must be one of {TASK_NAMES}, got {cfg.task!r}")
     if cfg.model_size not in G.PRESETS:
         raise ValueError(f"--model-size must be one of {sorted(G.PRESETS)}, got {cfg.model_size!r}")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
     size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings)
+    if cfg.dropout is not None:
+        size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
     model_cfg = G.with_data_shape(size, table.codebook_sizes, 0 if vocab is None else vocab.vocab_size)
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens

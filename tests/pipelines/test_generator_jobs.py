@@ -110,3 +110,12 @@ def test_cli_errors_and_json_last_line(trained, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["valid_rate"] == 1.0
+
+
+def test_dropout_override_reaches_the_model_and_is_checked(sids, tmp_path):
+    cfg = replace(train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path))
+    assert train_generator.prepare(cfg).model_cfg.dropout == 0.1  # the size preset's
+    assert train_generator.prepare(replace(cfg, dropout=0.25)).model_cfg.dropout == 0.25
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
+            train_generator.prepare(replace(cfg, dropout=bad))
