@@ -6,6 +6,8 @@
   exactly where it stopped, mid-epoch included.
 - Validation: constrained beam search on the validation examples every ``eval_every`` epochs; the best weights
   by recall@10 are kept; ``patience`` evaluations without improvement stop training.
+- ``ema`` > 0 keeps an exponential moving average of the weights (:func:`ema_update`); validation then decodes
+  with the averaged weights, and those are the ones kept and returned.
 - Device: CUDA when available (``device='auto'``), else CPU; bf16 autocast on CUDA (``amp='auto'``; ``on`` forces
   it on CPU too, where it measured slower than fp32 for these sizes).
 """
@@ -65,6 +67,9 @@ class TrainConfig:
     """Requests per decoding batch."""
     label_smoothing: float = 0.0
     """Label smoothing of the code cross-entropy."""
+    ema: float = 0.0
+    """Decay per step of an exponential moving average of the weights, in [0, 1) (0 = off); when on, validation,
+    early stopping and the returned model use the averaged weights."""
     device: str = "auto"
     """auto (CUDA when available, else CPU), cpu, cuda, cuda:N."""
     amp: str = "auto"
@@ -175,6 +180,31 @@ def batches_per_epoch(n: int, batch_size: int, buckets: int) -> int:
     return full * buckets + math.ceil(rest / batch_size)
 
 
+def ema_update(avg: list[torch.Tensor], params: list[torch.Tensor], decay: float, step: int) -> None:
+    """One step of the weight average, in place: ``avg = d·avg + (1 - d)·params`` with
+    ``d = min(decay, (1 + step) / (10 + step))``; ``step`` counts the optimiser steps done before this one, so the
+    first updates follow the fast-moving early weights instead of holding on to the initialisation."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(avg, params, 1.0 - d)
+
+
+@contextlib.contextmanager
+def swapped_weights(params: list[torch.Tensor], weights: list[torch.Tensor] | None):
+    """Inside the block ``params`` hold ``weights`` (nothing changes when ``weights`` is None); restored after."""
+    if weights is None:
+        yield
+        return
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
+        torch._foreach_copy_(params, weights)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up to 1, then cosine to 0.05 at ``total``."""
     if step < warmup:
@@ -212,6 +242,8 @@ def train(
         raise ValueError(f"no training examples for task {splits.task!r}")
     if splits.valid.size == 0:
         raise ValueError(f"no validation examples for task {splits.task!r}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {cfg.ema}")
     device = pick_device(cfg.device)
     amp = use_amp(device, cfg.amp)
     model.to(device)
@@ -233,6 +265,8 @@ def train(
     step, best_score, bad_evals, minutes_before = 0, -1.0, 0, 0.0
     history: list[dict] = []
     best_state = None
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
     if state_path is not None and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
@@ -241,6 +275,11 @@ def train(
         minutes_before = float(st["minutes"])
         history = [dict(h) for h in st["history"]]
         best_state = st["best_model"]
+        if ema is not None:
+            if "ema" not in st:
+                raise ValueError(f"{state_path}: the saved run kept no weight average (ema); use --no-resume")
+            with torch.no_grad():
+                torch._foreach_copy_(ema, [t.to(device) for t in st["ema"]])
         print(f"[train] resumed from {state_path} at step {step}", file=sys.stderr, flush=True)
 
     def save_state() -> None:
@@ -256,22 +295,28 @@ def train(
             "history": history,
             "best_model": best_state,
         }
+        if ema is not None:
+            st["ema"] = [t.detach().cpu() for t in ema]
         state_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(state_path, lambda p: torch.save(st, p))
 
     def run_eval(loss_avg: float) -> bool:
         """Evaluate, keep the best weights; True when patience ran out."""
         nonlocal best_score, bad_evals, best_state
-        ev = evaluate(
-            model,
-            valid,
-            trie,
-            beam=cfg.eval_beam,
-            k=eval_k,
-            batch_size=cfg.eval_batch,
-            device=device,
-            amp=amp,
-        )
+        with swapped_weights(params, ema):
+            ev = evaluate(
+                model,
+                valid,
+                trie,
+                beam=cfg.eval_beam,
+                k=eval_k,
+                batch_size=cfg.eval_batch,
+                device=device,
+                amp=amp,
+            )
+            score = ev.metrics[key]
+            if score > best_score:  # the weights evaluated (the average, when on)
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         entry = {
             "epoch": step / steps_per_epoch,
             "step": step,
@@ -280,10 +325,8 @@ def train(
             "minutes": minutes_before + (time.perf_counter() - t0) / 60,
         }
         history.append(entry)
-        score = ev.metrics[key]
         if score > best_score:
             best_score, bad_evals = score, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_evals += 1
         if on_eval is not None:
@@ -321,6 +364,8 @@ def train(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
+                if ema is not None:
+                    ema_update(ema, params, cfg.ema, step)
                 step += 1
                 loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
                 bar.update(1)

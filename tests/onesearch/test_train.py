@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from onesearch.decode import SIDTrie
 from onesearch.model.data import Examples, Splits
-from onesearch.model.train import STATE_FILE, TrainConfig, evaluate, lr_factor, train
+from onesearch.model.train import (
+    STATE_FILE,
+    TrainConfig,
+    ema_update,
+    evaluate,
+    lr_factor,
+    swapped_weights,
+    train,
+)
 from tests.onesearch.test_generator import SIZES, catalog, tiny_model
 
 
@@ -72,14 +82,64 @@ def test_patience_stops_training():
     assert res.stopped == "patience" and len(res.history) == 3
 
 
-@pytest.mark.parametrize("eval_every", [1.0, 0.5])
-def test_interrupted_run_resumes_exactly(tmp_path, eval_every):
+def test_ema_update_by_hand():
+    avg, p = [torch.tensor([1.0, 2.0])], [torch.tensor([3.0, 6.0])]
+    ema_update(avg, p, decay=0.9, step=0)  # d = min(0.9, 1/10) = 0.1: avg = 0.1·[1, 2] + 0.9·[3, 6]
+    torch.testing.assert_close(avg[0], torch.tensor([2.8, 5.6]))
+    ema_update(avg, p, decay=0.5, step=100)  # d = min(0.5, 101/110) = 0.5: halfway to [3, 6]
+    torch.testing.assert_close(avg[0], torch.tensor([2.9, 5.8]))
+
+
+def test_swapped_weights_restores_the_live_weights():
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    with swapped_weights([w], [torch.tensor([5.0, 7.0])]):
+        torch.testing.assert_close(w.detach(), torch.tensor([5.0, 7.0]))
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, 2.0]))
+    with swapped_weights([w], None):
+        torch.testing.assert_close(w.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_ema_training_returns_the_averaged_weights(monkeypatch):
+    """The kept weights are the average of the live weights after every optimiser step, started at the
+    initialisation, not the last live weights."""
+    import onesearch.model.train as T
+
+    codes = catalog()
+    trie = SIDTrie.build(codes, SIZES)
+    sp = splits(len(codes), tiny_model(codes, vocab=0).cfg)
+    cfg = TrainConfig(batch_size=16, lr=0.05, warmup_steps=1, epochs=1, patience=0, eval_beam=5, progress=False,
+                      ema=0.2)  # fmt: skip
+    m = tiny_model(codes, vocab=0)
+    expected = [p.detach().clone() for p in m.parameters()]
+    seen = []
+    real = T.ema_update
+
+    def spy(avg, params, decay, step):
+        seen.append(step)
+        d = min(0.2, (1 + step) / (10 + step))
+        for e, p in zip(expected, params, strict=True):
+            e.mul_(d).add_((1 - d) * p.detach())
+        real(avg, params, decay, step)
+
+    monkeypatch.setattr(T, "ema_update", spy)
+    res = train(m, sp, trie, cfg)
+    assert seen == list(range(6))  # 96 examples / 16 = 6 steps, each averaged once
+    live = train(tiny_model(codes, vocab=0), sp, trie, replace(cfg, ema=0.0)).model  # same steps, no average
+    for p, e in zip(res.model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e)
+    assert any(not torch.allclose(e, p.detach()) for e, p in zip(expected, live.parameters(), strict=True))
+    with pytest.raises(ValueError, match="ema must be in"):
+        train(tiny_model(codes, vocab=0), sp, trie, replace(cfg, ema=1.0))
+
+
+@pytest.mark.parametrize("eval_every,ema", [(1.0, 0.0), (0.5, 0.0), (0.5, 0.9)])
+def test_interrupted_run_resumes_exactly(tmp_path, eval_every, ema):
     """Stopped after an evaluation (at an epoch boundary, or mid-epoch with eval_every 0.5) and started again, a run
     ends with the same losses and weights as one that was never interrupted."""
     codes = catalog()
     trie = SIDTrie.build(codes, SIZES)
     cfg = TrainConfig(batch_size=16, lr=5e-3, warmup_steps=3, epochs=3, patience=0, eval_beam=5, progress=False,
-                      eval_every=eval_every)  # fmt: skip
+                      eval_every=eval_every, ema=ema)  # fmt: skip
     sp = splits(len(codes), tiny_model(codes, vocab=0).cfg)
     straight = train(tiny_model(codes, vocab=0), sp, trie, cfg)
 
