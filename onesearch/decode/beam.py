@@ -133,3 +133,34 @@ def score_all_items(model: Generator, batch: Batch, item_codes: Tensor, chunk: i
             total += logp.gather(2, c[:, lv].expand(B, m).unsqueeze(-1)).squeeze(-1)
         out.append(total)
     return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def level_logprobs(model: Generator, batch: Batch, item_codes: Tensor, items: Tensor) -> Tensor:
+    """(B, K, L) teacher-forced ``log p(c_l | c_<l, request)`` of each request's K candidate ``items`` (rows of
+    ``item_codes``, e.g. :attr:`Decoded.items`); a row of -1 (no candidate) gives -inf at every level.
+
+    The sum over levels is the candidate's beam score; the levels apart let a decoding be re-scored or
+    diagnosed level by level.
+    """
+    B, K = items.shape
+    if B != batch.size:
+        raise ValueError(f"items has {B} rows, the batch {batch.size} requests")
+    n, L = item_codes.shape
+    if ((items < -1) | (items >= n)).any():
+        raise ValueError(f"items must be rows of item_codes (0..{n - 1}) or -1")
+    c = item_codes[items.clamp(min=0)]  # (B, K, L)
+    enc = model.encode(batch)
+    x = torch.cat([model.start_tokens(B, K), model.embed_codes(c[:, :, : L - 1], 0)], dim=2)  # (B, K, L, d)
+    h, _ = model.decode_step(x, enc, None)
+    out = torch.stack(
+        [
+            model.level_logits(h[:, :, lv], lv)
+            .float()
+            .log_softmax(-1)
+            .gather(2, c[:, :, lv : lv + 1])[..., 0]
+            for lv in range(L)
+        ],
+        dim=2,
+    )
+    return out.masked_fill((items < 0)[..., None], float("-inf"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from onesearch.decode import SIDTrie, beam_search, greedy, score_all_items
+from onesearch.decode import SIDTrie, beam_search, greedy, level_logprobs, score_all_items
 from tests.onesearch.test_generator import SIZES, batch, catalog, tiny_model
 
 
@@ -49,6 +49,29 @@ def test_wide_beam_is_exact_against_brute_force():
     assert torch.equal(out.items, brute.indices)
     torch.testing.assert_close(out.scores, brute.values)
     assert torch.equal(out.codes, torch.as_tensor(codes)[out.items])
+
+
+def test_level_logprobs_sum_to_the_beam_scores_and_are_each_a_log_probability():
+    codes = catalog()
+    m = tiny_model(codes)
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    out = beam_search(m, b, trie, beam=512, k=len(codes) + 2)  # the last two rows are padding (-1)
+    lv = level_logprobs(m, b, torch.as_tensor(codes), out.items)
+    assert lv.shape == (*out.items.shape, len(SIZES))
+    n = len(codes)
+    torch.testing.assert_close(lv[:, :n].sum(-1), out.scores[:, :n])
+    assert (lv[:, :n] <= 0).all() and torch.isinf(lv[:, n:]).all()
+    # level 0 of item i is log p(c_0 = codes[i, 0] | request): the same for every item with that first code
+    first = torch.as_tensor(codes)[out.items[:, :n], 0]
+    for r in range(b.size):
+        for c in first[r].unique():
+            vals = lv[r, :n, 0][first[r] == c]
+            torch.testing.assert_close(vals, vals[:1].expand_as(vals))
+    with pytest.raises(ValueError, match="rows of item_codes"):
+        level_logprobs(m, b, torch.as_tensor(codes), torch.full((b.size, 1), n))
+    with pytest.raises(ValueError, match="requests"):
+        level_logprobs(m, b, torch.as_tensor(codes), out.items[:1])
 
 
 def test_beam_one_is_greedy_and_uses_the_cache_correctly():
