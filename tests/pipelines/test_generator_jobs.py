@@ -119,3 +119,30 @@ def test_dropout_override_reaches_the_model_and_is_checked(sids, tmp_path):
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
             train_generator.prepare(replace(cfg, dropout=bad))
+
+
+def test_level_rescore_experiment_reports_the_beam_order_and_a_grid_no_worse(trained, capsys):
+    import importlib.util
+
+    from onesearch.data.registry import load_dataset
+    from onesearch.model.data import recommend_examples
+    from onesearch.model.train import evaluate
+
+    path = Path(__file__).parents[2] / "experiments" / "level_rescore.py"
+    spec = importlib.util.spec_from_file_location("level_rescore", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg, res = trained
+    mod.main([res["model_uri"], "--dataset", cfg.dataset, "--beam", "20"])
+    valid, test, grid = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert (valid["split"], test["split"]) == ("valid", "test")
+    b = GeneratorBundle.load(res["model_uri"])
+    ex = recommend_examples(load_dataset(cfg.dataset), b.table, b.model.cfg.max_history, 0).test
+    ev = evaluate(b.model, ex, b.trie, beam=20, k=20)
+    # weights all 1 keep the beam's own order, so the metrics are the bench's
+    assert test["metrics"]["recall@10"] == pytest.approx(ev.metrics["recall@10"])
+    assert test["metrics"]["ndcg@10"] == pytest.approx(ev.metrics["ndcg@10"])
+    assert sum(test["hits_by_rank_1_to_10"]) == round(ev.metrics["recall@10"] * ex.size)
+    assert grid["valid_ndcg@10"] >= valid["metrics"]["ndcg@10"] - 1e-9  # the grid holds the all-ones point
+    with pytest.raises(SystemExit):
+        mod.main([res["model_uri"], "--dataset", cfg.dataset, "--beam", "5"])
