@@ -18,7 +18,6 @@ import json
 import sys
 
 import numpy as np
-import torch
 
 from onesearch.data.registry import load_dataset
 from onesearch.decode import beam_search, level_logprobs
@@ -57,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.beam < 20:
         ap.error(f"--beam must be at least 20 (ranks up to 20 are reported), got {a.beam}")
-    torch.set_grad_enabled(False)
     bundle = GeneratorBundle.load(a.bundle)
     if bundle.meta.get("task") != "recommend":
         ap.error(f"{a.bundle}: a recommend bundle is needed, this one serves {bundle.meta.get('task')!r}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.generator import CheckpointMismatch
@@ -134,6 +135,7 @@ def test_level_rescore_experiment_reports_the_beam_order_and_a_grid_no_worse(tra
     spec.loader.exec_module(mod)
     cfg, res = trained
     mod.main([res["model_uri"], "--dataset", cfg.dataset, "--beam", "20"])
+    assert torch.is_grad_enabled()  # the script leaves no global torch state behind for whatever runs next
     valid, test, grid = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
     assert (valid["split"], test["split"]) == ("valid", "test")
     b = GeneratorBundle.load(res["model_uri"])
