@@ -42,8 +42,9 @@ def decode_levels(bundle: GeneratorBundle, ex: Examples, beam: int) -> tuple[np.
 
 
 def rescored(items: np.ndarray, lv: np.ndarray, target: np.ndarray, w) -> dict:
-    s = (np.maximum(lv, np.finfo(np.float32).min) * np.asarray(w, np.float32)).sum(-1)
-    s[items < 0] = -np.inf  # padding (fewer candidates than the beam) stays last whatever the weights
+    pad = items < 0  # fewer candidates than the beam: -inf at every level, kept last whatever the weights
+    s = np.where(pad[..., None], 0.0, lv) @ np.asarray(w, np.float32)
+    s[pad] = -np.inf
     o = np.argsort(-s, axis=1, kind="stable")
     return ranking_metrics(target_ranks(np.take_along_axis(items, o, 1), target), ks=(5, 10, 20))
 

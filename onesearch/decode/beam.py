@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from onesearch.decode.trie import SIDTrie
-from onesearch.model.generator import Batch, Generator
+from onesearch.model.generator import Batch, Encoded, Generator
 
 
 class Decoded(NamedTuple):
@@ -120,18 +120,10 @@ def score_all_items(model: Generator, batch: Batch, item_codes: Tensor, chunk: i
     Cost grows with B × n_items; it is the exactness reference for small catalogues, not a retrieval method.
     """
     enc = model.encode(batch)
-    B, (n, L) = batch.size, item_codes.shape
-    out = []
-    for s in range(0, n, chunk):
-        c = item_codes[s : s + chunk]  # (m, L)
-        m = c.shape[0]
-        x = torch.cat([model.start_tokens(1, m)[0], model.embed_codes(c[:, : L - 1], 0)], dim=1)  # (m, L, d)
-        h, _ = model.decode_step(x.unsqueeze(0).expand(B, -1, -1, -1).contiguous(), enc, None)  # (B, m, L, d)
-        total = torch.zeros(B, m, device=h.device)
-        for lv in range(L):
-            logp = model.level_logits(h[:, :, lv], lv).float().log_softmax(-1)  # (B, m, V)
-            total += logp.gather(2, c[:, lv].expand(B, m).unsqueeze(-1)).squeeze(-1)
-        out.append(total)
+    B, n = batch.size, item_codes.shape[0]
+    out = [
+        _forced_logprobs(model, enc, item_codes[None, s : s + chunk], B).sum(-1) for s in range(0, n, chunk)
+    ]
     return torch.cat(out, 1)
 
 
@@ -143,24 +135,30 @@ def level_logprobs(model: Generator, batch: Batch, item_codes: Tensor, items: Te
     The sum over levels is the candidate's beam score; the levels apart let a decoding be re-scored or
     diagnosed level by level.
     """
-    B, K = items.shape
+    B = items.shape[0]
     if B != batch.size:
         raise ValueError(f"items has {B} rows, the batch {batch.size} requests")
-    n, L = item_codes.shape
+    n = item_codes.shape[0]
     if ((items < -1) | (items >= n)).any():
         raise ValueError(f"items must be rows of item_codes (0..{n - 1}) or -1")
-    c = item_codes[items.clamp(min=0)]  # (B, K, L)
-    enc = model.encode(batch)
-    x = torch.cat([model.start_tokens(B, K), model.embed_codes(c[:, :, : L - 1], 0)], dim=2)  # (B, K, L, d)
-    h, _ = model.decode_step(x, enc, None)
-    out = torch.stack(
+    out = _forced_logprobs(model, model.encode(batch), item_codes[items.clamp(min=0)], B)
+    return out.masked_fill((items < 0)[..., None], float("-inf"))
+
+
+def _forced_logprobs(model: Generator, enc: Encoded, codes: Tensor, B: int) -> Tensor:
+    """(B, K, L) teacher-forced ``log p(c_l | c_<l, request)`` of ``codes`` (B, K, L), or (1, K, L) shared by all
+    B requests of ``enc``: one decoder pass over every candidate's whole ID."""
+    K, L = codes.shape[1], codes.shape[2]
+    x = torch.cat([model.start_tokens(codes.shape[0], K), model.embed_codes(codes[:, :, : L - 1], 0)], dim=2)
+    h, _ = model.decode_step(x.expand(B, -1, -1, -1).contiguous(), enc, None)  # (B, K, L, d)
+    codes = codes.expand(B, -1, -1)
+    return torch.stack(
         [
             model.level_logits(h[:, :, lv], lv)
             .float()
             .log_softmax(-1)
-            .gather(2, c[:, :, lv : lv + 1])[..., 0]
+            .gather(2, codes[:, :, lv : lv + 1])[..., 0]
             for lv in range(L)
         ],
         dim=2,
     )
-    return out.masked_fill((items < 0)[..., None], float("-inf"))
