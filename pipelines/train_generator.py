@@ -53,6 +53,8 @@ class Config:
     """Dropout rate of the generator, in [0, 1) (unset: the size preset's, 0.1)."""
     item_embeddings: bool = False
     """Add a learned per-item embedding to the short-term history tokens (the bundle's name gets -ie)."""
+    trie_softmax: bool = False
+    """Normalise each level's softmax over the trie's valid children of the prefix (the bundle's name gets -ts)."""
     mix_recommend: bool = False
     """search task: also train on the recommend examples (one model for both tasks)."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -120,9 +122,15 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--model-size must be one of {sorted(G.PRESETS)}, got {cfg.model_size!r}")
     if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.trie_softmax and cfg.train.label_smoothing:
+        raise ValueError(
+            "--trie-softmax cannot be combined with --label-smoothing (it would put mass on masked codes)"
+        )
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings)
+    size = replace(
+        G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, trie_softmax=cfg.trie_softmax
+    )
     if cfg.dropout is not None:
         size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
@@ -137,7 +145,8 @@ def prepare(cfg: Config) -> Prepared:
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
-    return f"{cfg.task}-{tok}-{cfg.model_size}{'-ie' if cfg.item_embeddings else ''}-s{cfg.train.seed}"
+    flags = ("-ie" if cfg.item_embeddings else "") + ("-ts" if cfg.trie_softmax else "")
+    return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
 
 def _settings_hash(cfg: Config, p: Prepared) -> str:

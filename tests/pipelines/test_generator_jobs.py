@@ -122,6 +122,14 @@ def test_dropout_override_reaches_the_model_and_is_checked(sids, tmp_path):
             train_generator.prepare(replace(cfg, dropout=bad))
 
 
+def test_trie_softmax_flag_reaches_the_model_and_the_bundle_name(sids, tmp_path):
+    cfg = replace(train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path), trie_softmax=True)
+    assert train_generator.prepare(cfg).model_cfg.trie_softmax
+    assert train_generator.run_name(cfg).endswith("-ts-s0")
+    with pytest.raises(ValueError, match="--trie-softmax cannot be combined with --label-smoothing"):
+        train_generator.prepare(replace(cfg, train=replace(cfg.train, label_smoothing=0.1)))
+
+
 def test_level_rescore_experiment_reports_the_beam_order_and_a_grid_no_worse(trained, capsys):
     import importlib.util
 
