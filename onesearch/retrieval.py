@@ -85,18 +85,20 @@ def item_buckets(item_ids: np.ndarray, train_item_ids: np.ndarray, head_share: f
 def side_by_side_metrics(
     retrieved: np.ndarray, target: np.ndarray, bucket_of: dict[int, int] | np.ndarray, item_ids: np.ndarray
 ) -> dict[str, float | None]:
-    """hr@10, ndcg@10, mrr@10, hr@50, tail_hr@10, cold_hr@10, tail_exposure@10 for (B, K≥50) retrieved ids.
+    """hr@10, ndcg@10, mrr@10, hr@50, tail_hr@10, cold_hr@10, tail_exposure@10 for (B, K≥50) retrieved ids, and
+    the first four again over the requests whose target is not cold (``warm_hr@10``, ...), with the count of cold
+    targets (``cold_requests``): a system that finds cold items from text must not look better only for them.
 
     ``bucket_of`` is the bucket per item of ``item_ids`` (same order). A bucket with no target gives None.
     """
     ranks, hit, tb, slots = _bucketed(retrieved, target, bucket_of, item_ids, 10)
+    names = {"recall@10": "hr@10", "ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "recall@50": "hr@50"}
     base = ranking_metrics(ranks, ks=(10, 50), mrr_k=10)
-    out: dict[str, float | None] = {
-        "hr@10": base["recall@10"],
-        "ndcg@10": base["ndcg@10"],
-        "mrr@10": base["mrr@10"],
-        "hr@50": base["recall@50"],
-    }
+    out: dict[str, float | None] = {v: base[k] for k, v in names.items()}
+    warm = tb != COLD
+    wm = ranking_metrics(ranks[warm], ks=(10, 50), mrr_k=10) if warm.any() else {}
+    out |= {f"warm_{v}": wm.get(k) for k, v in names.items()}
+    out["cold_requests"] = int((~warm).sum())
     for name, b in (("tail", TAIL), ("cold", COLD)):
         sel = tb == b
         out[f"{name}_hr@10"] = float(hit[sel].mean()) if sel.any() else None

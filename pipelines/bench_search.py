@@ -6,8 +6,12 @@ co-purchase recall, LightGBM LambdaRank), ``cascade_recall`` (its recall stage a
 job's method (reward model + list-wise DPO, ``docs/alignment.md``). Each is asked for its top 50 on every test
 request; items are bucketed by training purchases (head = top 20% of the purchased items by count, tail = the other
 purchased items, cold = never purchased in training).
-Prints ``{"dataset", "task", "systems": {name: {"hr@10", "ndcg@10", "mrr@10", "hr@50", "tail_hr@10",
-"cold_hr@10", "tail_exposure@10", "qps_batch", "p50_ms", "p99_ms"}}}`` and logs a markdown table and an HR@K plot.
+Every metric is also given without the requests whose target is cold (``warm_hr@10``, ...). ``--cold-items N``
+makes N catalogue items cold first (they keep their text and lose their training purchases,
+:mod:`onesearch.data.cold`) and reports ``cold_items_hr@10`` on the test requests for them.
+Prints ``{"dataset", "task", "systems": {name: {"hr@10", "ndcg@10", "mrr@10", "hr@50", "warm_hr@10", ...,
+"tail_hr@10", "cold_hr@10", "cold_requests", "tail_exposure@10", "qps_batch", "p50_ms", "p99_ms"}}}`` and logs a
+markdown table and an HR@K plot.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,9 +32,11 @@ from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
 from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
 from onesearch.data import schema as S
+from onesearch.data.cold import make_cold
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.data.splits import training_purchases
+from onesearch.metrics import target_ranks
 from onesearch.model.bundle import GenerativeRetriever, GeneratorBundle
 from onesearch.plots import plot_hr
 from onesearch.retrieval import (
@@ -49,8 +55,8 @@ from pipelines import tracking, train_generator
 
 JOB = "bench-search"
 SYSTEMS = ("generative", "cascade", "cascade_recall", "sasrec", "popularity")
-METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50", "tail_hr@10", "cold_hr@10", "tail_exposure@10", "qps_batch",
-           "p50_ms", "p99_ms")  # fmt: skip
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50", "warm_hr@10", "warm_ndcg@10", "warm_mrr@10", "tail_hr@10",
+           "cold_hr@10", "cold_items_hr@10", "tail_exposure@10", "qps_batch", "p50_ms", "p99_ms")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,13 @@ class Config:
     """Also align the run's generator (reward model + list-wise DPO) and add the system generative_aligned."""
     align: AlignConfig = field(default_factory=AlignConfig)
     """Alignment settings (with --aligned)."""
+    cold_items: float = 0.0
+    """Make items cold before anything trains: N purchased items with text when >= 1, that share of them when in
+    (0, 1), e.g. 0.1; they keep their text and lose every training purchase (0 = off). Adds cold_items_hr@10."""
+    cold_seed: int = 0
+    """Seed of the choice of cold items."""
+    data_dir: str = "artifacts/datasets"
+    """Where the dataset with cold items is written (<name>-cold<N>-s<seed>/), for the generator's training."""
 
 
 PRESETS = {
@@ -143,6 +156,8 @@ class Systems(NamedTuple):
     """The built (and trained) systems, by name."""
     details: dict[str, dict]
     """Per system, what training reported (the generator's model URI, the ranker's best round, ...)."""
+    cold_ids: np.ndarray | None = None
+    """The items made cold with ``--cold-items`` (None without)."""
 
 
 def _log(m: str) -> None:
@@ -158,6 +173,25 @@ def check(cfg: Config) -> None:
         raise ValueError("--aligned aligns the run's generator: --systems must include generative")
     if "generative" in cfg.systems and cfg.beam < 50:
         raise ValueError(f"--beam must be at least 50 for hr@50, got {cfg.beam}")
+    if cfg.cold_items < 0 or (cfg.cold_items >= 1 and cfg.cold_items != int(cfg.cold_items)):
+        raise ValueError(f"--cold-items must be 0, a share in (0, 1) or a whole count, got {cfg.cold_items}")
+
+
+def with_cold_items(cfg: Config) -> tuple[Config, np.ndarray | None]:
+    """With ``--cold-items``: make the items cold, save that dataset under ``--data-dir`` and point every system
+    (the generator's training included) at it; returns the new settings and the cold item ids."""
+    if not cfg.cold_items:
+        return cfg, None
+    ds = load_dataset(cfg.trainer.dataset)
+    n = cfg.cold_items
+    if n < 1:
+        text = ds.items.filter(pl.col(S.TITLE).is_not_null())[S.ITEM_ID].to_list()
+        bought = ds.interactions.filter((pl.col(S.EVENT) == "purchase") & pl.col(S.ITEM_ID).is_in(text))
+        n = max(1, round(n * bought[S.ITEM_ID].n_unique()))
+    cold_ds, ids = make_cold(ds, int(n), cfg.cold_seed)
+    path = cold_ds.save(Path(cfg.data_dir) / cold_ds.name)
+    _log(f"{len(ids)} items made cold (seed {cfg.cold_seed}): dataset {cold_ds.name} written to {path}")
+    return replace(cfg, trainer=replace(cfg.trainer, dataset=str(path))), ids
 
 
 def build_systems(cfg: Config) -> Systems:
@@ -166,6 +200,7 @@ def build_systems(cfg: Config) -> Systems:
     The generator is trained with ``cfg.trainer`` (a train-generator run) unless ``cfg.model`` names one.
     """
     check(cfg)
+    cfg, cold_ids = with_cold_items(cfg)
     t = cfg.trainer
     ds = load_dataset(t.dataset)
     req = split_requests(ds, t.task)
@@ -229,7 +264,7 @@ def build_systems(cfg: Config) -> Systems:
             res = align.align_bundle(cfg.align, path, ds, out)
             systems["generative_aligned"] = GenerativeRetriever(GeneratorBundle.load(out), beam=cfg.beam)
             extra["generative_aligned"] = {k: v for k, v in res.items() if k != "history"}
-    return Systems(ds, train, test, target, catalog, buckets, systems, extra)
+    return Systems(ds, train, test, target, catalog, buckets, systems, extra, cold_ids)
 
 
 def main(cfg: Config) -> dict:
@@ -244,6 +279,12 @@ def main(cfg: Config) -> dict:
             _log(f"evaluating {name}")
             got = sysm.retrieve(test, 50)
             m = side_by_side_metrics(got.items, target, built.buckets, built.catalog.item_ids)
+            m["cold_items_hr@10"] = None
+            if built.cold_ids is not None:
+                on = np.isin(target, built.cold_ids)
+                r = target_ranks(got.items, target)[on]
+                m["cold_items_hr@10"] = float(((r >= 1) & (r <= 10)).mean()) if on.any() else None
+                m["cold_items_requests"] = int(on.sum())
             sample = test.take(range(min(cfg.qps_requests, test.size)))
             m["qps_batch"] = throughput(sysm, sample, 50, 64)
             m["p50_ms"], m["p99_ms"] = _latency(sysm, test, 50, cfg.latency_requests)

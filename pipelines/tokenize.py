@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from onesearch.data.registry import load_dataset
@@ -12,6 +13,8 @@ from onesearch.tokenizer.pipeline import EmbeddingConfig, tokenize
 from pipelines import tracking
 
 JOB = "tokenize"
+FITTED_ON_FILE = "fitted_on.json"
+"""What a tokenize output was fitted on: dataset name, its fingerprint, and the settings that shape the table."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class Config:
     """Codes per OPQ sub-vector (None = 256)."""
     balanced: str | None = None
     """Balanced assignment: none, last, residual (None = method default: khqe residual, rqkmeans none)."""
+    spread_collisions: bool | None = None
+    """Give items that share all their codes the nearest free code of the last level (None = method default: khqe
+    on, rqkmeans off)."""
     incremental_share: float = 0.0
     """Also fit on all but this share of items and encode the rest as new items; report the change (0 = off)."""
     seed: int = 0
@@ -48,6 +54,19 @@ PRESETS = {
     "default": Config(),
     "tiny": Config(dataset="synthetic-tiny", codebook_sizes=(16, 16), pq_codes=16),
 }
+
+
+def table_settings(cfg: Config) -> dict:
+    """The settings that shape the SID table (not where it is written, nor the incremental report)."""
+    d = asdict(cfg)
+    for k in ("output", "incremental_share", "dataset"):
+        d.pop(k)
+    return json.loads(json.dumps(d))  # tuples as lists, as the file holds them
+
+
+def fitted_on(ds, cfg: Config) -> dict:
+    """The record written beside a SID table (``fitted_on.json``)."""
+    return {"dataset": ds.name, "data_fingerprint": ds.fingerprint(), "settings": table_settings(cfg)}
 
 
 def main(cfg: Config) -> dict:
@@ -65,6 +84,7 @@ def main(cfg: Config) -> dict:
             pq_codes=cfg.pq_codes,
             balanced=cfg.balanced,
             incremental_share=cfg.incremental_share,
+            spread_collisions=cfg.spread_collisions,
         )
         table = res.table
         out = Path(cfg.output) / ds.name / cfg.method.replace(":", "_")
@@ -84,6 +104,7 @@ def main(cfg: Config) -> dict:
             if res.quantizer is not None:
                 res.quantizer.save(tmp)
             tracking.write_json(result, tmp / "metrics.json")
+            tracking.write_json(fitted_on(ds, cfg), tmp / FITTED_ON_FILE)
         tracking.log_metrics({k: v for k, v in result.items() if k not in ("codebook_sizes",)})
         tracking.log_artifacts(out)
         return result

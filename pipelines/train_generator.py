@@ -23,7 +23,14 @@ from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.model import generator as G
 from onesearch.model.bundle import GeneratorBundle
-from onesearch.model.data import Splits, query_texts, recommend_examples, search_examples
+from onesearch.model.data import (
+    Examples,
+    Splits,
+    catalogue_examples,
+    query_texts,
+    recommend_examples,
+    search_examples,
+)
 from onesearch.model.text import QueryTokenizer
 from onesearch.model.train import TrainConfig, train
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
@@ -53,10 +60,12 @@ class Config:
     """Dropout rate of the generator, in [0, 1) (unset: the size preset's, 0.1)."""
     item_embeddings: bool = False
     """Add a learned per-item embedding to the short-term history tokens (the bundle's name gets -ie)."""
-    trie_softmax: bool = False
-    """Normalise each level's softmax over the trie's valid children of the prefix (the bundle's name gets -ts)."""
     mix_recommend: bool = False
     """search task: also train on the recommend examples (one model for both tasks)."""
+    catalogue_queries: int = 0
+    """search task: add up to N queries made from each catalogue item's own text (title; category words; category
+    and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
+    bundle's name gets -cqN)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation and evaluation settings."""
     output: str = "artifacts/generators"
@@ -80,28 +89,67 @@ PRESETS = {
 def resolve_tokenizer(
     cfg_dataset: str, ds: Dataset, tokenizer: str, tokenizer_dir: str
 ) -> tuple[SIDTable, str]:
-    """The SID table named by ``tokenizer`` and its folder; runs the tokenize job when a method has no output."""
+    """The SID table named by ``tokenizer`` and its folder; runs the tokenize job when a method has no output.
+
+    A table records what it was fitted on (``fitted_on.json``: dataset, data fingerprint, settings). One fitted on
+    other data is refused, whether named by folder or found in the cache; a cached table of a method is also
+    refused when its settings are not the ones this run would fit, or when it has no record (made before
+    records existed: run tokenize again, or name its folder to use it anyway).
+    """
     path = Path(tokenizer)
     if (path / SID_META_FILE).exists():
+        _check_fitted_on(path, ds, None)
         return SIDTable.load(path), str(path)
     if path.exists() or "/" in tokenizer:
         raise FileNotFoundError(
             f"--tokenizer {tokenizer}: folder has no {SID_META_FILE} (not a tokenize output)"
         )
     folder = Path(tokenizer_dir) / ds.name / tokenizer.replace(":", "_")
+    small = ds.items.height < 2000 and not tokenizer.startswith("index:")
+    want = tokenize.Config(
+        dataset=cfg_dataset,
+        method=tokenizer,
+        output=tokenizer_dir,
+        codebook_sizes=(64, 64) if small else None,
+        pq_codes=64 if small else None,
+    )
     if not (folder / SID_META_FILE).exists():
         print(f"[{JOB}] no {tokenizer} IDs under {folder}; running tokenize", file=sys.stderr, flush=True)
-        small = ds.items.height < 2000
-        tokenize.main(
-            tokenize.Config(
-                dataset=cfg_dataset,
-                method=tokenizer,
-                output=tokenizer_dir,
-                codebook_sizes=(64, 64) if small and not tokenizer.startswith("index:") else None,
-                pq_codes=64 if small and not tokenizer.startswith("index:") else None,
-            )
-        )
+        tokenize.main(want)
+    _check_fitted_on(folder, ds, want)
     return SIDTable.load(folder), str(folder)
+
+
+def _check_fitted_on(folder: Path, ds: Dataset, want: tokenize.Config | None) -> None:
+    """Refuse a SID table fitted on other data (or, for a cached method table, with other settings)."""
+    rec_file = folder / tokenize.FITTED_ON_FILE
+    if not rec_file.is_file():
+        if want is None:
+            return  # a folder named explicitly, from before records existed: the user's choice
+        raise ValueError(
+            f"cached semantic IDs {folder} do not record what they were fitted on ({tokenize.FITTED_ON_FILE} "
+            f"is missing); run `tokenize --dataset {want.dataset} --method {want.method}` again, or pass the "
+            f"folder as --tokenizer to use it as it is"
+        )
+    try:
+        rec = json.loads(rec_file.read_text())
+        got_ds, got_fp, got_set = rec["dataset"], rec["data_fingerprint"], rec["settings"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{rec_file}: not a fitted-on record ({e})") from None
+    if got_ds != ds.name or got_fp != ds.fingerprint():
+        raise ValueError(
+            f"semantic IDs {folder} were fitted on dataset {got_ds!r} (fingerprint {str(got_fp)[:12]}), not on "
+            f"this run's {ds.name!r} (fingerprint {ds.fingerprint()[:12]}): other data or another split; "
+            f"run tokenize on this dataset"
+        )
+    if want is not None and got_set != tokenize.table_settings(want):
+        diff = {
+            k: (got_set.get(k), v) for k, v in tokenize.table_settings(want).items() if got_set.get(k) != v
+        }
+        raise ValueError(
+            f"cached semantic IDs {folder} were fitted with other settings than this run would use "
+            f"(setting: (there, here)) {diff}; pass the folder as --tokenizer to use them, or remove it"
+        )
 
 
 @dataclass
@@ -122,15 +170,13 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--model-size must be one of {sorted(G.PRESETS)}, got {cfg.model_size!r}")
     if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.trie_softmax and cfg.train.label_smoothing:
-        raise ValueError(
-            "--trie-softmax cannot be combined with --label-smoothing (it would put mass on masked codes)"
-        )
+    if cfg.catalogue_queries < 0:
+        raise ValueError(f"--catalogue-queries must be >= 0, got {cfg.catalogue_queries}")
+    if cfg.catalogue_queries and cfg.task != "search":
+        raise ValueError("--catalogue-queries needs --task search (a recommend-only model reads no query)")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = replace(
-        G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, trie_softmax=cfg.trie_softmax
-    )
+    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings)
     if cfg.dropout is not None:
         size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
@@ -138,6 +184,9 @@ def prepare(cfg: Config) -> Prepared:
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
     if vocab is not None:
         splits = search_examples(ds, table, vocab, H, Q, cfg.mix_recommend)
+        if cfg.catalogue_queries:
+            cat = catalogue_examples(ds.items, table, vocab, cfg.catalogue_queries, H, Q, cfg.train.seed)
+            splits = replace(splits, train=Examples.concat([splits.train, cat]))
     else:
         splits = recommend_examples(ds, table, H, Q)
     return Prepared(ds, table, table_dir, vocab, splits, model_cfg)
@@ -145,7 +194,9 @@ def prepare(cfg: Config) -> Prepared:
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
-    flags = ("-ie" if cfg.item_embeddings else "") + ("-ts" if cfg.trie_softmax else "")
+    flags = ("-ie" if cfg.item_embeddings else "") + (
+        f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
+    )
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
 

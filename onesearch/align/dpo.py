@@ -197,13 +197,8 @@ def sequence_logprob(model: Generator, batch: Batch, rows: Tensor) -> Tensor:
     x = torch.cat([start, model.embed_codes(codes[..., : L - 1], 0)], dim=2)  # (B, n, L, d)
     h, _ = model.decode_step(x, enc, None)  # (B, n, L, d)
     total = h.new_zeros(B, n, dtype=torch.float32)
-    node = model.prefix_nodes(codes)  # (B, n, L), None unless the model is trie_softmax
     for lv in range(L):
-        logp = (
-            model.level_logits(h[:, :, lv], lv, None if node is None else node[..., lv])
-            .float()
-            .log_softmax(-1)
-        )
+        logp = model.level_logits(h[:, :, lv], lv).float().log_softmax(-1)  # (B, n, V)
         total = total + logp.gather(2, codes[..., lv : lv + 1]).squeeze(-1)
     return total
 
@@ -386,11 +381,7 @@ def anchor_kl(policy: Generator, reference: Generator, batch: Batch) -> Tensor:
     with torch.no_grad():
         ref = [lg.float().log_softmax(-1) for lg in reference(batch)]
     pol = [lg.float().log_softmax(-1) for lg in policy(batch)]
-    # codes a trie_softmax model masks out have -inf in both; they add nothing (not NaN)
-    kl = [
-        torch.where(torch.isinf(r), 0.0, r.exp() * (r - p)).sum(-1).mean()
-        for r, p in zip(ref, pol, strict=True)
-    ]
+    kl = [(r.exp() * (r - p)).sum(-1).mean() for r, p in zip(ref, pol, strict=True)]
     return torch.stack(kl).mean()
 
 

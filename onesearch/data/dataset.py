@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -76,6 +78,22 @@ class Dataset:
             out["search_requests"] = self.search_log.height
             out["distinct_queries"] = self.search_log[S.QUERY].n_unique()
         return out
+
+    def fingerprint(self) -> str:
+        """A hash of the three tables' rows (in their stored order): equal fingerprints mean the same data, so
+        an artifact fitted on a dataset (semantic IDs, ...) can record it and be refused beside other data. Stable
+        within one polars version (it hashes the tables' uncompressed Arrow IPC bytes)."""
+        h = hashlib.sha256(self.name.encode())
+        for key in TABLE_FILES:
+            df = getattr(self, key)
+            if df is None:
+                h.update(b"none")
+                continue
+            h.update(f"{key}:{df.height}:{','.join(df.columns)}".encode())
+            buf = io.BytesIO()
+            df.rechunk().write_ipc(buf, compression="uncompressed")
+            h.update(buf.getvalue())
+        return h.hexdigest()
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write the tables as parquet plus ``dataset.json``; the directory appears whole or not at all."""

@@ -83,7 +83,8 @@ def category_query(path: list[str] | None, drop_levels: int = 0) -> list[str]:
     return out
 
 
-def _shared_root(paths: list[list[str] | None]) -> bool:
+def shared_root(paths: list[list[str] | None]) -> bool:
+    """True when every categorised item's path starts with the same root level (and goes deeper)."""
     roots = {p[0] for p in paths if p}
     return len(roots) == 1 and all(len(p) > 1 for p in paths if p)
 
@@ -94,7 +95,7 @@ def build_search_log_with_stats(
     """Build the ``search_log`` table and return it with construction counts (requests, skipped purchases)."""
     cfg = cfg or SearchSetConfig()
     paths = items[S.CATEGORY_PATH].to_list()
-    drop = 1 if cfg.drop_shared_root and _shared_root(paths) else 0
+    drop = 1 if cfg.drop_shared_root and shared_root(paths) else 0
     item_ids = items[S.ITEM_ID].to_list()
     base = {iid: category_query(p, drop) for iid, p in zip(item_ids, paths, strict=True)}
     titles = dict(zip(item_ids, items[S.TITLE].to_list(), strict=True))

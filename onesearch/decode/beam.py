@@ -1,8 +1,7 @@
 """Beam search over semantic IDs, constrained to the trie of real items, batched over requests and beams.
 
 Each level is one decoder step for all B × n beams at once: the level's log-probabilities (log-softmax over the
-whole codebook — or over the prefix's children in the trie for a ``trie_softmax`` model — so a score is the
-model's log-probability of the ID) are added to the beam scores, codes that do
+whole codebook, so a score is the model's log-probability of the ID) are added to the beam scores, codes that do
 not extend a valid prefix are masked to -inf with one table lookup (:meth:`SIDTrie.mask`), and the best ``beam``
 of the n × V continuations per request survive (one ``topk``; parents picked with one ``gather``, the decoder
 cache reordered with one ``index_select``). No Python loop runs over beams or requests.
@@ -66,7 +65,7 @@ def beam_search(
     cache = None
     for lv in range(trie.levels):
         h, cache = model.decode_step(x, enc, cache)  # (B, n, 1, d)
-        logp = model.level_logits(h[:, :, -1], lv, node).float().log_softmax(-1)  # (B, n, V)
+        logp = model.level_logits(h[:, :, -1], lv).float().log_softmax(-1)  # (B, n, V)
         if constrained:
             logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
         n, V = logp.shape[1], logp.shape[2]
@@ -99,18 +98,17 @@ def greedy(model: Generator, batch: Batch, trie: SIDTrie | None) -> Decoded:
     codes = torch.zeros(B, 0, dtype=torch.long, device=dev)
     node = torch.zeros(B, dtype=torch.long, device=dev)
     total = torch.zeros(B, device=dev)
-    walk = trie if trie is not None else model.trie if model.cfg.trie_softmax else None  # follows the prefix
     for lv in range(model.cfg.levels):
         x = torch.cat([model.start_tokens(B)[:, 0], model.embed_codes(codes, 0)], dim=1)  # (B, lv + 1, d)
         h, _ = model.decode_step(x.unsqueeze(1), enc, None)
-        logp = model.level_logits(h[:, 0, -1], lv, node).float().log_softmax(-1)  # (B, V)
+        logp = model.level_logits(h[:, 0, -1], lv).float().log_softmax(-1)  # (B, V)
         if trie is not None:
             logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
         best, code = logp.max(-1)
         total += best
         codes = torch.cat([codes, code[:, None]], 1)
-        if walk is not None:
-            node = walk.step(lv, node, code)
+        if trie is not None:
+            node = trie.step(lv, node, code)
     items = node if trie is not None else torch.full_like(node, -1)
     return Decoded(items[:, None], total[:, None], codes[:, None])
 
@@ -154,10 +152,9 @@ def _forced_logprobs(model: Generator, enc: Encoded, codes: Tensor, B: int) -> T
     x = torch.cat([model.start_tokens(codes.shape[0], K), model.embed_codes(codes[:, :, : L - 1], 0)], dim=2)
     h, _ = model.decode_step(x.expand(B, -1, -1, -1).contiguous(), enc, None)  # (B, K, L, d)
     codes = codes.expand(B, -1, -1)
-    node = model.prefix_nodes(codes)  # (B, K, L) or None
     return torch.stack(
         [
-            model.level_logits(h[:, :, lv], lv, None if node is None else node[:, :, lv])
+            model.level_logits(h[:, :, lv], lv)
             .float()
             .log_softmax(-1)
             .gather(2, codes[:, :, lv : lv + 1])[..., 0]

@@ -73,16 +73,6 @@ class SIDTrie:
         m = self.valid[level][node.clamp_min(0)]
         return m & (node >= 0).unsqueeze(-1)
 
-    def prefix_nodes(self, codes: Tensor) -> Tensor:
-        """(…, L) codes → (…, L) node of each level's prefix: column l is the node of ``codes[..., :l]`` (column 0
-        the root), -1 from the first level whose prefix names no item."""
-        node = torch.zeros(codes.shape[:-1], dtype=torch.long, device=codes.device)
-        out = [node]
-        for lv in range(self.levels - 1):
-            node = self.step(lv, node, codes[..., lv])
-            out.append(node)
-        return torch.stack(out, -1)
-
     def step(self, level: int, node: Tensor, code: Tensor) -> Tensor:
         """Follow edges: node ids and codes (same shape) → next node ids (item rows at the last level), -1 if none."""
         V = self.codebook_sizes[level]

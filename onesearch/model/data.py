@@ -11,6 +11,11 @@ with -1.
   ``position`` purchases, its query the logged query. ``mix_recommend`` adds recommend examples (every prefix of
   the purchases before each user's held-out searches, :func:`onesearch.data.splits.training_purchases`) to the
   search training set (the task token tells them apart), so one model learns both.
+- catalogue queries (:func:`catalogue_examples`, search only): for every item with text, a few queries made from
+  its own attributes (its title; its category words; category words and title words) with an empty history, each
+  with the item as target. Every catalogue item, bought or not, is then a training target: an item nobody has
+  bought in the training period becomes reachable from its text (LC-Rec's and OneSearch's index-language
+  alignment tasks).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 
 from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
+from onesearch.data.search_set import STOP_WORDS, category_query, shared_root, words
 from onesearch.data.splits import leave_one_out, training_purchases
 from onesearch.model.generator import TASKS, Batch
 from onesearch.model.text import QueryTokenizer
@@ -223,6 +229,59 @@ def search_examples(
         train,
         all_ex.take(np.flatnonzero(split == "valid")),
         all_ex.take(np.flatnonzero(split == "test")),
+    )
+
+
+def catalogue_queries(items: pl.DataFrame, views: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Up to ``views`` distinct queries per item with text, made from the item's attributes alone: view 0 its
+    title, view 1 its category words (the category path, words per level, stop words and repeats dropped, a root
+    shared by every item dropped), views 2.. the category words and 1-3 title words drawn with ``seed``.
+    Returns the item id of each query and the queries; items with neither title nor category give none."""
+    if views < 0:
+        raise ValueError(f"catalogue queries per item must be >= 0, got {views}")
+    paths = items[S.CATEGORY_PATH].to_list()
+    drop = 1 if shared_root(paths) else 0
+    rng = np.random.default_rng(seed)
+    ids_out: list[int] = []
+    out: list[str] = []
+    for iid, title, path in zip(items[S.ITEM_ID].to_list(), items[S.TITLE].to_list(), paths, strict=True):
+        cat = category_query(path, drop)
+        title_words = [w for w in dict.fromkeys(words(title)) if w not in STOP_WORDS and w not in cat]
+        made: list[str] = []
+        for v in range(views):
+            if v == 0:
+                q = " ".join(words(title))
+            elif v == 1 or not title_words:
+                q = " ".join(cat)
+            else:
+                k = int(rng.integers(1, min(3, len(title_words)) + 1))
+                pick = sorted(rng.choice(len(title_words), size=k, replace=False))
+                q = " ".join(cat + [title_words[i] for i in pick])
+            if q and q not in made:
+                made.append(q)
+        ids_out += [int(iid)] * len(made)
+        out += made
+    return np.asarray(ids_out, dtype=np.int64), out
+
+
+def catalogue_examples(
+    items: pl.DataFrame,
+    table: SIDTable,
+    vocab: QueryTokenizer,
+    views: int,
+    max_history: int,
+    query_width: int,
+    seed: int = 0,
+) -> Examples:
+    """Search examples with an empty history: each of :func:`catalogue_queries`' queries → its item. Items of
+    ``items`` missing from the SID table are an error naming them."""
+    ids, queries = catalogue_queries(items, views, seed)
+    n = len(queries)
+    return Examples(
+        np.full(n, TASKS.index("search"), dtype=np.int64),
+        vocab.encode(queries, query_width) if n else np.zeros((0, query_width), np.int64),
+        np.full((n, max_history), -1, dtype=np.int32),
+        _rows(table, ids, "catalogue items").astype(np.int64),
     )
 
 

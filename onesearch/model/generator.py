@@ -85,10 +85,6 @@ class GeneratorConfig:
     """Add a learned embedding of the item itself to each short-term token (n_items × d_model more parameters):
     lets the model memorise item-to-item patterns that items sharing their codes do not share; an item never
     seen in a training history keeps its small random initial vector, so its token is its codes'."""
-    trie_softmax: bool = False
-    """Normalise each level's softmax over the codes that extend the prefix to a real item (the trie's children)
-    instead of the whole codebook, in training and in every scoring: the ID's log-probability is then a
-    distribution over the catalogue alone, and the cross-entropy of the codes is the item's."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -334,14 +330,6 @@ class Generator(nn.Module):
         self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.dec_layers))
         self.dec_ln = nn.LayerNorm(d)
         self.heads = nn.ModuleList(nn.Linear(d, v) for v in cfg.codebook_sizes)
-        if cfg.trie_softmax:  # the valid-ID trie's tables, as buffers so that .to(device) moves them
-            from onesearch.decode.trie import SIDTrie  # here: onesearch.decode imports this module
-
-            trie = SIDTrie.build(codes.numpy(), cfg.codebook_sizes)
-            for lv in range(L):
-                self.register_buffer(f"trie_valid{lv}", trie.valid[lv], persistent=False)
-                self.register_buffer(f"trie_keys{lv}", trie.keys[lv], persistent=False)
-                self.register_buffer(f"trie_child{lv}", trie.child[lv], persistent=False)
 
         # decay weights for the long-term view, oldest history slot first: decay ** age, age 0 = most recent
         age = torch.arange(cfg.max_history - 1, -1, -1, dtype=torch.float32)
@@ -357,18 +345,6 @@ class Generator(nn.Module):
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
-
-    @property
-    def trie(self):
-        """The valid-ID trie on the model's device (``trie_softmax`` models only)."""
-        if not self.cfg.trie_softmax:
-            raise AttributeError("only a trie_softmax model holds the trie")
-        from onesearch.decode.trie import SIDTrie
-
-        get = lambda name: [getattr(self, f"{name}{lv}") for lv in range(self.cfg.levels)]  # noqa: E731
-        return SIDTrie(
-            self.cfg.codebook_sizes, get("trie_valid"), get("trie_keys"), get("trie_child"), self.n_items
-        )
 
     @property
     def n_items(self) -> int:
@@ -474,13 +450,10 @@ class Generator(nn.Module):
         B, L = batch.target.shape
         x = torch.cat([self.start_tokens(B)[:, 0], self.embed_codes(batch.target[:, : L - 1], 0)], dim=1)
         h, _ = self.decode_step(x.unsqueeze(1), enc, None)  # (B, 1, L, d)
-        node = self.prefix_nodes(batch.target)
-        return [self.level_logits(h[:, 0, lv], lv, None if node is None else node[:, lv]) for lv in range(L)]
+        return [head(h[:, 0, lv]) for lv, head in enumerate(self.heads)]
 
     def loss(self, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
         """Mean over levels of the cross-entropy of each level's code."""
-        if label_smoothing and self.cfg.trie_softmax:
-            raise ValueError("label smoothing would put mass on the codes a trie_softmax model masks out")
         logits = self(batch)
         return torch.stack(
             [
@@ -489,23 +462,8 @@ class Generator(nn.Module):
             ]
         ).mean()
 
-    def prefix_nodes(self, codes: Tensor) -> Tensor | None:
-        """(…, L) codes → (…, L) trie node of each level's prefix (see :meth:`SIDTrie.prefix_nodes`) for a
-        ``trie_softmax`` model; None for the others, whose logits need no prefix."""
-        return self.trie.prefix_nodes(codes) if self.cfg.trie_softmax else None
-
-    def level_logits(self, h: Tensor, level: int, node: Tensor | None = None) -> Tensor:
-        """Logits (…, V_level) of the level's code from decoder states h (…, d). A ``trie_softmax`` model needs
-        ``node`` (…), the trie node of the prefix: codes that do not extend it are -inf (a dead node, -1, keeps
-        the whole codebook, so that its log-softmax stays finite)."""
-        logits = self.heads[level](h)
-        if not self.cfg.trie_softmax:
-            return logits
-        if node is None:
-            raise ValueError("a trie_softmax model's logits need the prefix's trie node")
-        keep = self.trie.mask(level, node)
-        keep = keep | ~keep.any(-1, keepdim=True)
-        return logits.masked_fill(~keep, float("-inf"))
+    def level_logits(self, h: Tensor, level: int) -> Tensor:
+        return self.heads[level](h)
 
 
 # -------------------------------------------------------------------- checkpoints

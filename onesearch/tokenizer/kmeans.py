@@ -139,6 +139,42 @@ def kmeans(
     return c, a
 
 
+def spread_collisions(codes: np.ndarray, d_last: np.ndarray) -> np.ndarray:
+    """New last-level codes for (n, L) ``codes`` given each item's squared distance to every last-level code
+    (n, K): within each group of items with the same L codes, the item nearest the group's code keeps it and each
+    other one (nearest first) takes its nearest code that no item with the same first L - 1 codes holds. A
+    prefix with all K codes taken keeps the collision (the disambiguation level still tells them apart)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    last = codes[:, -1].copy()
+    n, k = d_last.shape
+    _, full, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    full = full.reshape(-1)
+    movers = np.flatnonzero(counts[full] > 1)
+    if movers.size == 0:
+        return last
+    _, prefix = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+    prefix = prefix.reshape(-1)
+    used: dict[int, set[int]] = {}
+    for p, c in zip(prefix.tolist(), last.tolist(), strict=True):
+        used.setdefault(p, set()).add(c)
+    own = d_last[np.arange(n), last]
+    # within a group, nearest to the shared code first: it stays, the others move in that order
+    order = movers[np.lexsort((movers, own[movers], full[movers]))]
+    first = np.r_[True, full[order][1:] != full[order][:-1]]
+    for i, keep in zip(order.tolist(), first.tolist(), strict=True):
+        if keep:
+            continue
+        taken = used[prefix[i]]
+        if len(taken) >= k:
+            continue
+        for c in np.argsort(d_last[i], kind="stable").tolist():
+            if c not in taken:
+                last[i] = c
+                taken.add(c)
+                break
+    return last
+
+
 @dataclass(frozen=True)
 class RQKMeansConfig:
     """Residual k-means with optional balanced last level and OPQ level."""
@@ -159,6 +195,10 @@ class RQKMeansConfig:
     """Alternations of rotation and sub-codebook updates when fitting OPQ."""
     n_iter: int = 40
     """Lloyd iterations per k-means fit."""
+    spread_collisions: bool = False
+    """After fitting, give every item that shares all its codes with another the nearest code of the last level
+    that no item of its prefix (all earlier codes) holds; the one nearest the shared code keeps it. Earlier levels
+    do not change, so purity does not either; new items (encode) still take the plain nearest code."""
     normalize: bool = True
     """L2-normalise embeddings before quantising."""
 
@@ -225,6 +265,15 @@ class RQKMeansQuantizer:
             pq_codes, residual = self._fit_opq(residual, rng)
             codes.extend(pq_codes)
         self.train_codes = np.stack(codes, 1).astype(np.int64)
+        if self.cfg.spread_collisions:
+            # the last level's input and codebook: the last OPQ sub-vector, or the last residual level
+            if self.cfg.pq_subspaces:
+                sl, book = self._split(self.cfg.pq_subspaces)[-1], self.pq_codebooks[-1]
+            else:
+                sl, book = slice(None), self.codebooks[-1]
+            x_last = residual[:, sl] + book[self.train_codes[:, -1]]
+            self.train_codes[:, -1] = spread_collisions(self.train_codes, sq_dists(x_last, book))
+            residual[:, sl] = x_last - book[self.train_codes[:, -1]]
         self.train_residual = np.linalg.norm(residual, axis=1)
         return self
 

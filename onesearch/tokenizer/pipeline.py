@@ -114,7 +114,9 @@ def keyword_enhanced(
     return enhanced, seconds
 
 
-KHQE_DEFAULT = RQKMeansConfig(codebook_sizes=(256, 256), balanced="residual", pq_subspaces=2, pq_codes=256)
+KHQE_DEFAULT = RQKMeansConfig(
+    codebook_sizes=(256, 256), balanced="residual", pq_subspaces=2, pq_codes=256, spread_collisions=True
+)
 RQKMEANS_DEFAULT = RQKMeansConfig(codebook_sizes=(256, 256, 256))
 
 
@@ -131,6 +133,7 @@ def make_quantizer(
     pq_subspaces: int | None,
     pq_codes: int | None,
     balanced: str | None,
+    spread_collisions: bool | None = None,
 ):
     """The quantizer of ``method``, its defaults overridden by the non-None arguments."""
     if method in ("khqe", "rqkmeans"):
@@ -142,6 +145,7 @@ def make_quantizer(
                 "pq_subspaces": pq_subspaces,
                 "pq_codes": pq_codes,
                 "balanced": balanced,
+                "spread_collisions": spread_collisions,
             }.items()
             if v is not None
         }
@@ -187,6 +191,7 @@ def tokenize(
     pq_codes: int | None = None,
     balanced: str | None = None,
     incremental_share: float = 0.0,
+    spread_collisions: bool | None = None,
 ) -> TokenizeResult:
     """Tokenize every item of ``ds`` with ``method``; see the module docstring."""
     ecfg, kcfg = ecfg or EmbeddingConfig(), kcfg or KeywordConfig()
@@ -209,7 +214,7 @@ def tokenize(
             table, None, {**quality(table, ds), "seconds": time.perf_counter() - t0, "embed_seconds": 0.0}
         )
 
-    quantizer = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced)
+    quantizer = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced, spread_collisions)
     _log(f"embedding {len(item_ids)} items ({ecfg.source})")
     emb = build_embeddings(ds, ecfg)
     x, embed_seconds = emb.base, emb.seconds
@@ -218,7 +223,7 @@ def tokenize(
         embed_seconds += kw_seconds
     incremental = None
     if incremental_share > 0:
-        fresh = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced)
+        fresh = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced, spread_collisions)
         incremental = _incremental(fresh, x, item_ids, incremental_share, seed, ds)
     _log(f"fitting {method} on {x.shape}")
     t0 = time.perf_counter()

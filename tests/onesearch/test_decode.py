@@ -166,38 +166,3 @@ def test_narrow_beam_matches_a_cache_free_reference():
     for r, beams in enumerate(ref):
         assert got.items[r].tolist() == [item for _, _, item in beams]
         assert got.scores[r].tolist() == pytest.approx([s for _, s, _ in beams], abs=1e-4)
-
-
-def test_prefix_nodes_on_a_hand_made_catalogue():
-    t = SIDTrie.build(np.array([[0, 1, 0], [0, 2, 1], [1, 0, 0]]), (2, 3, 2))
-    # level-1 nodes: prefix (0) → 0, (1) → 1; level-2 nodes: (0,1) → 0, (0,2) → 1, (1,0) → 2
-    got = t.prefix_nodes(torch.tensor([[0, 1, 0], [0, 2, 1], [1, 0, 0], [1, 1, 0]]))
-    assert got.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [0, 1, -1]]  # (1, 1) names no item
-
-
-def test_trie_softmax_scores_are_a_distribution_over_the_catalogue_and_decoding_stays_exact():
-    codes = catalog()
-    m = tiny_model(codes, trie_softmax=True)
-    b = batch(m)
-    trie = SIDTrie.build(codes, SIZES)
-    brute = score_all_items(m, b, torch.as_tensor(codes))
-    # every level normalised over the prefix's real children: the items' probabilities sum to one
-    torch.testing.assert_close(brute.exp().sum(1), torch.ones(b.size))
-    # with the full-codebook softmax the same weights leave mass on IDs that name no item
-    plain = tiny_model(codes)
-    plain.load_state_dict(m.state_dict())
-    assert (score_all_items(plain, b, torch.as_tensor(codes)).exp().sum(1) < 0.99).all()
-    widest = max(trie.nodes_per_level())
-    out = beam_search(m, b, trie, beam=max(widest, 8), k=8)
-    top = brute.topk(8)
-    assert torch.equal(out.items, top.indices)
-    torch.testing.assert_close(out.scores, top.values)
-    one, ref = beam_search(m, b, trie, beam=1), greedy(m, b, trie)
-    assert torch.equal(one.items, ref.items)
-    torch.testing.assert_close(one.scores, ref.scores)
-    lv = level_logprobs(m, b, torch.as_tensor(codes), out.items)
-    torch.testing.assert_close(lv.sum(-1), out.scores)
-    # such a model's own softmax never leaves the trie: decoding without the mask finds the same IDs
-    free = beam_search(m, b, trie, beam=max(widest, 8), k=8, constrained=False)
-    assert torch.equal(free.items, out.items)
-    torch.testing.assert_close(free.scores, out.scores)

@@ -212,30 +212,3 @@ def test_trimmed_batches_give_the_same_output():
     assert trimmed.history.shape == (3, 3) and trimmed.query.shape == (3, 2)
     for a, c in zip(m(full), m(trimmed), strict=True):
         torch.testing.assert_close(a, c)
-
-
-def test_trie_softmax_loss_is_the_item_cross_entropy_over_levels(tmp_path):
-    from onesearch.align.dpo import anchor_kl, sequence_logprob
-    from onesearch.decode import score_all_items
-
-    codes = catalog()
-    m = tiny_model(codes, trie_softmax=True)
-    b = batch(m, target=True)
-    rows = torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
-    item_logp = score_all_items(m, b, torch.as_tensor(codes))  # (B, n_items), rows sum to one (test_decode)
-    # mean over levels of the masked code cross-entropies = the item's negative log-probability / levels
-    want = -item_logp[torch.arange(b.size), rows].mean() / len(SIZES)
-    torch.testing.assert_close(m.loss(b), want)
-    torch.testing.assert_close(
-        sequence_logprob(m, b, rows[:, None])[:, 0], item_logp[torch.arange(b.size), rows]
-    )
-    # masked codes are -inf in the logits of both models: the anchor's KL is 0 against itself, not NaN
-    assert float(anchor_kl(m, m, b)) == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match="label smoothing"):
-        m.loss(b, label_smoothing=0.1)
-    with pytest.raises(ValueError, match="trie node"):
-        m.level_logits(torch.zeros(1, m.cfg.d_model), 1)
-    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1")
-    m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
-    assert m2.cfg.trie_softmax
-    torch.testing.assert_close(m2.eval().loss(b), m.loss(b))

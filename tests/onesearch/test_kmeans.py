@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,33 @@ def test_bad_embeddings_get_clear_errors():
         q.encode(np.ones((2, 4)))
     with pytest.raises(ValueError, match="balanced must be none, last or residual"):
         RQKMeansConfig(balanced="all")
+
+
+def test_spread_collisions_by_hand():
+    from onesearch.tokenizer.kmeans import spread_collisions
+
+    # items 0, 1, 2 share (0, 5); item 3 is (0, 6); item 4 is (1, 5), another prefix
+    codes = np.array([[0, 5], [0, 5], [0, 5], [0, 6], [1, 5]])
+    d = np.array(
+        [
+            [9, 9, 9, 9, 9, 0.5, 1.0, 9],  # nearer the shared code 5 than item 1 (0.7) is: keeps it
+            [9, 9, 9, 9, 9, 0.7, 0.8, 0.9],  # 6 is held by item 3 in prefix 0: takes 7
+            [0.2, 9, 9, 9, 9, 0.9, 9, 9],  # farthest from 5: moves last, to its nearest code 0
+            [9, 9, 9, 9, 9, 9, 0.1, 9],
+            [9, 9, 9, 9, 9, 0.1, 9, 9],
+        ]
+    )
+    assert spread_collisions(codes, d).tolist() == [5, 7, 0, 6, 5]
+    # a prefix whose codes are all taken keeps its collision
+    assert spread_collisions(np.array([[0, 0], [0, 0], [0, 1]]), np.zeros((3, 2))).tolist() == [0, 0, 1]
+
+
+def test_spread_collisions_leaves_no_shared_id_and_earlier_levels_alone():
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.normal(size=(30, 8)), 4, axis=0)  # every item has three exact duplicates
+    base = RQKMeansConfig(codebook_sizes=(4,), pq_subspaces=2, pq_codes=16)
+    plain = RQKMeansQuantizer(base).fit(x, seed=0)
+    spread = RQKMeansQuantizer(replace(base, spread_collisions=True)).fit(x, seed=0)
+    assert len(np.unique(plain.train_codes, axis=0)) < len(x)
+    assert len(np.unique(spread.train_codes, axis=0)) == len(x)
+    np.testing.assert_array_equal(spread.train_codes[:, :-1], plain.train_codes[:, :-1])

@@ -108,3 +108,46 @@ def test_requests_errors_name_the_request():
         requests(table, vocab, [[10]], ["  "], 3, 2)
     with pytest.raises(ValueError, match="recommendation requests only"):
         requests(table, None, [[10]], ["glue"], 3, 2)
+
+
+def test_catalogue_examples_make_every_item_with_text_a_target():
+    from onesearch.model.data import catalogue_examples, catalogue_queries
+
+    ds, table = toy()
+    items = ds.items.with_columns(
+        pl.Series(
+            S.CATEGORY_PATH,
+            [["Shop", "Fasteners", "Screws"], ["Shop", "Adhesives"], ["Shop", "Adhesives", "Glue Guns"],
+             ["Shop", "Fasteners", "Nails"], None],
+        )
+    )  # fmt: skip
+    items = items.with_columns(
+        pl.when(pl.col(S.ITEM_ID) == 14).then(None).otherwise(pl.col(S.TITLE)).alias(S.TITLE)
+    )
+    ids, queries = catalogue_queries(items, 3, seed=0)
+    by_item: dict[int, list[str]] = {}
+    for i, q in zip(ids.tolist(), queries, strict=True):
+        by_item.setdefault(i, []).append(q)
+    # view 0 the title, view 1 the category words (the shared root "Shop" dropped), view 2 category + title words
+    # not already in the query (1 to 3 of them, drawn); item 12's title adds only "gun" ("glue" is a category word)
+    assert by_item[10][:2] == ["red screws", "fasteners screws"] and by_item[10][2] == "fasteners screws red"
+    assert by_item[11][:2] == ["blue glue", "adhesives"] and by_item[11][2] in (
+        "adhesives blue",
+        "adhesives glue",
+        "adhesives blue glue",
+    )
+    assert by_item[12] == ["glue gun", "adhesives glue guns", "adhesives glue guns gun"]
+    assert by_item[13][:2] == ["steel nails", "fasteners nails"]
+    assert 14 not in by_item  # no title, no category: nothing to query it by
+    vocab = QueryTokenizer.fit(queries)
+    ex = catalogue_examples(items, table, vocab, 3, max_history=4, query_width=6)
+    assert ex.size == len(queries)
+    assert (ex.task == TASKS.index("search")).all() and (ex.history == -1).all()  # empty history
+    assert ex.target.tolist() == rows(table, ids.tolist())  # SID-table rows of the items, not their ids
+    np.testing.assert_array_equal(ex.query, vocab.encode(queries, 6))
+    assert catalogue_queries(items, 3, seed=0)[1] == queries  # seeded
+    with pytest.raises(ValueError, match=">= 0"):
+        catalogue_queries(items, -1)
+    unknown = items.with_columns(pl.lit(99, dtype=pl.Int64).alias(S.ITEM_ID))
+    with pytest.raises(KeyError, match="catalogue items"):
+        catalogue_examples(unknown, table, vocab, 1, 4, 6)

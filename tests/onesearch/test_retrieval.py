@@ -40,6 +40,11 @@ def test_side_by_side_metrics_by_hand():
     assert m["tail_hr@10"] == 0.0  # one tail target, missed
     assert m["cold_hr@10"] == 1.0
     assert m["tail_exposure@10"] == pytest.approx(4 / 6)  # 6 filled slots, 4 of them tail or cold
+    # without the cold target: requests 1 (rank 2) and 3 (miss)
+    assert m["cold_requests"] == 1
+    assert m["warm_hr@10"] == pytest.approx(1 / 2) and m["warm_hr@50"] == pytest.approx(1 / 2)
+    assert m["warm_ndcg@10"] == pytest.approx((1 / np.log2(3)) / 2)
+    assert m["warm_mrr@10"] == pytest.approx(0.5 / 2)
     assert hr_curve(retrieved, target, max_k=3) == pytest.approx([1 / 3, 2 / 3, 2 / 3])
 
 
@@ -47,6 +52,10 @@ def test_bucket_without_targets_is_none():
     items = np.array([1, 2])
     m = side_by_side_metrics(np.array([[1] + [-1] * 49]), np.array([1]), np.array([HEAD, TAIL]), items)
     assert m["tail_hr@10"] is None and m["cold_hr@10"] is None
+    only_cold = side_by_side_metrics(
+        np.array([[9] + [-1] * 49]), np.array([9]), np.array([HEAD, TAIL]), items
+    )
+    assert only_cold["cold_requests"] == 1 and only_cold["warm_hr@10"] is None
 
 
 def test_top_k_breaks_ties_by_position_and_pads():

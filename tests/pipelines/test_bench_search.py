@@ -58,3 +58,27 @@ def test_sasrec_is_causal():
         longer.pos.weight[:2] = 123.0
     h3 = longer(torch.tensor([[0, 0, 0, 0, 3, 5, 7, 2]]))
     torch.testing.assert_close(h3[:, 4:], h1[:, 2:])
+
+
+def test_bench_search_cold_items_trains_every_system_without_them(tmp_path):
+    base = bench_search.PRESETS["tiny"]
+    cfg = replace(
+        base,
+        trainer=replace(base.trainer, task="search", output=str(tmp_path), tokenizer_dir=str(tmp_path)),
+        systems=("generative", "cascade_recall", "popularity"),
+        cold_items=0.1,
+        data_dir=str(tmp_path / "data"),
+    )
+    res = bench_search.main(cfg)
+    assert res["dataset"].startswith("synthetic-tiny-cold") and res["dataset"].endswith("-s0")
+    assert (tmp_path / "data" / res["dataset"] / "dataset.json").is_file()
+    # the generator was trained on the dataset with cold items (the bundle records it)
+    assert res["details"]["generative"]["model_uri"].find(res["dataset"]) >= 0
+    for name, m in res["systems"].items():
+        n = m["cold_items_requests"]
+        assert n > 0 and n <= m["cold_requests"], name  # the chosen items are cold, and not every cold target
+        assert 0.0 <= m["cold_items_hr@10"] <= 1.0
+        assert m["warm_hr@10"] is not None
+    assert res["systems"]["popularity"]["cold_items_hr@10"] == 0.0  # never bought in training: never popular
+    with pytest.raises(ValueError, match="--cold-items must be"):
+        bench_search.main(replace(cfg, cold_items=2.5))

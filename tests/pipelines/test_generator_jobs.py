@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -122,14 +123,6 @@ def test_dropout_override_reaches_the_model_and_is_checked(sids, tmp_path):
             train_generator.prepare(replace(cfg, dropout=bad))
 
 
-def test_trie_softmax_flag_reaches_the_model_and_the_bundle_name(sids, tmp_path):
-    cfg = replace(train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path), trie_softmax=True)
-    assert train_generator.prepare(cfg).model_cfg.trie_softmax
-    assert train_generator.run_name(cfg).endswith("-ts-s0")
-    with pytest.raises(ValueError, match="--trie-softmax cannot be combined with --label-smoothing"):
-        train_generator.prepare(replace(cfg, train=replace(cfg.train, label_smoothing=0.1)))
-
-
 def test_level_rescore_experiment_reports_the_beam_order_and_a_grid_no_worse(trained, capsys):
     import importlib.util
 
@@ -156,3 +149,61 @@ def test_level_rescore_experiment_reports_the_beam_order_and_a_grid_no_worse(tra
     assert grid["valid_ndcg@10"] >= valid["metrics"]["ndcg@10"] - 1e-9  # the grid holds the all-ones point
     with pytest.raises(SystemExit):
         mod.main([res["model_uri"], "--dataset", cfg.dataset, "--beam", "5"])
+
+
+def test_semantic_ids_fitted_on_other_data_or_settings_are_refused(sids, tmp_path):
+    from onesearch.data.cold import make_cold
+    from onesearch.data.registry import load_dataset
+
+    ds = load_dataset("synthetic-tiny")
+    rec = json.loads((Path(sids[0]) / tokenize.FITTED_ON_FILE).read_text())
+    assert rec["dataset"] == ds.name and rec["data_fingerprint"] == ds.fingerprint()
+    assert rec["settings"]["codebook_sizes"] == [8, 8] and "output" not in rec["settings"]
+    # the same table beside another split of the same catalogue (some items made cold): refused by folder
+    cold, _ = make_cold(ds, 10)
+    with pytest.raises(ValueError, match="fitted on dataset 'synthetic-tiny'.*other data or another split"):
+        train_generator.resolve_tokenizer("x", replace(cold, name=ds.name), sids[0], str(tmp_path))
+    # a cached method table made with other settings than this run would fit: refused, and says how to use it
+    cache = tmp_path / ds.name / "khqe"
+    shutil.copytree(sids[0], cache)
+    with pytest.raises(ValueError, match="other settings.*codebook_sizes"):
+        train_generator.resolve_tokenizer("synthetic-tiny", ds, "khqe", str(tmp_path))
+    # ... and one without a record (made before records existed)
+    (cache / tokenize.FITTED_ON_FILE).unlink()
+    with pytest.raises(ValueError, match="do not record what they were fitted on"):
+        train_generator.resolve_tokenizer("synthetic-tiny", ds, "khqe", str(tmp_path))
+    # the matching cached table (what this run itself fits) is used
+    shutil.rmtree(cache)
+    table, folder = train_generator.resolve_tokenizer("synthetic-tiny", ds, "khqe", str(tmp_path))
+    assert folder == str(cache) and table.n_items == ds.items.height
+    assert train_generator.resolve_tokenizer("synthetic-tiny", ds, "khqe", str(tmp_path))[1] == folder
+
+
+def test_catalogue_queries_add_every_item_as_a_target_and_train(sids, tmp_path):
+    cfg = replace(
+        train_generator.PRESETS["tiny"],
+        task="search",
+        tokenizer=sids[0],
+        output=str(tmp_path),
+        catalogue_queries=2,
+    )
+    plain = train_generator.prepare(replace(cfg, catalogue_queries=0))
+    p = train_generator.prepare(cfg)
+    extra = p.splits.train.size - plain.splits.train.size
+    assert extra > p.table.n_items  # two views for (almost) every item
+    targets = set(p.splits.train.target.tolist())
+    bought = set(plain.splits.train.target.tolist())
+    assert len(targets) == p.table.n_items > len(bought)  # items never searched for are targets now
+    assert train_generator.run_name(cfg).endswith("-cq2-s0")
+    res = train_generator.main(cfg)
+    bundle = GeneratorBundle.load(res["model_uri"])
+    # an item no search led to in training is decodable: asked by its own title, it is a real item of the table
+    never = sorted(targets - bought)[0]
+    item = int(p.table.item_ids[never])
+    title = p.ds.items.filter(pl.col("item_id") == item)["title"][0]
+    ids, _ = bundle.retrieve([[]], [title], k=10)
+    assert np.isin(ids, bundle.table.item_ids).all()
+    with pytest.raises(ValueError, match="--catalogue-queries needs --task search"):
+        train_generator.prepare(replace(cfg, task="recommend"))
+    with pytest.raises(ValueError, match=">= 0"):
+        train_generator.prepare(replace(cfg, catalogue_queries=-1))
