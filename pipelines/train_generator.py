@@ -32,7 +32,7 @@ from onesearch.model.data import (
     search_examples,
 )
 from onesearch.model.text import QueryTokenizer
-from onesearch.model.train import TrainConfig, train
+from onesearch.model.train import TrainConfig, train, tune_dense_weight
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
@@ -62,6 +62,9 @@ class Config:
     """Add a learned per-item embedding to the short-term history tokens (the bundle's name gets -ie)."""
     mix_recommend: bool = False
     """search task: also train on the recommend examples (one model for both tasks)."""
+    dense_head: bool = False
+    """Add the dense head (an item vector from the decoder, scored against every item; the beam's items and its
+    nearest ones ranked by one combined score, whose weight is picked on validation; the bundle's name gets -dh)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
@@ -176,7 +179,7 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError("--catalogue-queries needs --task search (a recommend-only model reads no query)")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings)
+    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, dense_head=cfg.dense_head)
     if cfg.dropout is not None:
         size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
@@ -194,9 +197,8 @@ def prepare(cfg: Config) -> Prepared:
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
-    flags = ("-ie" if cfg.item_embeddings else "") + (
-        f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
-    )
+    flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
+    flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
 
@@ -231,6 +233,13 @@ def main(cfg: Config) -> dict:
             tracking.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
 
         res = train(model, p.splits, _trie(p), cfg.train, work, on_eval=on_eval)
+        dense = {}
+        if res.model.cfg.dense_head:
+            w, grid = tune_dense_weight(res.model, p.splits.valid, _trie(p), cfg.train)
+            dense = {"dense_weight": w, "dense_grid": {str(k): v for k, v in grid.items()}}
+            print(f"[{JOB}] dense weight {w} (validation recall@10 by weight: "
+                  f"{ {k: round(v['recall@10'], 4) for k, v in grid.items()} })", file=sys.stderr, flush=True)  # fmt: skip
+            tracking.log_metrics({"dense_weight": w})
         bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
         extra = {
             "dataset": p.ds.name,
@@ -240,6 +249,7 @@ def main(cfg: Config) -> dict:
             "model_size": cfg.model_size,
             "train_minutes": res.minutes,
             "valid": res.best,
+            **dense,
         }
         bundle.save(out, extra=extra)
         shutil.rmtree(work, ignore_errors=True)
@@ -261,6 +271,7 @@ def main(cfg: Config) -> dict:
             "stopped": res.stopped,
             "examples": sizes,
             **{f"val_{k}": v for k, v in res.best.items()},
+            **dense,
             "mlflow_run_id": run.info.run_id,
         }
         tracking.log_metrics({k: v for k, v in result.items() if k.startswith(("val_", "train_minutes"))})

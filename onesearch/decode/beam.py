@@ -47,7 +47,11 @@ def beam_search(
     k: int | None = None,
     constrained: bool = True,
 ) -> Decoded:
-    """The ``k`` (default ``beam``) best IDs per request. ``trie`` must be on the model's device."""
+    """The ``k`` (default ``beam``) best IDs per request. ``trie`` must be on the model's device.
+
+    A model with a dense head and ``dense_weight > 0`` ranks the beam's items together with the dense head's
+    nearest items by the combined score (:func:`_fuse_dense`), which is then the returned score.
+    """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     k = beam if k is None else k
@@ -63,8 +67,11 @@ def beam_search(
     codes = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)  # (B, n, l)
     x = model.start_tokens(B)  # (B, 1, 1, d)
     cache = None
+    h0 = None
     for lv in range(trie.levels):
         h, cache = model.decode_step(x, enc, cache)  # (B, n, 1, d)
+        if lv == 0:
+            h0 = h[:, 0, -1]  # (B, d) the first decoder state, one per request
         logp = model.level_logits(h[:, :, -1], lv).float().log_softmax(-1)  # (B, n, V)
         if constrained:
             logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
@@ -79,6 +86,8 @@ def beam_search(
             flat = (parent + torch.arange(B, device=dev)[:, None] * n).reshape(-1)  # rows of the (B·n) cache
             cache = [(kk.index_select(0, flat), vv.index_select(0, flat)) for kk, vv in cache]
             x = model.embed_level(code, lv).unsqueeze(2)  # (B, n', 1, d)
+    if constrained and model.cfg.dense_head and model.cfg.dense_weight > 0:
+        node, score, codes = _fuse_dense(model, enc, h0, node, score, codes)
     items, score, codes = node[:, :k], score[:, :k], codes[:, :k]
     if items.shape[1] < k:  # fewer IDs than k in the whole trie
         pad = k - items.shape[1]
@@ -86,6 +95,33 @@ def beam_search(
         score = torch.cat([score, score.new_full((B, pad), float("-inf"))], 1)
         codes = torch.cat([codes, codes.new_zeros((B, pad, trie.levels))], 1)
     return Decoded(items, score, codes)
+
+
+def _fuse_dense(
+    model: Generator, enc: Encoded, h0: Tensor, items: Tensor, score: Tensor, codes: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rank the beam's items (B, n) together with the dense head's ``dense_candidates`` nearest items by
+    ``log p(ID) + dense_weight · log softmax(dense)``; the dense items' ``log p(ID)`` by one teacher-forced pass.
+    Returns the candidates sorted by the combined score (items, combined scores, codes), -1 / -inf padding last."""
+    cfg = model.cfg
+    dense = model.dense_logits(h0).float().log_softmax(-1)  # (B, n_items)
+    m = min(cfg.dense_candidates, dense.shape[1])
+    extra = dense.topk(m, dim=1).indices  # (B, m) rows
+    in_beam = (extra[:, :, None] == items[:, None, :]).any(-1)  # (B, m): already a beam item
+    extra_codes = model.item_codes[extra]  # (B, m, L)
+    extra_score = (
+        _forced_logprobs(model, enc, extra_codes, extra.shape[0]).sum(-1).masked_fill(in_beam, float("-inf"))
+    )
+    cand = torch.cat([items, extra], 1)  # (B, n + m)
+    gen = torch.cat([score, extra_score], 1)
+    fused = gen + cfg.dense_weight * dense.gather(1, cand.clamp(min=0))
+    fused = fused.masked_fill((cand < 0) | torch.isinf(gen), float("-inf"))
+    order = fused.argsort(dim=1, descending=True, stable=True)
+    cand = cand.gather(1, order)
+    fused = fused.gather(1, order)
+    cand = cand.masked_fill(torch.isinf(fused), -1)
+    all_codes = torch.cat([codes, extra_codes], 1).gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
+    return cand, fused, all_codes
 
 
 @torch.no_grad()

@@ -76,6 +76,7 @@ class Examples(NamedTuple):
             torch.from_numpy(np.ascontiguousarray(query)),
             torch.from_numpy(hist.astype(np.int64)),
             target,
+            None if item_codes is None else t,
         )
 
     def history_lengths(self) -> np.ndarray:

@@ -85,6 +85,18 @@ class GeneratorConfig:
     """Add a learned embedding of the item itself to each short-term token (n_items × d_model more parameters):
     lets the model memorise item-to-item patterns that items sharing their codes do not share; an item never
     seen in a training history keeps its small random initial vector, so its token is its codes'."""
+    dense_head: bool = False
+    """Also emit an item vector from the decoder's first state (COBRA / LIGER style): it scores every item by a dot
+    product with the item's vector (the sum of its code embeddings, so a cold item has one from its codes, plus a
+    learned per-item offset that starts at zero), trained by a softmax over the catalogue beside the codes' loss.
+    Beam search then ranks the beam's items together with the dense head's nearest items by one combined score."""
+    dense_loss: float = 0.5
+    """Weight of the dense head's catalogue cross-entropy in the training loss."""
+    dense_weight: float = 0.0
+    """Decoding: combined score = log p(ID) + dense_weight · log softmax(dense scores) (0 = beam only; set after
+    training by a grid on validation)."""
+    dense_candidates: int = 20
+    """Decoding: the dense head's nearest items added to the beam's before the combined ranking."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -98,6 +110,8 @@ class GeneratorConfig:
             )
         if any(not 0 < d <= 1 for d in self.decays):
             raise ValueError(f"decays must be in (0, 1], got {self.decays}")
+        if self.dense_loss < 0 or self.dense_weight < 0 or self.dense_candidates < 0:
+            raise ValueError("dense_loss, dense_weight and dense_candidates must be >= 0")
 
     @property
     def levels(self) -> int:
@@ -140,6 +154,8 @@ class Batch(NamedTuple):
     """(B, H ≤ max_history) long item rows of the SID table, most recent last, left-padded with -1."""
     target: Tensor | None = None
     """(B, levels) long codes of the target item (training and loss only)."""
+    target_item: Tensor | None = None
+    """(B,) long SID-table row of the target item (the dense head's loss only)."""
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in self))
@@ -330,6 +346,9 @@ class Generator(nn.Module):
         self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.dec_layers))
         self.dec_ln = nn.LayerNorm(d)
         self.heads = nn.ModuleList(nn.Linear(d, v) for v in cfg.codebook_sizes)
+        # dense head: the first decoder state → an item vector, scored against every item's vector
+        self.dense_proj = nn.Linear(d, d) if cfg.dense_head else None
+        self.dense_item = nn.Embedding(codes.shape[0], d) if cfg.dense_head else None
 
         # decay weights for the long-term view, oldest history slot first: decay ** age, age 0 = most recent
         age = torch.arange(cfg.max_history - 1, -1, -1, dtype=torch.float32)
@@ -337,6 +356,8 @@ class Generator(nn.Module):
             "decay_w", torch.stack([torch.tensor(r) ** age for r in cfg.decays]), persistent=False
         )  # (n_decays, H)
         self.apply(self._init)
+        if self.dense_item is not None:
+            nn.init.zeros_(self.dense_item.weight)  # an item starts as its codes
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -444,23 +465,47 @@ class Generator(nn.Module):
 
     def forward(self, batch: Batch) -> list[Tensor]:
         """Teacher-forced logits: one (B, codebook_sizes[l]) tensor per level."""
+        return self._forward(batch)[0]
+
+    def _forward(self, batch: Batch) -> tuple[list[Tensor], Tensor]:
+        """The levels' logits and the decoder's first state (B, d), which the dense head reads."""
         if batch.target is None:
             raise ValueError("forward needs batch.target (the codes to teacher-force)")
         enc = self.encode(batch)
         B, L = batch.target.shape
         x = torch.cat([self.start_tokens(B)[:, 0], self.embed_codes(batch.target[:, : L - 1], 0)], dim=1)
         h, _ = self.decode_step(x.unsqueeze(1), enc, None)  # (B, 1, L, d)
-        return [head(h[:, 0, lv]) for lv, head in enumerate(self.heads)]
+        return [head(h[:, 0, lv]) for lv, head in enumerate(self.heads)], h[:, 0, 0]
 
     def loss(self, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
-        """Mean over levels of the cross-entropy of each level's code."""
-        logits = self(batch)
-        return torch.stack(
+        """Mean over levels of the cross-entropy of each level's code; with the dense head, plus ``dense_loss`` ×
+        the cross-entropy of the target item under the dense head's softmax over the catalogue."""
+        logits, h0 = self._forward(batch)
+        loss = torch.stack(
             [
                 F.cross_entropy(lg.float(), batch.target[:, lv], label_smoothing=label_smoothing)
                 for lv, lg in enumerate(logits)
             ]
         ).mean()
+        if self.cfg.dense_head and self.cfg.dense_loss > 0:
+            if batch.target_item is None:
+                raise ValueError("the dense head's loss needs batch.target_item (the target's SID-table row)")
+            loss = loss + self.cfg.dense_loss * F.cross_entropy(
+                self.dense_logits(h0).float(), batch.target_item
+            )
+        return loss
+
+    def item_vectors(self) -> Tensor:
+        """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the
+        history tokens) plus its learned offset."""
+        if self.dense_item is None:
+            raise ValueError("this generator has no dense head (dense_head=False)")
+        codes = self._level_embed(self.code_emb, self.item_codes[:-1]).sum(-2)  # (n_items, d)
+        return codes + self.dense_item.weight
+
+    def dense_logits(self, h0: Tensor) -> Tensor:
+        """(…, n_items) dense scores of every item from first decoder states h0 (…, d)."""
+        return self.dense_proj(h0) @ self.item_vectors().T / self.cfg.d_model**0.5
 
     def level_logits(self, h: Tensor, level: int) -> Tensor:
         return self.heads[level](h)

@@ -18,7 +18,7 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,44 @@ def evaluate(
     return EvalResult(metrics, it, sc)
 
 
+DENSE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""The combined score's dense weights tried on validation after training a model with a dense head."""
+
+
+def validation_sample(valid: Examples, cfg: TrainConfig) -> Examples:
+    """The fixed validation sample of ``cfg.eval_examples`` examples (all when 0) that training validates on."""
+    if cfg.eval_examples and cfg.eval_examples < valid.size:
+        return valid.take(
+            np.sort(np.random.default_rng(cfg.seed).choice(valid.size, cfg.eval_examples, False))
+        )
+    return valid
+
+
+def tune_dense_weight(
+    model: Generator,
+    valid: Examples,
+    trie: SIDTrie,
+    cfg: TrainConfig,
+    grid: tuple[float, ...] = DENSE_WEIGHTS,
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """Pick the dense head's weight in the combined score on the validation sample (best recall@10, then
+    ndcg@10), set it in the model's config and return it with every weight's metrics."""
+    if not model.cfg.dense_head:
+        raise ValueError("tune_dense_weight needs a model with a dense head")
+    sample = validation_sample(valid, cfg)
+    device = next(model.parameters()).device
+    amp = use_amp(device, cfg.amp)
+    out = {}
+    for w in grid:
+        model.cfg = replace(model.cfg, dense_weight=float(w))
+        m = evaluate(model, sample, trie, beam=cfg.eval_beam, k=min(cfg.eval_beam, 10), batch_size=cfg.eval_batch,
+                     device=device, amp=amp).metrics  # fmt: skip
+        out[float(w)] = {k: m[k] for k in ("recall@10", "ndcg@10", "mrr@10")}
+    best = max(out, key=lambda w: (out[w]["recall@10"], out[w]["ndcg@10"], -w))
+    model.cfg = replace(model.cfg, dense_weight=best)
+    return best, out
+
+
 def _param_groups(model: Generator, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -253,11 +291,7 @@ def train(
     steps_per_epoch = batches_per_epoch(train_ex.size, cfg.batch_size, cfg.length_buckets)
     total = cfg.epochs * steps_per_epoch
     eval_steps = max(1, round(cfg.eval_every * steps_per_epoch))
-    valid = splits.valid
-    if cfg.eval_examples and cfg.eval_examples < valid.size:
-        valid = valid.take(
-            np.sort(np.random.default_rng(cfg.seed).choice(valid.size, cfg.eval_examples, False))
-        )
+    valid = validation_sample(splits.valid, cfg)
 
     eval_k = min(cfg.eval_beam, 10)
     key = f"recall@{eval_k}"  # the early-stopping metric
@@ -355,7 +389,8 @@ def train(
                 torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of step ``step``, resumable anywhere
                 idx = batches[b_i]
                 batch = train_ex.batch(idx, None).to(device)
-                batch = batch._replace(target=codes[torch.from_numpy(train_ex.target[idx]).to(device)])
+                rows = torch.from_numpy(train_ex.target[idx]).to(device)
+                batch = batch._replace(target=codes[rows], target_item=rows)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
                 with autocast(device, amp):

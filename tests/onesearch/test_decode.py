@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from onesearch.decode import SIDTrie, beam_search, greedy, level_logprobs, score_all_items
+from onesearch.model import generator as G
 from tests.onesearch.test_generator import SIZES, batch, catalog, tiny_model
 
 
@@ -166,3 +167,29 @@ def test_narrow_beam_matches_a_cache_free_reference():
     for r, beams in enumerate(ref):
         assert got.items[r].tolist() == [item for _, _, item in beams]
         assert got.scores[r].tolist() == pytest.approx([s for _, s, _ in beams], abs=1e-4)
+
+
+def test_dense_fusion_ranks_the_beam_and_the_dense_items_by_the_combined_score_by_hand():
+    codes = catalog()
+    m = tiny_model(codes, dense_head=True, dense_candidates=5)
+    with torch.no_grad():
+        m.dense_item.weight.normal_(0, 1.0)  # dense scores that disagree with the beam
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    beam = beam_search(m, b, trie, beam=4, k=4)  # dense_weight 0: the plain beam
+    gen_all = score_all_items(m, b, torch.as_tensor(codes))  # (B, n) log p(ID) of every item
+    enc = m.encode(b)
+    h, _ = m.decode_step(m.start_tokens(b.size), enc, None)
+    dense = m.dense_logits(h[:, 0, 0]).log_softmax(-1)
+    w = 0.7
+    m.cfg = G.replace(m.cfg, dense_weight=w)
+    got = beam_search(m, b, trie, beam=4, k=4)
+    for r in range(b.size):
+        cands = list(dict.fromkeys(beam.items[r].tolist() + dense[r].topk(5).indices.tolist()))
+        want = sorted(cands, key=lambda i: -(float(gen_all[r, i]) + w * float(dense[r, i])))[:4]
+        assert got.items[r].tolist() == want
+        fused = torch.tensor([float(gen_all[r, i]) + w * float(dense[r, i]) for i in want])
+        torch.testing.assert_close(got.scores[r], fused, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got.codes[r], torch.as_tensor(codes)[want])
+    # an item that the beam never reaches can come in through the dense head
+    assert any(set(got.items[r].tolist()) - set(beam.items[r].tolist()) for r in range(b.size))

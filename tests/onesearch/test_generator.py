@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from onesearch.model import generator as G
 from onesearch.model.generator import Batch, Dropout, Generator
@@ -211,4 +212,56 @@ def test_trimmed_batches_give_the_same_output():
     trimmed = ex.batch(np.arange(3), item_codes)
     assert trimmed.history.shape == (3, 3) and trimmed.query.shape == (3, 2)
     for a, c in zip(m(full), m(trimmed), strict=True):
+        torch.testing.assert_close(a, c)
+
+
+def test_dense_head_loss_is_the_code_loss_plus_the_weighted_catalogue_cross_entropy(tmp_path):
+    codes = catalog()
+    m = tiny_model(codes, dense_head=True, dense_loss=0.5)
+    with torch.no_grad():  # a non-zero learned offset per item, so that it is part of the check
+        m.dense_item.weight.normal_(0, 0.1)
+    b = batch(m, target=True)
+    rows = torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
+    b = b._replace(target_item=rows)
+    plain = torch.stack([F.cross_entropy(lg, b.target[:, lv]) for lv, lg in enumerate(m(b))]).mean()
+    # by hand: the first decoder state, projected, dotted with each item's summed code embeddings + offset
+    enc = m.encode(b)
+    h, _ = m.decode_step(m.start_tokens(b.size), enc, None)
+    u = m.dense_proj(h[:, 0, 0])
+    vec = (
+        torch.stack(
+            [
+                sum(m.code_emb.weight[int(m.code_offsets[lv]) + int(c)] for lv, c in enumerate(row))
+                for row in codes
+            ]
+        )
+        + m.dense_item.weight
+    )
+    logits = u @ vec.T / m.cfg.d_model**0.5
+    torch.testing.assert_close(m.dense_logits(h[:, 0, 0]), logits)
+    torch.testing.assert_close(m.loss(b), plain + 0.5 * F.cross_entropy(logits, rows))
+    with pytest.raises(ValueError, match="target_item"):
+        m.loss(b._replace(target_item=None))
+    # saved and loaded with its head; a model without one has none to call
+    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1")
+    m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
+    torch.testing.assert_close(m2.eval().loss(b), m.loss(b))
+    with pytest.raises(ValueError, match="no dense head"):
+        tiny_model(codes).item_vectors()
+
+
+def test_a_bundle_from_before_the_dense_head_still_loads(tmp_path):
+    import json
+
+    codes = catalog()
+    m = tiny_model(codes)
+    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash=None)
+    meta = json.loads((tmp_path / G.CONFIG_FILE).read_text())
+    for k in ("dense_head", "dense_loss", "dense_weight", "dense_candidates"):
+        del meta["config"][k]  # what an older bundle's config holds
+    (tmp_path / G.CONFIG_FILE).write_text(json.dumps(meta))
+    m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash=None)
+    assert not m2.cfg.dense_head and m2.dense_proj is None
+    b = batch(m, target=True)
+    for a, c in zip(m(b), m2.eval()(b), strict=True):
         torch.testing.assert_close(a, c)

@@ -207,3 +207,18 @@ def test_catalogue_queries_add_every_item_as_a_target_and_train(sids, tmp_path):
         train_generator.prepare(replace(cfg, task="recommend"))
     with pytest.raises(ValueError, match=">= 0"):
         train_generator.prepare(replace(cfg, catalogue_queries=-1))
+
+
+def test_dense_head_weight_is_picked_on_validation_and_kept_in_the_bundle(sids, tmp_path):
+    from onesearch.model.train import DENSE_WEIGHTS
+
+    cfg = replace(train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path), dense_head=True)
+    assert train_generator.run_name(cfg).endswith("-dh-s0")
+    res = train_generator.main(cfg)
+    assert res["dense_weight"] in DENSE_WEIGHTS and set(res["dense_grid"]) == {str(w) for w in DENSE_WEIGHTS}
+    best = res["dense_grid"][str(res["dense_weight"])]["recall@10"]
+    assert best == max(g["recall@10"] for g in res["dense_grid"].values())
+    bundle = GeneratorBundle.load(res["model_uri"])
+    assert bundle.model.cfg.dense_head and bundle.model.cfg.dense_weight == res["dense_weight"]
+    ids, scores = bundle.retrieve([[int(bundle.table.item_ids[0])]], k=5)
+    assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
