@@ -23,6 +23,22 @@ TABLE_FILES = {
 MANIFEST_FILE = "dataset.json"
 
 
+def check_name(name: object) -> str:
+    """A dataset's name is one plain path component (jobs write to ``<output>/<name>/``): a non-empty string
+    without a path separator, not ``.`` or ``..``, no control characters. Raises ``ValueError`` otherwise."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\")
+        or any(ord(c) < 32 for c in name)
+    ):
+        raise ValueError(
+            f"dataset name {name!r} is not one plain path component (no '/', '\\', '.', '..', control characters)"
+        )
+    return name
+
+
 @dataclass
 class Dataset:
     """Validated tables of one dataset.
@@ -40,6 +56,7 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_name(self.name)
         for table in ("items", "interactions"):
             df = getattr(self, table)
             if isinstance(df, pl.DataFrame) and df.height == 0:
@@ -123,6 +140,10 @@ class Dataset:
         manifest = json.loads(mf.read_text())
         if not isinstance(manifest, dict) or not manifest.get("name"):
             raise S.SchemaError(f"{mf}: expected an object with a 'name' (is this a prepared dataset?)")
+        try:
+            check_name(manifest["name"])
+        except ValueError as e:
+            raise S.SchemaError(f"{mf}: {e}") from None
         tables = {}
         for key, fname in TABLE_FILES.items():
             f = p / fname
