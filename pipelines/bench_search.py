@@ -32,6 +32,7 @@ from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
 from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
 from onesearch.data import schema as S
+from onesearch.data.cold import candidates as cold_candidates
 from onesearch.data.cold import make_cold
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
@@ -185,9 +186,7 @@ def with_cold_items(cfg: Config) -> tuple[Config, np.ndarray | None]:
     ds = load_dataset(cfg.trainer.dataset)
     n = cfg.cold_items
     if n < 1:
-        text = ds.items.filter(pl.col(S.TITLE).is_not_null())[S.ITEM_ID].to_list()
-        bought = ds.interactions.filter((pl.col(S.EVENT) == "purchase") & pl.col(S.ITEM_ID).is_in(text))
-        n = max(1, round(n * bought[S.ITEM_ID].n_unique()))
+        n = max(1, round(n * len(cold_candidates(ds))))
     cold_ds, ids = make_cold(ds, int(n), cfg.cold_seed)
     path = cold_ds.save(Path(cfg.data_dir) / cold_ds.name)
     _log(f"{len(ids)} items made cold (seed {cfg.cold_seed}): dataset {cold_ds.name} written to {path}")

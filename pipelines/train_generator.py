@@ -139,10 +139,11 @@ def _check_fitted_on(folder: Path, ds: Dataset, want: tokenize.Config | None) ->
         got_ds, got_fp, got_set = rec["dataset"], rec["data_fingerprint"], rec["settings"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{rec_file}: not a fitted-on record ({e})") from None
-    if got_ds != ds.name or got_fp != ds.fingerprint():
+    here = ds.fingerprint()
+    if got_ds != ds.name or got_fp != here:
         raise ValueError(
             f"semantic IDs {folder} were fitted on dataset {got_ds!r} (fingerprint {str(got_fp)[:12]}), not on "
-            f"this run's {ds.name!r} (fingerprint {ds.fingerprint()[:12]}): other data or another split; "
+            f"this run's {ds.name!r} (fingerprint {here[:12]}): other data or another split; "
             f"run tokenize on this dataset"
         )
     if want is not None and got_set != tokenize.table_settings(want):

@@ -35,6 +35,13 @@ def _trainable(buys: pl.DataFrame, log: pl.DataFrame | None) -> pl.DataFrame:
     return pl.concat([p.select(_KEYS) for p in parts]).unique()
 
 
+def candidates(ds: Dataset) -> np.ndarray:
+    """The items that can be made cold, sorted: purchased at least once, with a title."""
+    text = ds.items.filter(pl.col(S.TITLE).is_not_null())[S.ITEM_ID].to_list()
+    buys = ds.interactions.filter((pl.col(S.EVENT) == "purchase") & pl.col(S.ITEM_ID).is_in(text))
+    return np.sort(buys[S.ITEM_ID].unique().to_numpy())
+
+
 def make_cold(ds: Dataset, n: int, seed: int = 0) -> tuple[Dataset, np.ndarray]:
     """``ds`` with ``n`` purchased items (with text, chosen with ``seed``) made cold; returns it and their ids.
 
@@ -46,8 +53,7 @@ def make_cold(ds: Dataset, n: int, seed: int = 0) -> tuple[Dataset, np.ndarray]:
         .sort([S.USER_ID, S.TIMESTAMP], maintain_order=True)
         .with_columns(pl.int_range(pl.len()).over(S.USER_ID).alias("_idx"))
     )
-    text = ds.items.filter(pl.col(S.TITLE).is_not_null())[S.ITEM_ID].to_list()
-    pool = np.sort(buys0.filter(pl.col(S.ITEM_ID).is_in(text))[S.ITEM_ID].unique().to_numpy())
+    pool = candidates(ds)
     if not 1 <= n < len(pool):
         raise ValueError(
             f"--cold-items: {n} items asked; {ds.name!r} has {len(pool)} purchased items with text (need 1 to "
