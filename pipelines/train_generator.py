@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.model import generator as G
@@ -27,12 +28,15 @@ from onesearch.model.data import (
     Examples,
     Splits,
     catalogue_examples,
+    item_text_matrix,
+    item_word_tokens,
     query_texts,
     recommend_examples,
     search_examples,
 )
 from onesearch.model.text import QueryTokenizer
 from onesearch.model.train import TrainConfig, train, tune_dense_weight
+from onesearch.tokenizer.embeddings import TEXT_DIM
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
@@ -65,6 +69,13 @@ class Config:
     dense_head: bool = False
     """Add the dense head (an item vector from the decoder, scored against every item; the beam's items and its
     nearest ones ranked by one combined score, whose weight is picked on validation; the bundle's name gets -dh)."""
+    dense_words: int = 0
+    """search task, with --dense-head: item vectors also read the item's first N title and category word tokens,
+    embedded with the query tokens' embeddings, so queries and items share one word space and an item never bought
+    gets a vector from its words (0 = off; the bundle's name gets -dwN)."""
+    dense_text: bool = False
+    """With --dense-head: item vectors also read the item's all-MiniLM text embedding (datasets with item text;
+    the bundle's name gets -dt)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
@@ -164,6 +175,10 @@ class Prepared:
     vocab: QueryTokenizer | None
     splits: Splits
     model_cfg: G.GeneratorConfig
+    item_tokens: np.ndarray | None = None
+    """The dense head's item word tokens (--dense-words), SID-table row order."""
+    item_text: np.ndarray | None = None
+    """The dense head's item text embeddings (--dense-text), SID-table row order."""
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -178,13 +193,28 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--catalogue-queries must be >= 0, got {cfg.catalogue_queries}")
     if cfg.catalogue_queries and cfg.task != "search":
         raise ValueError("--catalogue-queries needs --task search (a recommend-only model reads no query)")
+    if cfg.dense_words < 0:
+        raise ValueError(f"--dense-words must be >= 0, got {cfg.dense_words}")
+    if (cfg.dense_words or cfg.dense_text) and not cfg.dense_head:
+        raise ValueError("--dense-words / --dense-text feed the dense head: add --dense-head")
+    if cfg.dense_words and cfg.task != "search":
+        raise ValueError("--dense-words embeds item words with the query vocabulary: it needs --task search")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, dense_head=cfg.dense_head)
+    if cfg.dense_text and ds.items[S.TITLE].null_count() == ds.items.height:
+        raise ValueError(f"--dense-text: dataset {ds.name!r} has no item text")
+    size = replace(
+        G.PRESETS[cfg.model_size],
+        item_embeddings=cfg.item_embeddings,
+        dense_head=cfg.dense_head,
+    )
     if cfg.dropout is not None:
         size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
     model_cfg = G.with_data_shape(size, table.codebook_sizes, 0 if vocab is None else vocab.vocab_size)
+    model_cfg = replace(
+        model_cfg, dense_text_tokens=cfg.dense_words, dense_text_dim=TEXT_DIM if cfg.dense_text else 0
+    )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
     if vocab is not None:
         splits = search_examples(ds, table, vocab, H, Q, cfg.mix_recommend)
@@ -193,12 +223,15 @@ def prepare(cfg: Config) -> Prepared:
             splits = replace(splits, train=Examples.concat([splits.train, cat]))
     else:
         splits = recommend_examples(ds, table, H, Q)
-    return Prepared(ds, table, table_dir, vocab, splits, model_cfg)
+    tokens = item_word_tokens(ds.items, table, vocab, cfg.dense_words) if cfg.dense_words else None
+    text = item_text_matrix(ds.items, table) if cfg.dense_text else None
+    return Prepared(ds, table, table_dir, vocab, splits, model_cfg, tokens, text)
 
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
+    flags += (f"-dw{cfg.dense_words}" if cfg.dense_words else "") + ("-dt" if cfg.dense_text else "")
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
@@ -215,7 +248,7 @@ def main(cfg: Config) -> dict:
         p = prepare(cfg)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
-        model = G.Generator(p.model_cfg, p.table.codes)
+        model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_text)
         name = run_name(cfg)
         out = Path(cfg.output) / p.ds.name / name
         work = Path(cfg.output) / p.ds.name / ".work" / f"{name}-{_settings_hash(cfg, p)}"

@@ -286,6 +286,42 @@ def catalogue_examples(
     )
 
 
+def _items_in_rows(items: pl.DataFrame, table: SIDTable) -> pl.DataFrame:
+    """``items`` reordered to the SID table's rows; an item of the table missing from ``items`` is an error."""
+    order = pl.DataFrame({S.ITEM_ID: table.item_ids, "_row": np.arange(table.n_items)})
+    got = order.join(items, on=S.ITEM_ID, how="left", coalesce=True).sort("_row")
+    have = set(items[S.ITEM_ID].to_list())
+    missing = [int(i) for i in table.item_ids if int(i) not in have]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} items of the SID table are not in the catalogue, e.g. {missing[:5]}"
+        )
+    return got
+
+
+def item_word_tokens(items: pl.DataFrame, table: SIDTable, vocab: QueryTokenizer, width: int) -> np.ndarray:
+    """(n_items, width) query-vocabulary ids of each item's words, SID-table row order: its title's words, then
+    its category words (the root shared by every item dropped), cut at ``width`` WordPiece tokens, 0-padded.
+    An item with neither title nor category gets a row of padding."""
+    rows = _items_in_rows(items, table)
+    paths = rows[S.CATEGORY_PATH].to_list()
+    drop = 1 if shared_root(paths) else 0
+    texts = [
+        " ".join(dict.fromkeys(words(t) + category_query(p, drop)))
+        for t, p in zip(rows[S.TITLE].to_list(), paths, strict=True)
+    ]
+    return vocab.encode(texts, width)
+
+
+def item_text_matrix(items: pl.DataFrame, table: SIDTable) -> np.ndarray:
+    """(n_items, 384) all-MiniLM embeddings of each item's text (title, brand, category, description start), SID-
+    table row order; cached on disk like the tokenizer's (the same texts hit the same cache)."""
+    from onesearch.tokenizer.embeddings import item_texts, text_embeddings
+
+    emb, _ = text_embeddings(item_texts(_items_in_rows(items, table)))
+    return emb
+
+
 def query_texts(ds: Dataset) -> list[str]:
     """Texts the query vocabulary is fitted on: training-period queries and item titles."""
     texts = ds.items[S.TITLE].drop_nulls().to_list()

@@ -97,6 +97,14 @@ class GeneratorConfig:
     training by a grid on validation)."""
     dense_candidates: int = 20
     """Decoding: the dense head's nearest items added to the beam's before the combined ranking."""
+    dense_text_tokens: int = 0
+    """Dense head: item vectors also read the item's own words: the mean of the query-token embeddings (shared
+    with the encoder's query tokens) of the first N WordPiece tokens of its title and category words, through a
+    learned linear map that starts at zero. Queries and items then share one word space, so an item never bought
+    gets a vector from the words it shares with the queries that bought others (0 = off)."""
+    dense_text_dim: int = 0
+    """Dense head: width of a frozen text embedding of each item (all-MiniLM, 384) read into its item vector
+    through a learned linear map that starts at zero (0 = off)."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -112,6 +120,16 @@ class GeneratorConfig:
             raise ValueError(f"decays must be in (0, 1], got {self.decays}")
         if self.dense_loss < 0 or self.dense_weight < 0 or self.dense_candidates < 0:
             raise ValueError("dense_loss, dense_weight and dense_candidates must be >= 0")
+        if self.dense_text_tokens < 0 or self.dense_text_dim < 0:
+            raise ValueError("dense_text_tokens and dense_text_dim must be >= 0")
+        if (self.dense_text_tokens or self.dense_text_dim) and not self.dense_head:
+            raise ValueError(
+                "dense_text_tokens / dense_text_dim feed the dense head: they need dense_head=True"
+            )
+        if self.dense_text_tokens and not self.text_vocab:
+            raise ValueError(
+                "dense_text_tokens embeds item words with the query vocabulary: it needs text_vocab > 0"
+            )
 
     @property
     def levels(self) -> int:
@@ -310,7 +328,17 @@ class Encoded(NamedTuple):
 class Generator(nn.Module):
     """Encoder-decoder over semantic IDs. ``item_codes`` (n_items, levels) are the SID table's codes, row order."""
 
-    def __init__(self, cfg: GeneratorConfig, item_codes: np.ndarray | Tensor):
+    def __init__(
+        self,
+        cfg: GeneratorConfig,
+        item_codes: np.ndarray | Tensor,
+        item_tokens: np.ndarray | Tensor | None = None,
+        item_text: np.ndarray | Tensor | None = None,
+    ):
+        """``item_tokens`` (n_items, cfg.dense_text_tokens) query-vocabulary ids of each item's words (0 = padding)
+        and ``item_text`` (n_items, cfg.dense_text_dim) its text embedding, both in SID-table row order, are read
+        by the dense head when the config asks for them; left out, they are zeros, to be filled by
+        ``load_state_dict`` (they are saved with the weights)."""
         super().__init__()
         self.cfg = cfg
         d, L = cfg.d_model, cfg.levels
@@ -349,6 +377,15 @@ class Generator(nn.Module):
         # dense head: the first decoder state → an item vector, scored against every item's vector
         self.dense_proj = nn.Linear(d, d) if cfg.dense_head else None
         self.dense_item = nn.Embedding(codes.shape[0], d) if cfg.dense_head else None
+        n = codes.shape[0]
+        self.dense_words = nn.Linear(d, d, bias=False) if cfg.dense_text_tokens else None
+        self.dense_text_proj = nn.Linear(cfg.dense_text_dim, d, bias=False) if cfg.dense_text_dim else None
+        if cfg.dense_text_tokens:
+            self.register_buffer(
+                "item_tokens", _item_side(item_tokens, (n, cfg.dense_text_tokens), torch.long)
+            )
+        if cfg.dense_text_dim:
+            self.register_buffer("item_text", _item_side(item_text, (n, cfg.dense_text_dim), torch.float32))
 
         # decay weights for the long-term view, oldest history slot first: decay ** age, age 0 = most recent
         age = torch.arange(cfg.max_history - 1, -1, -1, dtype=torch.float32)
@@ -356,14 +393,16 @@ class Generator(nn.Module):
             "decay_w", torch.stack([torch.tensor(r) ** age for r in cfg.decays]), persistent=False
         )  # (n_decays, H)
         self.apply(self._init)
-        if self.dense_item is not None:
-            nn.init.zeros_(self.dense_item.weight)  # an item starts as its codes
+        for m in (self.dense_item, self.dense_words, self.dense_text_proj):
+            if m is not None:
+                nn.init.zeros_(m.weight)  # an item starts as its codes
 
     @staticmethod
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
@@ -497,11 +536,19 @@ class Generator(nn.Module):
 
     def item_vectors(self) -> Tensor:
         """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the
-        history tokens) plus its learned offset."""
+        history tokens) plus its learned offset, plus (when configured) a map of the mean embedding of its words
+        and a map of its text embedding."""
         if self.dense_item is None:
             raise ValueError("this generator has no dense head (dense_head=False)")
-        codes = self._level_embed(self.code_emb, self.item_codes[:-1]).sum(-2)  # (n_items, d)
-        return codes + self.dense_item.weight
+        v = self._level_embed(self.code_emb, self.item_codes[:-1]).sum(-2) + self.dense_item.weight  # (n, d)
+        if self.dense_words is not None:
+            tok = self.item_tokens
+            keep = (tok > 0).to(v.dtype)  # (n, T)
+            words = (self.query_emb(tok) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+            v = v + self.dense_words(words)
+        if self.dense_text_proj is not None:
+            v = v + self.dense_text_proj(self.item_text)
+        return v
 
     def dense_logits(self, h0: Tensor) -> Tensor:
         """(…, n_items) dense scores of every item from first decoder states h0 (…, d)."""
@@ -509,6 +556,20 @@ class Generator(nn.Module):
 
     def level_logits(self, h: Tensor, level: int) -> Tensor:
         return self.heads[level](h)
+
+
+def _item_side(x: np.ndarray | Tensor | None, shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """An item-side input of the dense head as a tensor of ``shape`` (zeros when ``x`` is None)."""
+    if x is None:
+        return torch.zeros(shape, dtype=dtype)
+    t = torch.as_tensor(np.asarray(x)).to(dtype)
+    if tuple(t.shape) != shape:
+        raise ValueError(
+            f"dense head item input must be {shape} (items in SID-table row order), got {tuple(t.shape)}"
+        )
+    if dtype.is_floating_point and not torch.isfinite(t).all():
+        raise ValueError("dense head item text embeddings hold NaN or inf")
+    return t.contiguous()
 
 
 # -------------------------------------------------------------------- checkpoints

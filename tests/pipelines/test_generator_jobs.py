@@ -222,3 +222,38 @@ def test_dense_head_weight_is_picked_on_validation_and_kept_in_the_bundle(sids, 
     assert bundle.model.cfg.dense_head and bundle.model.cfg.dense_weight == res["dense_weight"]
     ids, scores = bundle.retrieve([[int(bundle.table.item_ids[0])]], k=5)
     assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, tmp_path):
+    from onesearch.data.search_set import category_query, shared_root, words
+
+    cfg = replace(
+        train_generator.PRESETS["tiny"],
+        task="search",
+        tokenizer=sids[0],
+        output=str(tmp_path),
+        dense_head=True,
+        dense_words=6,
+        dense_text=True,
+    )
+    p = train_generator.prepare(cfg)
+    assert p.item_tokens.shape == (p.table.n_items, 6) and p.item_text.shape == (p.table.n_items, 384)
+    # row r holds the words of the table's r-th item: its title, then its category words
+    paths = p.ds.items["category_path"].to_list()
+    drop = 1 if shared_root(paths) else 0
+    for r in (0, p.table.n_items - 1):
+        row = p.ds.items.filter(pl.col("item_id") == int(p.table.item_ids[r])).row(0, named=True)
+        text = " ".join(dict.fromkeys(words(row["title"]) + category_query(row["category_path"], drop)))
+        assert p.item_tokens[r].tolist() == p.vocab.encode([text], 6)[0].tolist()
+    np.testing.assert_allclose(np.linalg.norm(p.item_text, axis=1), 1.0, atol=1e-4)
+    assert train_generator.run_name(cfg).endswith("-dh-dw6-dt-s0")
+    res = train_generator.main(cfg)
+    bundle = GeneratorBundle.load(res["model_uri"])
+    assert bundle.model.item_tokens.tolist() == p.item_tokens.tolist()
+    title = p.ds.items["title"][0]
+    ids, scores = bundle.retrieve([[]], [title], k=5)
+    assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
+    with pytest.raises(ValueError, match="add --dense-head"):
+        train_generator.prepare(replace(cfg, dense_head=False))
+    with pytest.raises(ValueError, match="needs --task search"):
+        train_generator.prepare(replace(cfg, task="recommend", dense_text=False))
