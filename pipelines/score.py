@@ -120,6 +120,10 @@ def read_chunks(cfg: Config) -> Iterator[pl.DataFrame]:
         yield pl.from_arrow(pa.Table.from_batches(pending))
 
 
+KIND = "onesearch-score"
+"""The ``kind`` a score output's manifest.json records (manifests from before it have none and are accepted)."""
+
+
 def _identity(cfg: Config, model_path: str) -> dict:
     st = Path(cfg.input).stat()
     return {
@@ -158,20 +162,32 @@ def main(cfg: Config) -> dict:
     if first is not None:
         check_columns(first, cfg.input)
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file, not a folder")
     manifest_path = out / "manifest.json"
     identity = _identity(cfg, model_path)
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            ok = manifest.get("kind", KIND) == KIND and isinstance(manifest.get("chunks"), dict)
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{manifest_path} is not a score manifest; use another --output")
         if manifest.get("identity") != identity:
             raise ValueError(
                 f"{out} holds scores of another input, model or settings (see its manifest.json); "
                 "use another --output or delete it"
             )
     else:
-        if any(out.glob("part-*.parquet")):
-            raise ValueError(f"{out} holds part files but no manifest.json; use another --output")
-        manifest = {"identity": identity, "chunks": {}}
+        # a score output starts empty: anything else there (a model bundle, other files) is not ours to mix into
+        if out.exists() and any(p.name != f".{manifest_path.name}.tmp" for p in out.iterdir()):
+            raise ValueError(
+                f"--output {out} is not empty and holds no score manifest.json (not a score output); "
+                "use a new or empty folder"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {"kind": KIND, "identity": identity, "chunks": {}}
         _save_manifest(manifest, manifest_path)
     done = manifest["chunks"]
     seen: set = set()
@@ -241,6 +257,41 @@ class RayScorer:
         ).to_arrow()
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def start_ray(init: dict) -> None:
+    """``ray.init(**init)``. Without an ``address`` it starts a local cluster whose every service (GCS, raylet,
+    workers, object manager) binds 127.0.0.1, never the machine's network address, and checks that from the
+    cluster's own node table; Ray's token authentication stays as Ray sets it (on for a new local cluster unless
+    ``RAY_AUTH_MODE`` says otherwise). With an ``address`` it joins that cluster as Ray is told."""
+    import ray
+
+    if init.get("address"):
+        ray.init(**init)
+        return
+    # Ray picks the node's address from the route to the outside unless clusters are "disabled" (its switch for
+    # laptops), in which case it takes loopback; the switch is a module constant read at call time.
+    from ray._private import ray_constants
+
+    env_name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    old_flag, old_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(env_name)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[env_name] = "0"
+    try:
+        ray.init(_node_ip_address=LOOPBACK, **init)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(env_name, None)
+        else:
+            os.environ[env_name] = old_env
+    where = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+    if where != [LOOPBACK]:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster came up on {where}, not on {LOOPBACK} only; refusing to use it")
+
+
 def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):
     """Score the chunks not yet done with Ray Data; yield ``(i, chunk, (scored, errors))`` in input order."""
     import ray
@@ -262,7 +313,7 @@ def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):
         ).to_arrow()
         for i, c in todo
     ]
-    ray.init(**init)
+    start_ray(init)
     try:
         ds = ray.data.from_arrow(tables).map_batches(
             RayScorer,

@@ -114,6 +114,36 @@ def test_missing_columns_stop_the_job_before_writing(bundle_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_score_refuses_an_output_folder_that_is_not_a_score_output(bundle_dir, tmp_path):
+    """A model bundle given as --output must not get parts and a manifest mixed into it (issue 36, hole 4)."""
+    src = tmp_path / "in.parquet"
+    _requests(GeneratorBundle.load(bundle_dir), 5).write_parquet(src)
+    bundle_copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle_copy)
+    before = sorted(p.name for p in bundle_copy.iterdir())
+
+    def run(out):
+        return score.main(score.Config(model=bundle_dir, input=str(src), output=str(out), progress=False))
+
+    with pytest.raises(ValueError, match="not empty and holds no score manifest"):
+        run(bundle_copy)
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before  # nothing written there
+    # a manifest.json of something else is not taken for ours
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('["a list, not a score manifest"]')
+    with pytest.raises(ValueError, match="not a score manifest"):
+        run(other)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run(tmp_path / "afile")
+    # an empty folder, and the same job's own output on a re-run, are fine
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty")["rows_scored"] == 5
+    assert run(tmp_path / "empty")["rows_this_run"] == 0
+    assert json.loads((tmp_path / "empty" / "manifest.json").read_text())["kind"] == score.KIND
+
+
 def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
     bundle = GeneratorBundle.load(bundle_dir)
     reqs = _requests(bundle, 3000, seed=1)
@@ -216,6 +246,42 @@ def test_ray_engine_writes_what_the_local_engine_writes(bundle_dir, tmp_path):
         assert a.drop("score", strict=False).equals(b.drop("score", strict=False)), name
         if "score" in a.columns:
             np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+_RAY_WHERE = """
+import json, subprocess, sys
+from pipelines.score import start_ray
+import ray
+start_ray({"include_dashboard": False, "_temp_dir": sys.argv[1], "num_cpus": 1})
+nodes = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+ss = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()
+listen = sorted({line.split()[3].rsplit(":", 1)[0] for line in ss if line.strip()})
+ray.shutdown()
+print(json.dumps({"nodes": nodes, "listen": listen}))
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or shutil.which("ss") is None or os.geteuid() != 0,
+    reason="needs unshare as root (netns) and ss",
+)
+def test_a_local_ray_cluster_binds_loopback_only_even_where_the_machine_has_an_address(tmp_path):
+    """Inside a namespace where the machine has a routable-looking address (10.9.9.9, a default route through it;
+    traffic never leaves the namespace), Ray would take that address for its node. The score job's local cluster
+    must come up on 127.0.0.1, by its own node table and by what its processes listen on (issue 36, hole 3)."""
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    setup = "ip link set lo up; ip addr add 10.9.9.9/32 dev lo; ip route add default via 10.9.9.9 dev lo src 10.9.9.9;"
+    script = tmp_path / "where.py"
+    script.write_text(_RAY_WHERE)
+    cmd = f"{setup} RAY_AUTH_MODE=disabled {sys.executable} {script} {ray_tmp}"
+    try:
+        r = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["nodes"] == ["127.0.0.1"]
+    assert got["listen"] and all(a in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in got["listen"]), got["listen"]
 
 
 _MATMUL_AT_THREADS = """
