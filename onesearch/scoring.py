@@ -21,6 +21,7 @@ Scored rows come out as ``k`` rows each: ``request_id, rank (1..k), item_id, sco
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -31,8 +32,43 @@ from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
 
 INPUT_COLUMNS = ("request_id", "user_id", "query", "history")
+META_DATASET = "onesearch.dataset"
+"""Parquet key-value metadata of a request file: the dataset its item ids come from (optional)."""
+META_CATALOGUE = "onesearch.catalogue"
+"""Parquet key-value metadata of a request file: :func:`catalogue_hash` of that dataset's items (optional)."""
 OUTPUT_COLUMNS = ("request_id", "rank", "item_id", "score", "sid")
 ERROR_COLUMNS = ("request_id", "row", "reason")
+
+
+def catalogue_hash(item_ids) -> str:
+    """sha256 of the sorted item ids of a catalogue: which items a file's ids refer to, in 16 hex digits."""
+    ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+    return hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+
+
+def write_requests(df: pl.DataFrame, path, dataset: str, item_ids) -> None:
+    """Write a request file that records where its item ids come from (``dataset`` and the catalogue's hash), so
+    that ``score`` refuses it with a model of another catalogue instead of scoring wherever ids happen to overlap."""
+    check_columns(df, str(path))
+    df.write_parquet(path, metadata={META_DATASET: str(dataset), META_CATALOGUE: catalogue_hash(item_ids)})
+
+
+def check_provenance(recorded: dict[str, str], bundle: GeneratorBundle, where: str) -> None:
+    """Refuse a request file whose recorded dataset or catalogue (see :func:`write_requests`) is not the model's.
+    A file that records neither is accepted as it is (its ids are checked item by item)."""
+    got_ds, got_cat = recorded.get(META_DATASET), recorded.get(META_CATALOGUE)
+    model_ds = bundle.meta.get("dataset")
+    if got_ds is not None and model_ds is not None and got_ds != model_ds:
+        raise ValueError(
+            f"{where}: the requests are from dataset {got_ds!r}, the model was trained on {model_ds!r}; "
+            "item ids of one catalogue mean other products in another"
+        )
+    here = catalogue_hash(bundle.table.item_ids)
+    if got_cat is not None and got_cat != here:
+        raise ValueError(
+            f"{where}: the requests' catalogue (hash {got_cat}) is not the model's (hash {here}): another "
+            "version or slice of the catalogue; score them with a model of that catalogue"
+        )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from bidding.dt import DTConfig, DTTrainConfig
 from bidding.evaluate import EvalConfig
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import shared_data_dir
+from onesearch.scoring import write_requests
 from pipelines import (
     bench_bidding,
     bench_generative,
@@ -93,7 +94,7 @@ def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
             pl.col("bought").list.head(pl.col("position")).alias("history"),
         )
     )
-    req.write_parquet(path)
+    write_requests(req, path, ds.name, ds.items["item_id"])
     return path
 
 

@@ -26,7 +26,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from onesearch.scoring import Scorer, ScoreSettings, check_columns
+from onesearch.scoring import (
+    META_CATALOGUE,
+    META_DATASET,
+    Scorer,
+    ScoreSettings,
+    check_columns,
+    check_provenance,
+)
 from pipelines import tracking
 
 JOB = "score"
@@ -124,6 +131,28 @@ KIND = "onesearch-score"
 """The ``kind`` a score output's manifest.json records (manifests from before it have none and are accepted)."""
 
 
+def recorded_provenance(cfg: Config) -> dict[str, str]:
+    """The dataset and catalogue a parquet input records in its key-value metadata (every file of a folder, which
+    must agree); {} for other inputs and files that record nothing."""
+    src = Path(cfg.input)
+    if src.suffix.lower() in (".duckdb", ".db", ".csv"):
+        return {}
+    import pyarrow.parquet as pq
+
+    files = sorted(src.rglob("*.parquet")) if src.is_dir() else [src]
+    found: dict[str, str] = {}
+    for f in files:
+        meta = pq.read_metadata(f).metadata or {}
+        for key in (META_DATASET, META_CATALOGUE):
+            v = meta.get(key.encode())
+            if v is None:
+                continue
+            v = v.decode()
+            if found.setdefault(key, v) != v:
+                raise ValueError(f"{src}: its files record different {key} values ({found[key]!r}, {v!r})")
+    return found
+
+
 def _identity(cfg: Config, model_path: str) -> dict:
     st = Path(cfg.input).stat()
     return {
@@ -161,6 +190,7 @@ def main(cfg: Config) -> dict:
     first = next(read_chunks(replace(cfg, chunk_rows=1)), None)
     if first is not None:
         check_columns(first, cfg.input)
+    check_provenance(recorded_provenance(cfg), bundle, cfg.input)
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {out} is a file, not a folder")
@@ -289,7 +319,9 @@ def start_ray(init: dict) -> None:
     where = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
     if where != [LOOPBACK]:
         ray.shutdown()
-        raise RuntimeError(f"the local Ray cluster came up on {where}, not on {LOOPBACK} only; refusing to use it")
+        raise RuntimeError(
+            f"the local Ray cluster came up on {where}, not on {LOOPBACK} only; refusing to use it"
+        )
 
 
 def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):

@@ -165,7 +165,12 @@ class AuctionEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self.market.done:
             raise RuntimeError("the episode is over; call reset()")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action is None or any(x is None for x in np.asarray(action, dtype=object).reshape(-1)):
+            raise ValueError("action is None: step() needs one number, the bid coefficient")
+        try:
+            a = np.asarray(action, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"action must be one number (the bid coefficient), got {action!r}") from None
         if a.size != 1:
             raise ValueError(f"action must be one bid coefficient, got shape {np.shape(action)}")
         if not np.isfinite(a[0]):

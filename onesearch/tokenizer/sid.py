@@ -143,17 +143,28 @@ class SIDTable:
         for f in (SID_FILE, SID_META_FILE):
             if not (d / f).is_file():
                 raise FileNotFoundError(f"{d}: {f} is missing (not a SID table directory)")
-        meta = json.loads((d / SID_META_FILE).read_text())
-        df = pl.read_parquet(d / SID_FILE)
-        cols = [code_column(i) for i in range(len(meta["codebook_sizes"]))]
+        try:
+            meta = json.loads((d / SID_META_FILE).read_text())
+            sizes, method = [int(v) for v in meta["codebook_sizes"]], str(meta["method"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{d / SID_META_FILE}: not a SID table description ({type(e).__name__}: {e})"
+            ) from None
+        try:
+            df = pl.read_parquet(d / SID_FILE)
+        except Exception as e:  # polars raises its own error types for a corrupt or foreign file
+            raise ValueError(
+                f"{d / SID_FILE}: not a readable parquet file ({type(e).__name__}: {e})"
+            ) from None
+        cols = [code_column(i) for i in range(len(sizes))]
         missing = [c for c in [S.ITEM_ID, *cols] if c not in df.columns]
         if missing:
             raise ValueError(f"{d / SID_FILE}: missing column(s) {missing}")
         table = cls(
             df[S.ITEM_ID].to_numpy(),
             df.select(cols).to_numpy(),
-            tuple(meta["codebook_sizes"]),
-            meta["method"],
+            tuple(sizes),
+            method,
         )
         if meta.get("content_hash") and table.content_hash() != meta["content_hash"]:
             raise ValueError(

@@ -61,6 +61,19 @@ def test_save_load_round_trip_and_hash(tmp_path):
         SID.SIDTable.load(tmp_path)
 
 
+def test_a_corrupt_table_names_the_file_it_could_not_read(tmp_path):
+    t = SID.make_table(np.array([3, 1, 2]), np.array([[0, 1], [0, 1], [1, 0]]), (2, 2), "toy")
+    d = t.save(tmp_path / "sid")
+    data = (d / "sid.parquet").read_bytes()
+    (d / "sid.parquet").write_bytes(data[: len(data) // 2])  # a torn copy
+    with pytest.raises(ValueError, match=r"sid[/\\]sid\.parquet: not a readable parquet file"):
+        SID.SIDTable.load(d)
+    t.save(d)
+    (d / "sid.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"sid\.json: not a SID table description"):
+        SID.SIDTable.load(d)
+
+
 def test_table_validation():
     with pytest.raises(ValueError, match="not unique"):
         SID.SIDTable(np.array([1, 1]), np.zeros((2, 2)), (1, 1), "x")

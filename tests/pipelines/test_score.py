@@ -144,6 +144,40 @@ def test_score_refuses_an_output_folder_that_is_not_a_score_output(bundle_dir, t
     assert json.loads((tmp_path / "empty" / "manifest.json").read_text())["kind"] == score.KIND
 
 
+def test_requests_that_record_another_dataset_or_catalogue_are_refused(bundle_dir, tmp_path):
+    """Item ids of one catalogue are other products in another: a request file that records where its ids come
+    from is checked against the model's (issue 36, small holes)."""
+    from onesearch.scoring import META_CATALOGUE, catalogue_hash, write_requests
+
+    bundle = GeneratorBundle.load(bundle_dir)
+    reqs = _requests(bundle, 5)
+    ids = bundle.table.item_ids
+
+    def run(name, dataset, items):
+        src = tmp_path / f"{name}.parquet"
+        write_requests(reqs, src, dataset, items)
+        return score.main(
+            score.Config(model=bundle_dir, input=str(src), output=str(tmp_path / name), progress=False)
+        )
+
+    with pytest.raises(ValueError, match="from dataset 'beauty', the model was trained on 'synthetic-tiny'"):
+        run("other-ds", "beauty", ids)
+    with pytest.raises(ValueError, match="catalogue .* is not the model's"):
+        run("other-cat", bundle.meta["dataset"], ids[:-1])  # one item fewer: another slice
+    assert not (tmp_path / "other-ds").exists() and not (tmp_path / "other-cat").exists()
+    assert run("same", bundle.meta["dataset"], ids[::-1])["rows_scored"] == 5  # order does not matter
+    assert catalogue_hash([3, 1, 2]) == catalogue_hash([1, 2, 3]) != catalogue_hash([1, 2])
+    # a folder whose files disagree is refused; a file that records nothing is taken as it is
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_requests(reqs.head(2), folder / "a.parquet", "synthetic-tiny", ids)
+    reqs.tail(3).write_parquet(folder / "b.parquet", metadata={META_CATALOGUE: "0" * 16})
+    with pytest.raises(ValueError, match="record different"):
+        score.main(
+            score.Config(model=bundle_dir, input=str(folder), output=str(tmp_path / "m"), progress=False)
+        )
+
+
 def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
     bundle = GeneratorBundle.load(bundle_dir)
     reqs = _requests(bundle, 3000, seed=1)
@@ -281,7 +315,9 @@ def test_a_local_ray_cluster_binds_loopback_only_even_where_the_machine_has_an_a
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["nodes"] == ["127.0.0.1"]
-    assert got["listen"] and all(a in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in got["listen"]), got["listen"]
+    assert got["listen"] and all(a in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in got["listen"]), got[
+        "listen"
+    ]
 
 
 _MATMUL_AT_THREADS = """

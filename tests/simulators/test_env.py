@@ -73,6 +73,11 @@ def test_out_of_range_action_is_clipped_and_nan_refused():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="finite"):
         env.step(np.array([np.nan], np.float32))
+    for bad in (None, [None]):  # np.asarray(None, float) is nan: the message must say None
+        with pytest.raises(ValueError, match="action is None"):
+            env.step(bad)
+    with pytest.raises(ValueError, match="one number"):
+        env.step("high")
 
 
 @pytest.mark.parametrize(
