@@ -14,7 +14,6 @@ with from here on (``plan_weight``), and can also explore around the logged acti
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 import warnings
@@ -26,11 +25,11 @@ import numpy as np
 import threadpoolctl
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from bidding.data import Episodes, featurize_state, normalised_returns, return_to_go, standardised_states
 from bidding.offline import Transitions, TwinQ, _soft_update, expectile_loss, mlp
+from onesearch.io import load_weights, save_weights
 from simulators.auction import conversion_score
 from simulators.market import Advertiser, Feedback
 
@@ -838,11 +837,8 @@ class DTBidder:
 
     # ---- persistence ------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``dt.safetensors`` and ``dt.json`` into the folder ``path``."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, out / "dt.safetensors.tmp")
-        (out / "dt.safetensors.tmp").replace(out / "dt.safetensors")
+        """Write ``dt.safetensors`` and ``dt.json`` (with the weights' hash) as the folder ``path``, replaced whole
+        (:func:`onesearch.io.save_weights`)."""
         meta = {
             "config": asdict(self.cfg),
             "mean": self.mean.tolist(),
@@ -850,23 +846,17 @@ class DTBidder:
             "target_return": self.target_return,
             "n_steps": self.n_steps,
         }
-        (out / "dt.json.tmp").write_text(json.dumps(meta, indent=2))
-        (out / "dt.json.tmp").replace(out / "dt.json")
-        return out
+        return save_weights(path, "dt", self.model.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | Path, plan_weight: float | None = None) -> DTBidder:
         """The bidder saved in the folder ``path``; ``plan_weight`` (in [0, 1]) replaces the saved weight of its
         plan value (w = 0 bids the DT's own α), for a sensitivity check without retraining."""
         src = Path(path)
-        if not (src / "dt.json").is_file() or not (src / "dt.safetensors").is_file():
-            raise FileNotFoundError(
-                f"{src}: not a saved Decision Transformer (needs dt.json and dt.safetensors)"
-            )
-        meta = json.loads((src / "dt.json").read_text())
+        weights, meta = load_weights(src, "dt", "Decision Transformer")
         cfg = DTConfig(**meta["config"])
         model = DecisionTransformer(cfg)
-        model.load_state_dict(load_file(src / "dt.safetensors"))
+        model.load_state_dict(weights)
         if plan_weight is not None:
             if cfg.plan_weight == 0:
                 raise ValueError(f"{src}: this Decision Transformer has no plan value to weigh")

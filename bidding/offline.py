@@ -14,7 +14,6 @@ an MLP whose output ``alpha_max · sigmoid(·)`` is the bid coefficient.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from bidding.data import Episodes, featurize_state, normalised_returns, standardised_states
+from onesearch.io import load_weights, save_weights
 from simulators.market import Advertiser
 
 ALGORITHMS = ("bc", "iql", "cql")
@@ -247,34 +246,24 @@ class PolicyBidder:
         return float(self.policy(x)[0])
 
     def save(self, path: str | Path) -> Path:
-        """Write ``policy.safetensors`` and ``policy.json`` into the folder ``path``."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "policy.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in self.policy.state_dict().items()}, tmp)
-        tmp.replace(out / "policy.safetensors")
-        hidden = self.policy.net[0].out_features
+        """Write ``policy.safetensors`` and ``policy.json`` (with the weights' hash) as the folder ``path``, replaced
+        whole (:func:`onesearch.io.save_weights`)."""
         meta = {
             "name": self.name,
             "d_state": self.mean.shape[0],
-            "hidden": hidden,
+            "hidden": self.policy.net[0].out_features,
             "alpha_max": self.policy.alpha_max,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "n_steps": self.n_steps,
         }
-        (out / "policy.json.tmp").write_text(json.dumps(meta, indent=2))
-        (out / "policy.json.tmp").replace(out / "policy.json")
-        return out
+        return save_weights(path, "policy", self.policy.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyBidder:
-        src = Path(path)
-        if not (src / "policy.json").is_file() or not (src / "policy.safetensors").is_file():
-            raise FileNotFoundError(f"{src}: not a saved policy (needs policy.json and policy.safetensors)")
-        meta = json.loads((src / "policy.json").read_text())
+        weights, meta = load_weights(path, "policy", "policy")
         pi = Policy(meta["d_state"], meta["hidden"], meta["alpha_max"])
-        pi.load_state_dict(load_file(src / "policy.safetensors"))
+        pi.load_state_dict(weights)
         return cls(meta["name"], pi, np.array(meta["mean"]), np.array(meta["std"]), meta["n_steps"])
 
 

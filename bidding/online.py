@@ -7,7 +7,6 @@ policy serves advertisers of every size; rewards are the change of the score, no
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from bidding.data import featurize_state
+from onesearch.io import load_weights, save_weights
 from simulators.env import AuctionEnv
 from simulators.market import Advertiser, MarketConfig
 
@@ -108,8 +108,27 @@ def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, di
     return bidder, stats
 
 
+_ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "SiLU", "GELU")
+"""Activation functions a saved SB3 policy may name (looked up in ``torch.nn`` by name, nothing else)."""
+
+
+def _box_dict(space) -> dict:
+    low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+    # JSON has no infinity: unbounded sides are written as null
+    as_list = lambda a: [None if not np.isfinite(v) else float(v) for v in a.reshape(-1)]  # noqa: E731
+    return {"shape": list(space.shape), "low": as_list(low), "high": as_list(high)}
+
+
+def _unbox(d: dict) -> dict:
+    shape = tuple(d["shape"])
+    low = np.array([-np.inf if v is None else v for v in d["low"]], dtype=np.float64).reshape(shape)
+    high = np.array([np.inf if v is None else v for v in d["high"]], dtype=np.float64).reshape(shape)
+    return {"low": low, "high": high}
+
+
 class SB3Bidder:
-    """A trained SB3 policy as a bidder (deterministic actions)."""
+    """A trained SB3 policy as a bidder (deterministic actions). ``model`` is the SB3 algorithm or its policy
+    (anything with SB3's ``predict``); a loaded bidder holds the policy only."""
 
     def __init__(self, name: str, model, mean: np.ndarray, var: np.ndarray, n_steps: int, clip: float = 10.0):
         self.name = name
@@ -129,35 +148,75 @@ class SB3Bidder:
         x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
         return float(self.model.predict(x, deterministic=self.deterministic)[0][0])
 
+    @property
+    def policy(self):
+        return getattr(self.model, "policy", self.model)
+
     def save(self, path: str | Path) -> Path:
-        """Write ``model.zip`` (SB3) and ``sb3.json`` (normalisation) into the folder ``path``."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save(out / "model.zip")
+        """Write the policy's weights (``sb3.safetensors``) and what rebuilds it (``sb3.json``: algorithm, spaces,
+        network shape, normalisation, the weights' hash) as the folder ``path``, replaced whole. SB3's own
+        ``model.zip`` is not written: it is read back through pickle, which runs code from the file."""
+        pol = self.policy
+        fn = pol.activation_fn if hasattr(pol, "activation_fn") else pol.actor.activation_fn  # a class
+        act = fn.__name__
+        if act not in _ACTIVATIONS:
+            raise ValueError(
+                f"SB3 policy activation {act} is not one a save can name ({', '.join(_ACTIVATIONS)})"
+            )
         meta = {
             "name": self.name,
+            "policy": {
+                "net_arch": pol.net_arch,
+                "activation_fn": act,
+                "observation_space": _box_dict(pol.observation_space),
+                "action_space": _box_dict(pol.action_space),
+            },
             "mean": self.mean.tolist(),
             "var": self.var.tolist(),
             "n_steps": self.n_steps,
             "clip": self.clip,
         }
-        (out / "sb3.json.tmp").write_text(json.dumps(meta, indent=2))
-        (out / "sb3.json.tmp").replace(out / "sb3.json")
-        return out
+        return save_weights(path, "sb3", pol.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> SB3Bidder:
+        """Rebuild the policy from ``sb3.json`` and load ``sb3.safetensors`` into it; nothing is unpickled (an old
+        ``model.zip`` save is refused, not opened)."""
+        import torch
         from stable_baselines3 import PPO, SAC
 
         src = Path(path)
-        if not (src / "sb3.json").is_file() or not (src / "model.zip").is_file():
-            raise FileNotFoundError(f"{src}: not a saved SB3 bidder (needs sb3.json and model.zip)")
-        meta = json.loads((src / "sb3.json").read_text())
-        algo = {"ppo": PPO, "sac": SAC}[meta["name"]]
-        model = algo.load(src / "model.zip", device="cpu")
+        if (src / "model.zip").exists() and not (src / "sb3.safetensors").exists():
+            raise ValueError(
+                f"{src}: an SB3 bidder saved as model.zip (SB3's pickle format, which can run code when read); "
+                "it is not opened: delete the folder and train again"
+            )
+        weights, meta = load_weights(src, "sb3", "SB3 bidder")
+        try:
+            algo = {"ppo": PPO, "sac": SAC}[meta["name"]]
+            p = meta["policy"]
+            if p["activation_fn"] not in _ACTIVATIONS:
+                raise ValueError(f"unknown activation {p['activation_fn']!r}")
+            policy = algo.policy_aliases["MlpPolicy"](
+                observation_space=_box_from(p["observation_space"]),
+                action_space=_box_from(p["action_space"]),
+                lr_schedule=lambda _: 0.0,
+                net_arch=p["net_arch"],
+                activation_fn=getattr(torch.nn, p["activation_fn"]),
+            )
+            policy.load_state_dict(weights)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(
+                f"{src}: cannot rebuild the saved SB3 policy ({type(e).__name__}: {e})"
+            ) from None
+        policy.set_training_mode(False)
         return cls(
-            meta["name"], model, np.array(meta["mean"]), np.array(meta["var"]), meta["n_steps"], meta["clip"]
+            meta["name"], policy, np.array(meta["mean"]), np.array(meta["var"]), meta["n_steps"], meta["clip"]
         )
+
+
+def _box_from(d: dict):
+    return gym.spaces.Box(dtype=np.float32, **_unbox(d))
 
 
 __all__ = ["ALGORITHMS", "FeaturizedAuction", "OnlineConfig", "SB3Bidder", "train_online"]

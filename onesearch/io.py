@@ -63,3 +63,48 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+WEIGHTS_SUFFIX = ".safetensors"
+
+
+def save_weights(out: str | os.PathLike, name: str, tensors: dict, meta: dict) -> Path:
+    """Write ``<name>.safetensors`` (the tensors) and ``<name>.json`` (``meta`` plus the weights' sha256) as one
+    folder ``out``, replaced whole (see :func:`atomic_dir`): a crash leaves the old pair or the new one, never one of
+    each. Nothing here is pickled; :func:`load_weights` reads it back and checks the hash."""
+    import json
+
+    from safetensors.torch import save_file
+
+    with atomic_dir(out, f"{name}.json") as tmp:
+        weights = tmp / f"{name}{WEIGHTS_SUFFIX}"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
+        full = {**meta, "weights_sha256": sha256_file(weights)}
+        (tmp / f"{name}.json").write_text(json.dumps(full, indent=2))
+    return Path(out)
+
+
+def load_weights(src: str | os.PathLike, name: str, what: str) -> tuple[dict, dict]:
+    """The tensors and the meta written by :func:`save_weights` into ``src``; a missing file, unreadable JSON, or
+    weights that are not the ones the JSON was written with (a torn or mixed copy) raise an error naming ``src``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    src = Path(src)
+    meta_file, weights = src / f"{name}.json", src / f"{name}{WEIGHTS_SUFFIX}"
+    if not meta_file.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{src}: not a saved {what} (needs {meta_file.name} and {weights.name})")
+    try:
+        meta = json.loads(meta_file.read_text())
+        want = meta["weights_sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{meta_file}: not the description of a saved {what} ({type(e).__name__}: {e}); a save from before "
+            "weights were hashed, or another file: train and save it again"
+        ) from None
+    if sha256_file(weights) != want:
+        raise ValueError(
+            f"{weights}: not the weights {meta_file.name} was written with (a torn or mixed copy)"
+        )
+    return load_file(str(weights)), meta

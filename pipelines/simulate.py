@@ -86,7 +86,11 @@ COLUMNS = TRAJECTORY_COLUMNS
 def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
     """Train (or load, when ``path`` holds one) the PPO behaviour policy of ``bidding.online``."""
     if (path / "sb3.json").is_file():
-        return SB3Bidder.load(path)
+        if (path / "sb3.safetensors").is_file():
+            return SB3Bidder.load(path)
+        # a cache from before bidders were saved without pickle: never opened, trained again in its place
+        print(f"[simulate] {path} holds a pickled SB3 save (model.zip); not opening it, training again",
+              file=sys.stderr)  # fmt: skip
     ocfg = OnlineConfig(
         algorithm="ppo",
         timesteps=cfg.ppo_steps,

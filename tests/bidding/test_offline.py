@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +221,82 @@ def test_plan_value_warns_on_a_narrow_range_and_load_can_reweigh_it(episodes, tm
     )
     with pytest.raises(ValueError, match="no plan value to weigh"):
         DTBidder.load(plain_dt.save(tmp_path / "dt"), plan_weight=0.5)
+
+
+class _WritesAFile:
+    """A pickle payload: unpickling it writes the file named ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).write_text, ("pwned",))
+
+
+def _crafted_sb3_folder(folder: Path, victim: Path) -> Path:
+    """A folder shaped like an SB3 bidder saved the old way: sb3.json plus a model.zip whose ``data`` holds an
+    SB3-serialised (base64 cloudpickle) object that writes ``victim`` when read."""
+    import base64
+    import pickle
+    import zipfile
+
+    folder.mkdir(parents=True)
+    payload = base64.b64encode(pickle.dumps(_WritesAFile(str(victim)))).decode()
+    data = {"policy_class": {":type:": "<class 'object'>", ":serialized:": payload}}
+    with zipfile.ZipFile(folder / "model.zip", "w") as z:
+        z.writestr("data", json.dumps(data))
+    (folder / "sb3.json").write_text(json.dumps({"name": "ppo", "mean": [0.0] * 16, "var": [1.0] * 16,
+                                                 "n_steps": 8, "clip": 10.0}))  # fmt: skip
+    return folder
+
+
+def test_a_crafted_model_zip_is_never_unpickled(tmp_path):
+    """Issue 36, hole 2: loading an SB3 bidder (directly, or from simulate's cache) must not run the pickle in an
+    old-format model.zip. The same zip, opened by SB3 itself, does write the file: the payload is live."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    victim = tmp_path / "pwned.txt"
+    folder = _crafted_sb3_folder(tmp_path / "ppo", victim)
+    with pytest.raises(ValueError, match="pickle format"):
+        SB3Bidder.load(folder)
+    assert not victim.exists()
+    # simulate's cached behaviour policy: trained again in place of the crafted folder, never opened
+    cfg = replace(simulate.PRESETS["tiny"], output=str(tmp_path / "sim"), progress=False)
+    bidder = simulate.train_ppo(cfg, folder)
+    assert not victim.exists()
+    assert not (folder / "model.zip").exists() and (folder / "sb3.safetensors").is_file()
+    np.testing.assert_allclose(_play(SB3Bidder.load(folder)), _play(bidder), atol=1e-6)
+    # the control: SB3's own reader runs the payload
+    live = _crafted_sb3_folder(tmp_path / "live", victim)
+    try:
+        load_from_zip_file(live / "model.zip")
+    except Exception:
+        pass  # the payload runs before SB3 notices the rest of the file is not a model
+    assert victim.read_text() == "pwned"
+
+
+def test_a_torn_or_mixed_bidder_save_is_refused_and_a_crash_keeps_the_old_save(
+    episodes, tmp_path, monkeypatch
+):
+    """Issue 36, hole 5: weights and JSON are one folder replaced whole, the JSON holds the weights' hash."""
+    cfg = OfflineConfig(algorithm="bc", hidden=16, steps=5, batch_size=32)
+    a = train_offline(episodes, cfg)[0]
+    b = train_offline(episodes, replace(cfg, hidden=32, steps=10))[0]
+    saved = a.save(tmp_path / "bc")
+    first = _play(PolicyBidder.load(saved))
+
+    # a crash after the new weights are written and before the JSON is: the old pair is what is there
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dumps", crash)  # save_weights writes the JSON after the weights
+    with pytest.raises(OSError, match="disk full"):
+        b.save(saved)
+    monkeypatch.undo()
+    np.testing.assert_allclose(_play(PolicyBidder.load(saved)), first, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc"]  # no temporary folder left behind
+    # weights of one save beside the JSON of another: refused by the hash
+    other = b.save(tmp_path / "other")
+    (saved / "policy.safetensors").write_bytes((other / "policy.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="torn or mixed"):
+        PolicyBidder.load(saved)
