@@ -28,6 +28,7 @@ from onesearch.model.data import (
     Examples,
     Splits,
     catalogue_examples,
+    item_purchase_counts,
     item_text_matrix,
     item_word_tokens,
     query_texts,
@@ -35,7 +36,7 @@ from onesearch.model.data import (
     search_examples,
 )
 from onesearch.model.text import QueryTokenizer
-from onesearch.model.train import TrainConfig, train, tune_dense_weight
+from onesearch.model.train import TrainConfig, train, tune_dense_weight, tune_popularity_weight
 from onesearch.tokenizer.embeddings import TEXT_DIM
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
@@ -76,6 +77,10 @@ class Config:
     dense_text: bool = False
     """With --dense-head: item vectors also read the item's all-MiniLM text embedding (datasets with item text;
     the bundle's name gets -dt)."""
+    popularity_prior: bool = False
+    """Rank the final candidates by score − w · log(1 + training purchases), w picked on validation as the largest
+    whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
+    buried by popularity validation cannot justify; the bundle's name gets -pp)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
@@ -179,6 +184,8 @@ class Prepared:
     """The dense head's item word tokens (--dense-words), SID-table row order."""
     item_text: np.ndarray | None = None
     """The dense head's item text embeddings (--dense-text), SID-table row order."""
+    item_purchases: np.ndarray | None = None
+    """Training purchases per item (--popularity-prior), SID-table row order."""
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -213,7 +220,10 @@ def prepare(cfg: Config) -> Prepared:
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
     model_cfg = G.with_data_shape(size, table.codebook_sizes, 0 if vocab is None else vocab.vocab_size)
     model_cfg = replace(
-        model_cfg, dense_text_tokens=cfg.dense_words, dense_text_dim=TEXT_DIM if cfg.dense_text else 0
+        model_cfg,
+        dense_text_tokens=cfg.dense_words,
+        dense_text_dim=TEXT_DIM if cfg.dense_text else 0,
+        popularity_prior=cfg.popularity_prior,
     )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
     if vocab is not None:
@@ -225,13 +235,15 @@ def prepare(cfg: Config) -> Prepared:
         splits = recommend_examples(ds, table, H, Q)
     tokens = item_word_tokens(ds.items, table, vocab, cfg.dense_words) if cfg.dense_words else None
     text = item_text_matrix(ds.items, table) if cfg.dense_text else None
-    return Prepared(ds, table, table_dir, vocab, splits, model_cfg, tokens, text)
+    counts = item_purchase_counts(ds, table, cfg.task) if cfg.popularity_prior else None
+    return Prepared(ds, table, table_dir, vocab, splits, model_cfg, tokens, text, counts)
 
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
     flags += (f"-dw{cfg.dense_words}" if cfg.dense_words else "") + ("-dt" if cfg.dense_text else "")
+    flags += "-pp" if cfg.popularity_prior else ""
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
@@ -248,7 +260,7 @@ def main(cfg: Config) -> dict:
         p = prepare(cfg)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
-        model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_text)
+        model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_text, p.item_purchases)
         name = run_name(cfg)
         out = Path(cfg.output) / p.ds.name / name
         work = Path(cfg.output) / p.ds.name / ".work" / f"{name}-{_settings_hash(cfg, p)}"
@@ -274,6 +286,13 @@ def main(cfg: Config) -> dict:
             print(f"[{JOB}] dense weight {w} (validation recall@10 by weight: "
                   f"{ {k: round(v['recall@10'], 4) for k, v in grid.items()} })", file=sys.stderr, flush=True)  # fmt: skip
             tracking.log_metrics({"dense_weight": w})
+        if res.model.cfg.popularity_prior:
+            w, grid = tune_popularity_weight(res.model, p.splits.valid, _trie(p), cfg.train)
+            dense |= {"popularity_weight": w, "popularity_grid": {str(k): v for k, v in grid.items()}}
+            print(f"[{JOB}] popularity weight {w} (validation recall@10 by weight, difference to the best ± its "
+                  f"paired standard error: { {k: (round(v['recall'], 4), round(v['diff'], 4), round(v['se'], 4)) for k, v in grid.items()} })",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            tracking.log_metrics({"popularity_weight": w})
         bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
         extra = {
             "dataset": p.ds.name,

@@ -50,7 +50,9 @@ def beam_search(
     """The ``k`` (default ``beam``) best IDs per request. ``trie`` must be on the model's device.
 
     A model with a dense head and ``dense_weight > 0`` ranks the beam's items together with the dense head's
-    nearest items by the combined score (:func:`_fuse_dense`), which is then the returned score.
+    nearest items by the combined score (:func:`_fuse_dense`), which is then the returned score; with
+    ``popularity_weight > 0`` the candidates are then ranked by that score minus the popularity prior
+    (:func:`_debias`).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -88,6 +90,8 @@ def beam_search(
             x = model.embed_level(code, lv).unsqueeze(2)  # (B, n', 1, d)
     if constrained and model.cfg.dense_head and model.cfg.dense_weight > 0:
         node, score, codes = _fuse_dense(model, enc, h0, node, score, codes)
+    if constrained and model.cfg.popularity_weight > 0:
+        node, score, codes = _debias(model, node, score, codes)
     items, score, codes = node[:, :k], score[:, :k], codes[:, :k]
     if items.shape[1] < k:  # fewer IDs than k in the whole trie
         pad = k - items.shape[1]
@@ -122,6 +126,17 @@ def _fuse_dense(
     cand = cand.masked_fill(torch.isinf(fused), -1)
     all_codes = torch.cat([codes, extra_codes], 1).gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
     return cand, fused, all_codes
+
+
+def _debias(model: Generator, items: Tensor, score: Tensor, codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Re-rank candidates (B, n) by ``score − popularity_weight · log(1 + training purchases)``; -1 / -inf last."""
+    prior = model.item_log_pop[items.clamp(min=0)]
+    out = score - model.cfg.popularity_weight * prior
+    out = out.masked_fill((items < 0) | torch.isinf(score), float("-inf"))
+    order = out.argsort(dim=1, descending=True, stable=True)
+    items, out = items.gather(1, order), out.gather(1, order)
+    items = items.masked_fill(torch.isinf(out), -1)
+    return items, out, codes.gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
 
 
 @torch.no_grad()

@@ -313,6 +313,14 @@ def item_word_tokens(items: pl.DataFrame, table: SIDTable, vocab: QueryTokenizer
     return vocab.encode(texts, width)
 
 
+def item_purchase_counts(ds: Dataset, table: SIDTable, task: str) -> np.ndarray:
+    """(n_items,) purchases of each item that the task's training split reads (no held-out target among them;
+    :func:`onesearch.data.splits.training_purchases`), SID-table row order; items outside the table are ignored."""
+    buys = training_purchases(purchases(ds), ds.search_log, task)[S.ITEM_ID].to_numpy()
+    buys = buys[np.isin(buys, table.item_ids)]
+    return np.bincount(table.rows(buys), minlength=table.n_items).astype(np.int64)
+
+
 def item_text_matrix(items: pl.DataFrame, table: SIDTable) -> np.ndarray:
     """(n_items, 384) all-MiniLM embeddings of each item's text (title, brand, category, description start), SID-
     table row order; cached on disk like the tokenizer's (the same texts hit the same cache)."""

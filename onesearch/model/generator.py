@@ -106,6 +106,15 @@ class GeneratorConfig:
     """Dense head: width of a frozen text embedding of each item (all-MiniLM, 384) read into its item vector
     through a learned linear map that starts at zero (0 = off)."""
 
+    popularity_prior: bool = False
+    """Hold each item's log(1 + training purchases) (given when the model is built, saved with the weights), so
+    that decoding can rank by the score minus ``popularity_weight`` × that prior."""
+    popularity_weight: float = 0.0
+    """Decoding: the final ranking is by score − popularity_weight · log(1 + training purchases): a popular item
+    must earn its place on relevance, and items with few or no purchases (long tail, cold start) are not buried by
+    the popularity the model learned from the log (0 = off; set after training on validation by
+    :func:`onesearch.model.train.tune_popularity_weight`)."""
+
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
@@ -126,6 +135,10 @@ class GeneratorConfig:
             raise ValueError(
                 "dense_text_tokens / dense_text_dim feed the dense head: they need dense_head=True"
             )
+        if self.popularity_weight < 0:
+            raise ValueError(f"popularity_weight must be >= 0, got {self.popularity_weight}")
+        if self.popularity_weight and not self.popularity_prior:
+            raise ValueError("popularity_weight needs popularity_prior=True (the items' purchase counts)")
         if self.dense_text_tokens and not self.text_vocab:
             raise ValueError(
                 "dense_text_tokens embeds item words with the query vocabulary: it needs text_vocab > 0"
@@ -334,11 +347,13 @@ class Generator(nn.Module):
         item_codes: np.ndarray | Tensor,
         item_tokens: np.ndarray | Tensor | None = None,
         item_text: np.ndarray | Tensor | None = None,
+        item_purchases: np.ndarray | Tensor | None = None,
     ):
         """``item_tokens`` (n_items, cfg.dense_text_tokens) query-vocabulary ids of each item's words (0 = padding)
         and ``item_text`` (n_items, cfg.dense_text_dim) its text embedding, both in SID-table row order, are read
-        by the dense head when the config asks for them; left out, they are zeros, to be filled by
-        ``load_state_dict`` (they are saved with the weights)."""
+        by the dense head when the config asks for them, and ``item_purchases`` (n_items,) each item's training
+        purchases by the popularity prior; left out, they are zeros, to be filled by ``load_state_dict`` (they are
+        saved with the weights)."""
         super().__init__()
         self.cfg = cfg
         d, L = cfg.d_model, cfg.levels
@@ -386,6 +401,13 @@ class Generator(nn.Module):
             )
         if cfg.dense_text_dim:
             self.register_buffer("item_text", _item_side(item_text, (n, cfg.dense_text_dim), torch.float32))
+        if cfg.popularity_prior:
+            counts = None if item_purchases is None else np.asarray(item_purchases, dtype=np.float64)[:, None]
+            if counts is not None and (counts < 0).any():
+                raise ValueError("item_purchases must be >= 0")
+            self.register_buffer(
+                "item_log_pop", torch.log1p(_item_side(counts, (n, 1), torch.float32))[:, 0].contiguous()
+            )
 
         # decay weights for the long-term view, oldest history slot first: decay ** age, age 0 = most recent
         age = torch.arange(cfg.max_history - 1, -1, -1, dtype=torch.float32)

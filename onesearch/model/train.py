@@ -185,6 +185,57 @@ def tune_dense_weight(
     return best, out
 
 
+POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+"""The popularity prior's weights tried on validation after training a model that holds the prior."""
+
+
+def largest_within_one_se(hits: dict[float, np.ndarray]) -> tuple[float, dict[float, dict[str, float]]]:
+    """The one-standard-error rule over paired per-request hits (0/1 arrays over the same requests, one per
+    weight): the best weight by mean hit rate, then the largest weight whose mean difference to the best is within
+    one standard error of that paired difference. Returns the choice and, per weight, ``recall``, ``diff`` (its
+    rate minus the best's) and ``se``."""
+    if not hits:
+        raise ValueError("no weights to choose from")
+    rate = {w: float(np.mean(h)) for w, h in hits.items()}
+    best = max(rate, key=lambda w: (rate[w], -w))
+    out = {}
+    for w, h in hits.items():
+        d = np.asarray(h, dtype=np.float64) - np.asarray(hits[best], dtype=np.float64)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        out[w] = {"recall": rate[w], "diff": float(d.mean()), "se": se}
+    pick = max(w for w in hits if out[w]["diff"] >= -out[w]["se"])
+    return pick, out
+
+
+def tune_popularity_weight(
+    model: Generator,
+    valid: Examples,
+    trie: SIDTrie,
+    cfg: TrainConfig,
+    grid: tuple[float, ...] = POPULARITY_WEIGHTS,
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """Pick the popularity prior's weight on the validation sample: the largest weight whose recall@10 is within
+    one paired standard error of the best weight's (:func:`largest_within_one_se`), i.e. the least popularity-led
+    ranking that validation cannot tell from the most accurate one. Sets it in the model's config."""
+    if not model.cfg.popularity_prior:
+        raise ValueError("tune_popularity_weight needs a model with the popularity prior")
+    sample = validation_sample(valid, cfg)
+    device = next(model.parameters()).device
+    amp = use_amp(device, cfg.amp)
+    hits, ndcg = {}, {}
+    for w in grid:
+        model.cfg = replace(model.cfg, popularity_weight=float(w))
+        res = evaluate(model, sample, trie, beam=cfg.eval_beam, k=min(cfg.eval_beam, 10), batch_size=cfg.eval_batch,
+                       device=device, amp=amp)  # fmt: skip
+        hits[float(w)] = (res.items == sample.target[:, None]).any(1).astype(np.float64)
+        ndcg[float(w)] = res.metrics["ndcg@10"]
+    best, table = largest_within_one_se(hits)
+    for w in table:
+        table[w]["ndcg@10"] = ndcg[w]
+    model.cfg = replace(model.cfg, popularity_weight=best)
+    return best, table
+
+
 def _param_groups(model: Generator, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -193,3 +193,55 @@ def test_dense_fusion_ranks_the_beam_and_the_dense_items_by_the_combined_score_b
         assert torch.equal(got.codes[r], torch.as_tensor(codes)[want])
     # an item that the beam never reaches can come in through the dense head
     assert any(set(got.items[r].tolist()) - set(beam.items[r].tolist()) for r in range(b.size))
+
+
+def test_popularity_prior_reranks_by_score_minus_weighted_log_purchases_by_hand():
+    codes = catalog()
+    n = len(codes)
+    counts = np.arange(n) * 7 % 23  # purchases per item, some zero (cold)
+    torch.manual_seed(0)
+    cfg = G.replace(G.with_data_shape(G.PRESETS["tiny"], SIZES, 10), popularity_prior=True)
+    m = G.Generator(cfg, codes, item_purchases=counts).eval()
+    torch.testing.assert_close(m.item_log_pop, torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    plain = beam_search(m, b, trie, beam=6, k=6)  # weight 0: the plain beam
+    w = 0.8
+    m.cfg = G.replace(m.cfg, popularity_weight=w)
+    got = beam_search(m, b, trie, beam=6, k=6)
+    for r in range(b.size):
+        items = plain.items[r].tolist()
+        score = {
+            i: float(s) - w * float(np.log1p(counts[i])) for i, s in zip(items, plain.scores[r], strict=True)
+        }
+        want = sorted(items, key=lambda i: -score[i])
+        assert got.items[r].tolist() == want
+        torch.testing.assert_close(
+            got.scores[r], torch.tensor([score[i] for i in want]), rtol=1e-5, atol=1e-5
+        )
+        assert torch.equal(got.codes[r], torch.as_tensor(codes)[want])
+    assert not torch.equal(got.items, plain.items)  # the prior changed some order
+    with pytest.raises(ValueError, match="needs popularity_prior"):
+        G.replace(cfg, popularity_prior=False, popularity_weight=0.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        G.Generator(cfg, codes, item_purchases=-counts - 1)
+
+
+def test_the_one_standard_error_rule_by_hand():
+    from onesearch.model.train import largest_within_one_se
+
+    # 10 requests; weight 0 hits 6; weight 0.5 loses two of them and finds one more; weight 1 loses three
+    h0 = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], float)
+    h5 = np.array([1, 1, 1, 1, 0, 0, 1, 0, 0, 0], float)
+    h1 = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0], float)
+    pick, table = largest_within_one_se({0.0: h0, 0.5: h5, 1.0: h1})
+    # paired differences to the best (weight 0): 0.5 → (-1, -1, +1, 0 × 7): mean -0.1, squared deviations
+    # 2 × 0.81 + 1.21 + 7 × 0.01 = 2.9, sd sqrt(2.9 / 9), se 0.1795 → within one se;
+    # 1.0 → three -1: mean -0.3, squared deviations 3 × 0.49 + 7 × 0.09 = 2.1, se sqrt(2.1 / 9 / 10) = 0.1528 → not
+    assert pick == 0.5
+    assert table[0.5]["diff"] == pytest.approx(-0.1)
+    assert table[0.5]["se"] == pytest.approx(np.sqrt(2.9 / 9) / np.sqrt(10))
+    assert table[1.0]["se"] == pytest.approx(np.sqrt(2.1 / 9) / np.sqrt(10))
+    assert table[0.0] == {"recall": 0.6, "diff": 0.0, "se": 0.0}
+    # a larger weight that is better than the rest is the best itself
+    assert largest_within_one_se({0.0: h5, 0.3: h0})[0] == 0.3

@@ -257,3 +257,33 @@ def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, 
         train_generator.prepare(replace(cfg, dense_head=False))
     with pytest.raises(ValueError, match="needs --task search"):
         train_generator.prepare(replace(cfg, task="recommend", dense_text=False))
+
+
+def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bundle(sids, tmp_path):
+    from onesearch.model.train import POPULARITY_WEIGHTS
+
+    cfg = replace(
+        train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path), popularity_prior=True
+    )
+    assert train_generator.run_name(cfg).endswith("-pp-s0")
+    p = train_generator.prepare(cfg)
+    # the prior counts exactly the purchases the recommend training split reads
+    from onesearch.data.splits import training_purchases
+    from onesearch.model.data import purchases
+
+    bought = training_purchases(purchases(p.ds), p.ds.search_log, "recommend")["item_id"].to_list()
+    item = int(p.table.item_ids[int(np.argmax(p.item_purchases))])
+    assert p.item_purchases.max() == bought.count(item) and p.item_purchases.sum() == len(bought)
+    res = train_generator.main(cfg)
+    grid = res["popularity_grid"]
+    assert set(grid) == {str(w) for w in POPULARITY_WEIGHTS}
+    w = res["popularity_weight"]
+    assert grid[str(w)]["diff"] >= -grid[str(w)]["se"]  # within one se of the best ...
+    assert all(
+        g["diff"] < -g["se"] for k, g in grid.items() if float(k) > w
+    )  # ... and the largest such weight
+    bundle = GeneratorBundle.load(res["model_uri"])
+    assert bundle.model.cfg.popularity_weight == w
+    torch.testing.assert_close(
+        bundle.model.item_log_pop, torch.log1p(torch.as_tensor(p.item_purchases, dtype=torch.float32))
+    )
