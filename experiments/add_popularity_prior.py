@@ -42,8 +42,7 @@ def main() -> None:
         splits = recommend_examples(ds, b.table, H, Q)
     counts = item_purchase_counts(ds, b.table, task)
     cfg = replace(m.cfg, popularity_prior=True, popularity_weight=0.0)
-    extra = {k: getattr(m, k) for k in ("item_tokens", "item_text") if hasattr(m, k)}
-    new = G.Generator(cfg, m.item_codes[:-1], extra.get("item_tokens"), extra.get("item_text"), counts)
+    new = G.Generator(cfg, m.item_codes[:-1], getattr(m, "item_tokens", None), counts)
     missing, unexpected = new.load_state_dict(m.state_dict(), strict=False)
     if missing != ["item_log_pop"] or unexpected:
         raise SystemExit(f"unexpected state: missing {missing}, unexpected {unexpected}")

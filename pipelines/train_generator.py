@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.model import generator as G
@@ -29,7 +28,6 @@ from onesearch.model.data import (
     Splits,
     catalogue_examples,
     item_purchase_counts,
-    item_text_matrix,
     item_word_tokens,
     query_texts,
     recommend_examples,
@@ -37,7 +35,6 @@ from onesearch.model.data import (
 )
 from onesearch.model.text import QueryTokenizer
 from onesearch.model.train import TrainConfig, train, tune_dense_weight, tune_popularity_weight
-from onesearch.tokenizer.embeddings import TEXT_DIM
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
@@ -74,9 +71,6 @@ class Config:
     """search task, with --dense-head: item vectors also read the item's first N title and category word tokens,
     embedded with the query tokens' embeddings, so queries and items share one word space and an item never bought
     gets a vector from its words (0 = off; the bundle's name gets -dwN)."""
-    dense_text: bool = False
-    """With --dense-head: item vectors also read the item's all-MiniLM text embedding (datasets with item text;
-    the bundle's name gets -dt)."""
     popularity_prior: bool = False
     """Rank the final candidates by score − w · log(1 + training purchases), w picked on validation as the largest
     whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
@@ -182,8 +176,6 @@ class Prepared:
     model_cfg: G.GeneratorConfig
     item_tokens: np.ndarray | None = None
     """The dense head's item word tokens (--dense-words), SID-table row order."""
-    item_text: np.ndarray | None = None
-    """The dense head's item text embeddings (--dense-text), SID-table row order."""
     item_purchases: np.ndarray | None = None
     """Training purchases per item (--popularity-prior), SID-table row order."""
 
@@ -202,14 +194,12 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError("--catalogue-queries needs --task search (a recommend-only model reads no query)")
     if cfg.dense_words < 0:
         raise ValueError(f"--dense-words must be >= 0, got {cfg.dense_words}")
-    if (cfg.dense_words or cfg.dense_text) and not cfg.dense_head:
-        raise ValueError("--dense-words / --dense-text feed the dense head: add --dense-head")
+    if cfg.dense_words and not cfg.dense_head:
+        raise ValueError("--dense-words feeds the dense head: add --dense-head")
     if cfg.dense_words and cfg.task != "search":
         raise ValueError("--dense-words embeds item words with the query vocabulary: it needs --task search")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    if cfg.dense_text and ds.items[S.TITLE].null_count() == ds.items.height:
-        raise ValueError(f"--dense-text: dataset {ds.name!r} has no item text")
     size = replace(
         G.PRESETS[cfg.model_size],
         item_embeddings=cfg.item_embeddings,
@@ -222,7 +212,6 @@ def prepare(cfg: Config) -> Prepared:
     model_cfg = replace(
         model_cfg,
         dense_text_tokens=cfg.dense_words,
-        dense_text_dim=TEXT_DIM if cfg.dense_text else 0,
         popularity_prior=cfg.popularity_prior,
     )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
@@ -234,15 +223,14 @@ def prepare(cfg: Config) -> Prepared:
     else:
         splits = recommend_examples(ds, table, H, Q)
     tokens = item_word_tokens(ds.items, table, vocab, cfg.dense_words) if cfg.dense_words else None
-    text = item_text_matrix(ds.items, table) if cfg.dense_text else None
     counts = item_purchase_counts(ds, table, cfg.task) if cfg.popularity_prior else None
-    return Prepared(ds, table, table_dir, vocab, splits, model_cfg, tokens, text, counts)
+    return Prepared(ds, table, table_dir, vocab, splits, model_cfg, tokens, counts)
 
 
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
-    flags += (f"-dw{cfg.dense_words}" if cfg.dense_words else "") + ("-dt" if cfg.dense_text else "")
+    flags += f"-dw{cfg.dense_words}" if cfg.dense_words else ""
     flags += "-pp" if cfg.popularity_prior else ""
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
@@ -260,7 +248,7 @@ def main(cfg: Config) -> dict:
         p = prepare(cfg)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
-        model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_text, p.item_purchases)
+        model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_purchases)
         name = run_name(cfg)
         out = Path(cfg.output) / p.ds.name / name
         work = Path(cfg.output) / p.ds.name / ".work" / f"{name}-{_settings_hash(cfg, p)}"

@@ -321,15 +321,6 @@ def item_purchase_counts(ds: Dataset, table: SIDTable, task: str) -> np.ndarray:
     return np.bincount(table.rows(buys), minlength=table.n_items).astype(np.int64)
 
 
-def item_text_matrix(items: pl.DataFrame, table: SIDTable) -> np.ndarray:
-    """(n_items, 384) all-MiniLM embeddings of each item's text (title, brand, category, description start), SID-
-    table row order; cached on disk like the tokenizer's (the same texts hit the same cache)."""
-    from onesearch.tokenizer.embeddings import item_texts, text_embeddings
-
-    emb, _ = text_embeddings(item_texts(_items_in_rows(items, table)))
-    return emb
-
-
 def query_texts(ds: Dataset) -> list[str]:
     """Texts the query vocabulary is fitted on: training-period queries and item titles."""
     texts = ds.items[S.TITLE].drop_nulls().to_list()

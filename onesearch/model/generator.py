@@ -102,9 +102,6 @@ class GeneratorConfig:
     with the encoder's query tokens) of the first N WordPiece tokens of its title and category words, through a
     learned linear map that starts at zero. Queries and items then share one word space, so an item never bought
     gets a vector from the words it shares with the queries that bought others (0 = off)."""
-    dense_text_dim: int = 0
-    """Dense head: width of a frozen text embedding of each item (all-MiniLM, 384) read into its item vector
-    through a learned linear map that starts at zero (0 = off)."""
 
     popularity_prior: bool = False
     """Hold each item's log(1 + training purchases) (given when the model is built, saved with the weights), so
@@ -129,12 +126,10 @@ class GeneratorConfig:
             raise ValueError(f"decays must be in (0, 1], got {self.decays}")
         if self.dense_loss < 0 or self.dense_weight < 0 or self.dense_candidates < 0:
             raise ValueError("dense_loss, dense_weight and dense_candidates must be >= 0")
-        if self.dense_text_tokens < 0 or self.dense_text_dim < 0:
-            raise ValueError("dense_text_tokens and dense_text_dim must be >= 0")
-        if (self.dense_text_tokens or self.dense_text_dim) and not self.dense_head:
-            raise ValueError(
-                "dense_text_tokens / dense_text_dim feed the dense head: they need dense_head=True"
-            )
+        if self.dense_text_tokens < 0:
+            raise ValueError("dense_text_tokens must be >= 0")
+        if self.dense_text_tokens and not self.dense_head:
+            raise ValueError("dense_text_tokens feed the dense head: they need dense_head=True")
         if self.popularity_weight < 0:
             raise ValueError(f"popularity_weight must be >= 0, got {self.popularity_weight}")
         if self.popularity_weight and not self.popularity_prior:
@@ -346,14 +341,12 @@ class Generator(nn.Module):
         cfg: GeneratorConfig,
         item_codes: np.ndarray | Tensor,
         item_tokens: np.ndarray | Tensor | None = None,
-        item_text: np.ndarray | Tensor | None = None,
         item_purchases: np.ndarray | Tensor | None = None,
     ):
         """``item_tokens`` (n_items, cfg.dense_text_tokens) query-vocabulary ids of each item's words (0 = padding)
-        and ``item_text`` (n_items, cfg.dense_text_dim) its text embedding, both in SID-table row order, are read
-        by the dense head when the config asks for them, and ``item_purchases`` (n_items,) each item's training
-        purchases by the popularity prior; left out, they are zeros, to be filled by ``load_state_dict`` (they are
-        saved with the weights)."""
+        are read by the dense head when the config asks for them, and ``item_purchases`` (n_items,) each item's
+        training purchases by the popularity prior, both in SID-table row order; left out, they are zeros, to be
+        filled by ``load_state_dict`` (they are saved with the weights)."""
         super().__init__()
         self.cfg = cfg
         d, L = cfg.d_model, cfg.levels
@@ -394,13 +387,10 @@ class Generator(nn.Module):
         self.dense_item = nn.Embedding(codes.shape[0], d) if cfg.dense_head else None
         n = codes.shape[0]
         self.dense_words = nn.Linear(d, d, bias=False) if cfg.dense_text_tokens else None
-        self.dense_text_proj = nn.Linear(cfg.dense_text_dim, d, bias=False) if cfg.dense_text_dim else None
         if cfg.dense_text_tokens:
             self.register_buffer(
                 "item_tokens", _item_side(item_tokens, (n, cfg.dense_text_tokens), torch.long)
             )
-        if cfg.dense_text_dim:
-            self.register_buffer("item_text", _item_side(item_text, (n, cfg.dense_text_dim), torch.float32))
         if cfg.popularity_prior:
             counts = None if item_purchases is None else np.asarray(item_purchases, dtype=np.float64)[:, None]
             if counts is not None and (counts < 0).any():
@@ -415,7 +405,7 @@ class Generator(nn.Module):
             "decay_w", torch.stack([torch.tensor(r) ** age for r in cfg.decays]), persistent=False
         )  # (n_decays, H)
         self.apply(self._init)
-        for m in (self.dense_item, self.dense_words, self.dense_text_proj):
+        for m in (self.dense_item, self.dense_words):
             if m is not None:
                 nn.init.zeros_(m.weight)  # an item starts as its codes
 
@@ -558,8 +548,7 @@ class Generator(nn.Module):
 
     def item_vectors(self) -> Tensor:
         """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the
-        history tokens) plus its learned offset, plus (when configured) a map of the mean embedding of its words
-        and a map of its text embedding."""
+        history tokens) plus its learned offset, plus (when configured) a map of the mean embedding of its words."""
         if self.dense_item is None:
             raise ValueError("this generator has no dense head (dense_head=False)")
         v = self._level_embed(self.code_emb, self.item_codes[:-1]).sum(-2) + self.dense_item.weight  # (n, d)
@@ -568,8 +557,6 @@ class Generator(nn.Module):
             keep = (tok > 0).to(v.dtype)  # (n, T)
             words = (self.query_emb(tok) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
             v = v + self.dense_words(words)
-        if self.dense_text_proj is not None:
-            v = v + self.dense_text_proj(self.item_text)
         return v
 
     def dense_logits(self, h0: Tensor) -> Tensor:

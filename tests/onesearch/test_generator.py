@@ -267,7 +267,7 @@ def test_a_bundle_from_before_the_dense_head_still_loads(tmp_path):
         torch.testing.assert_close(a, c)
 
 
-def test_dense_head_item_vectors_read_the_items_words_and_text_by_hand(tmp_path):
+def test_dense_head_item_vectors_read_the_items_words_by_hand(tmp_path):
     codes = catalog()
     n = len(codes)
     cfg = G.GeneratorConfig(
@@ -275,38 +275,33 @@ def test_dense_head_item_vectors_read_the_items_words_and_text_by_hand(tmp_path)
             **G.with_data_shape(G.PRESETS["tiny"], SIZES, 10).to_dict(),
             "dense_head": True,
             "dense_text_tokens": 3,
-            "dense_text_dim": 5,
         }
     )
     tokens = np.zeros((n, 3), dtype=np.int64)
     tokens[0] = [4, 7, 0]  # two words, one padding
     tokens[1] = [9, 0, 0]
-    text = np.random.default_rng(0).normal(size=(n, 5)).astype(np.float32)
     torch.manual_seed(0)
-    m = Generator(cfg, codes, tokens, text).eval()
+    m = Generator(cfg, codes, tokens).eval()
     base = m._level_embed(m.code_emb, m.item_codes[:-1]).sum(-2) + m.dense_item.weight
     # the maps start at zero: an item starts as its codes
     torch.testing.assert_close(m.item_vectors(), base)
     with torch.no_grad():
         m.dense_words.weight.normal_(0, 0.3)
-        m.dense_text_proj.weight.normal_(0, 0.3)
-    E, W, P = m.query_emb.weight, m.dense_words.weight, m.dense_text_proj.weight
-    want0 = base[0] + W @ ((E[4] + E[7]) / 2) + P @ torch.as_tensor(text[0])
-    want1 = base[1] + W @ E[9] + P @ torch.as_tensor(text[1])
-    want2 = base[2] + P @ torch.as_tensor(text[2])  # no words: padding only adds nothing
+    E, W = m.query_emb.weight, m.dense_words.weight
+    want0 = base[0] + W @ ((E[4] + E[7]) / 2)
+    want1 = base[1] + W @ E[9]
+    want2 = base[2]  # no words: padding only adds nothing
     got = m.item_vectors()
     torch.testing.assert_close(got[0], want0)
     torch.testing.assert_close(got[1], want1)
     torch.testing.assert_close(got[2], want2)
-    # the words and the text are saved with the weights
+    # the words are saved with the weights
     G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1")
     m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
     torch.testing.assert_close(m2.eval().item_vectors(), got)
     assert m2.item_tokens.tolist() == tokens.tolist()
     with pytest.raises(ValueError, match=r"\(19, 3\)"):
-        Generator(cfg, codes, tokens[:5], text)
-    with pytest.raises(ValueError, match="NaN"):
-        Generator(cfg, codes, tokens, np.full((n, 5), np.nan, dtype=np.float32))
+        Generator(cfg, codes, tokens[:5])
     with pytest.raises(ValueError, match="need dense_head"):
         G.GeneratorConfig(**{**cfg.to_dict(), "dense_head": False})
     with pytest.raises(ValueError, match="text_vocab"):

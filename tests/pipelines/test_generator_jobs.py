@@ -224,7 +224,7 @@ def test_dense_head_weight_is_picked_on_validation_and_kept_in_the_bundle(sids, 
     assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
 
 
-def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, tmp_path):
+def test_dense_words_give_item_vectors_from_each_items_own_words(sids, tmp_path):
     from onesearch.data.search_set import category_query, shared_root, words
 
     cfg = replace(
@@ -234,10 +234,9 @@ def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, 
         output=str(tmp_path),
         dense_head=True,
         dense_words=6,
-        dense_text=True,
     )
     p = train_generator.prepare(cfg)
-    assert p.item_tokens.shape == (p.table.n_items, 6) and p.item_text.shape == (p.table.n_items, 384)
+    assert p.item_tokens.shape == (p.table.n_items, 6)
     # row r holds the words of the table's r-th item: its title, then its category words
     paths = p.ds.items["category_path"].to_list()
     drop = 1 if shared_root(paths) else 0
@@ -245,8 +244,7 @@ def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, 
         row = p.ds.items.filter(pl.col("item_id") == int(p.table.item_ids[r])).row(0, named=True)
         text = " ".join(dict.fromkeys(words(row["title"]) + category_query(row["category_path"], drop)))
         assert p.item_tokens[r].tolist() == p.vocab.encode([text], 6)[0].tolist()
-    np.testing.assert_allclose(np.linalg.norm(p.item_text, axis=1), 1.0, atol=1e-4)
-    assert train_generator.run_name(cfg).endswith("-dh-dw6-dt-s0")
+    assert train_generator.run_name(cfg).endswith("-dh-dw6-s0")
     res = train_generator.main(cfg)
     bundle = GeneratorBundle.load(res["model_uri"])
     assert bundle.model.item_tokens.tolist() == p.item_tokens.tolist()
@@ -256,7 +254,7 @@ def test_dense_words_and_text_give_item_vectors_from_each_items_own_words(sids, 
     with pytest.raises(ValueError, match="add --dense-head"):
         train_generator.prepare(replace(cfg, dense_head=False))
     with pytest.raises(ValueError, match="needs --task search"):
-        train_generator.prepare(replace(cfg, task="recommend", dense_text=False))
+        train_generator.prepare(replace(cfg, task="recommend"))
 
 
 def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bundle(sids, tmp_path):
