@@ -1,6 +1,6 @@
 """Give a trained generator bundle the popularity prior, with its weight picked on validation, without retraining.
 
-    .venv/bin/python experiments/add_popularity_prior.py BUNDLE OUT [--eval-examples 3000] [--seed 0]
+    .venv/bin/python experiments/add_popularity_prior.py BUNDLE OUT [--eval-examples 3000] [--seed 0] [--dataset D]
 
 The prior is a decoding-time lever (``--popularity-prior`` of train-generator): the final ranking is by
 ``score − w · log(1 + training purchases)``. Training is unchanged by it, so adding it to a bundle trained without
@@ -30,9 +30,12 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--eval-examples", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--dataset", default="", help="dataset name or folder (default: the one the bundle records)"
+    )
     args = ap.parse_args()
     b = GeneratorBundle.load(args.bundle)
-    ds = load_dataset(b.meta["dataset"])
+    ds = load_dataset(args.dataset or b.meta["dataset"])
     task = b.meta["task"]
     m = b.model
     H, Q = m.cfg.max_history, m.cfg.max_query_tokens

@@ -405,6 +405,7 @@ class Generator(nn.Module):
             "decay_w", torch.stack([torch.tensor(r) ** age for r in cfg.decays]), persistent=False
         )  # (n_decays, H)
         self.apply(self._init)
+        self._vectors: tuple | None = None  # the item vectors of the current weights, outside training
         for m in (self.dense_item, self.dense_words):
             if m is not None:
                 nn.init.zeros_(m.weight)  # an item starts as its codes
@@ -548,16 +549,34 @@ class Generator(nn.Module):
 
     def item_vectors(self) -> Tensor:
         """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the
-        history tokens) plus its learned offset, plus (when configured) a map of the mean embedding of its words."""
+        history tokens) plus its learned offset, plus (when configured) a map of the mean embedding of its words.
+
+        Outside training (no grad) they are computed once per set of weights and kept: a weight change (an optimiser
+        step, ``load_state_dict``), another device or autocast state computes them again."""
         if self.dense_item is None:
             raise ValueError("this generator has no dense head (dense_head=False)")
+        key = None
+        if not self.training and not torch.is_grad_enabled():
+            dev = self.code_emb.weight.device
+            key = (dev, torch.is_autocast_enabled(dev.type)) + tuple(
+                (t.data_ptr(), t._version) for t in self._vector_inputs()
+            )
+            if self._vectors is not None and self._vectors[0] == key:
+                return self._vectors[1]
         v = self._level_embed(self.code_emb, self.item_codes[:-1]).sum(-2) + self.dense_item.weight  # (n, d)
         if self.dense_words is not None:
             tok = self.item_tokens
             keep = (tok > 0).to(v.dtype)  # (n, T)
             words = (self.query_emb(tok) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
             v = v + self.dense_words(words)
+        self._vectors = None if key is None else (key, v)
         return v
+
+    def _vector_inputs(self) -> list[Tensor]:
+        out = [self.code_emb.weight, self.dense_item.weight, self.item_codes]
+        if self.dense_words is not None:
+            out += [self.query_emb.weight, self.dense_words.weight, self.item_tokens]
+        return out
 
     def dense_logits(self, h0: Tensor) -> Tensor:
         """(…, n_items) dense scores of every item from first decoder states h0 (…, d)."""

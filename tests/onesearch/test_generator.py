@@ -306,3 +306,29 @@ def test_dense_head_item_vectors_read_the_items_words_by_hand(tmp_path):
         G.GeneratorConfig(**{**cfg.to_dict(), "dense_head": False})
     with pytest.raises(ValueError, match="text_vocab"):
         G.GeneratorConfig(**{**cfg.to_dict(), "text_vocab": 0})
+
+
+def test_item_vectors_are_kept_outside_training_and_recomputed_when_the_weights_change():
+    codes = catalog()
+    n = len(codes)
+    tokens = np.random.default_rng(1).integers(0, 10, (n, 3))
+    cfg = G.GeneratorConfig(
+        **{
+            **G.with_data_shape(G.PRESETS["tiny"], SIZES, 10).to_dict(),
+            "dense_head": True,
+            "dense_text_tokens": 3,
+        }
+    )
+    m = Generator(cfg, codes, tokens).eval()
+    with torch.no_grad():
+        a = m.item_vectors()
+        assert m.item_vectors() is a  # kept
+        m.dense_words.weight.add_(0.5)  # a weight change (in place, as an optimiser step does)
+        b = m.item_vectors()
+        assert b is not a and not torch.equal(a, b)
+        m.load_state_dict({k: v.clone() for k, v in m.state_dict().items()})
+        assert m.item_vectors() is not b  # loading weights computes them again ...
+        torch.testing.assert_close(m.item_vectors(), b)  # ... to the same values
+    # with gradients (training) they are never kept: the graph must be fresh
+    v = m.item_vectors()
+    assert v.requires_grad and m.item_vectors() is not v
