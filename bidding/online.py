@@ -195,6 +195,7 @@ class SB3Bidder:
         try:
             algo = {"ppo": PPO, "sac": SAC}[meta["name"]]
             p = meta["policy"]
+            _check_net_arch(p["net_arch"])
             if p["activation_fn"] not in _ACTIVATIONS:
                 raise ValueError(f"unknown activation {p['activation_fn']!r}")
             policy = algo.policy_aliases["MlpPolicy"](
@@ -213,6 +214,24 @@ class SB3Bidder:
         return cls(
             meta["name"], policy, np.array(meta["mean"]), np.array(meta["var"]), meta["n_steps"], meta["clip"]
         )
+
+
+MAX_LAYER = 4096
+"""Widest hidden layer a saved SB3 policy may ask for (checked before anything is allocated)."""
+
+
+def _check_net_arch(arch) -> None:
+    """A saved ``net_arch``: a list of layer widths, or a dict of such lists (pi / vf / qf), at most 8 layers of at
+    most :data:`MAX_LAYER` units each; anything else is refused before a network is built from it."""
+    lists = list(arch.values()) if isinstance(arch, dict) else [arch]
+    if isinstance(arch, dict) and not set(arch) <= {"pi", "vf", "qf"}:
+        raise ValueError(f"net_arch keys must be pi / vf / qf, got {sorted(arch)}")
+    for widths in lists:
+        if not isinstance(widths, list) or len(widths) > 8:
+            raise ValueError(f"net_arch must list at most 8 layer widths, got {widths!r}")
+        for w in widths:
+            if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= MAX_LAYER:
+                raise ValueError(f"net_arch layer widths must be integers in [1, {MAX_LAYER}], got {w!r}")
 
 
 def _box_from(d: dict):

@@ -89,7 +89,7 @@ def load_weights(src: str | os.PathLike, name: str, what: str) -> tuple[dict, di
     weights that are not the ones the JSON was written with (a torn or mixed copy) raise an error naming ``src``."""
     import json
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_bytes
 
     src = Path(src)
     meta_file, weights = src / f"{name}.json", src / f"{name}{WEIGHTS_SUFFIX}"
@@ -103,8 +103,9 @@ def load_weights(src: str | os.PathLike, name: str, what: str) -> tuple[dict, di
             f"{meta_file}: not the description of a saved {what} ({type(e).__name__}: {e}); a save from before "
             "weights were hashed, or another file: train and save it again"
         ) from None
-    if sha256_file(weights) != want:
+    data = weights.read_bytes()  # hashed and loaded from the same bytes
+    if hashlib.sha256(data).hexdigest() != want:
         raise ValueError(
             f"{weights}: not the weights {meta_file.name} was written with (a torn or mixed copy)"
         )
-    return load_file(str(weights)), meta
+    return load_bytes(data), meta

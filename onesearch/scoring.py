@@ -16,7 +16,9 @@ reported with its reason, never stopping the batch, when:
 | ``unknown items in history: [...]`` | the history names items the model's catalogue does not have |
 | ``nothing to go on`` | empty query and empty history |
 
-Scored rows come out as ``k`` rows each: ``request_id, rank (1..k), item_id, score (log-probability), sid``.
+Scored rows come out as ``k`` rows each: ``request_id, rank (1..k), item_id, score, sid``;
+the score is the ranking score of :func:`onesearch.decode.beam_search` (the ID's log-probability, with the dense
+head's term and the popularity prior where the bundle has them).
 """
 
 from __future__ import annotations

@@ -137,9 +137,12 @@ def recorded_provenance(cfg: Config) -> dict[str, str]:
     src = Path(cfg.input)
     if src.suffix.lower() in (".duckdb", ".db", ".csv"):
         return {}
+    import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    files = sorted(src.rglob("*.parquet")) if src.is_dir() else [src]
+    files = (
+        sorted(pads.dataset(src, format="parquet").files) if src.is_dir() else [src]
+    )  # what read_chunks reads
     found: dict[str, str] = {}
     for f in files:
         meta = pq.read_metadata(f).metadata or {}
@@ -300,6 +303,15 @@ def start_ray(init: dict) -> None:
     if init.get("address"):
         ray.init(**init)
         return
+    if ray.is_initialized():
+        raise RuntimeError(
+            "Ray is already initialised in this process; pass --ray-address to use that cluster"
+        )
+    if os.environ.get("RAY_ADDRESS"):
+        raise RuntimeError(
+            f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} is set, so Ray would join that cluster instead of starting a "
+            "local one: pass it as --ray-address, or unset it"
+        )
     # Ray picks the node's address from the route to the outside unless clusters are "disabled" (its switch for
     # laptops), in which case it takes loopback; the switch is a module constant read at call time.
     from ray._private import ray_constants

@@ -152,6 +152,13 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
+        d = dict(d)
+        removed = d.pop("dense_text_dim", 0)  # a dense-head variant that was tried and removed (stop 41)
+        if removed:
+            raise ValueError(
+                "this generator was trained with dense_text_dim (item MiniLM embeddings in the dense head), an "
+                "option that was removed; train it again (--dense-words is the kept variant)"
+            )
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

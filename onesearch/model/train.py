@@ -192,12 +192,18 @@ POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 def largest_within_one_se(hits: dict[float, np.ndarray]) -> tuple[float, dict[float, dict[str, float]]]:
     """The one-standard-error rule over paired per-request hits (0/1 arrays over the same requests, one per
     weight): the best weight by mean hit rate, then the largest weight whose mean difference to the best is within
-    one standard error of that paired difference. Returns the choice and, per weight, ``recall``, ``diff`` (its
-    rate minus the best's) and ``se``."""
+    one standard error of that paired difference. When every weight gives the very same hits, validation cannot
+    tell them apart at all and the smallest is returned. Returns the choice and, per weight, ``recall``, ``diff``
+    (its rate minus the best's) and ``se``."""
     if not hits:
         raise ValueError("no weights to choose from")
     rate = {w: float(np.mean(h)) for w, h in hits.items()}
     best = max(rate, key=lambda w: (rate[w], -w))
+    first = np.asarray(next(iter(hits.values())))
+    if all(np.array_equal(np.asarray(h), first) for h in hits.values()):
+        # the weights change no hit at all: validation says nothing, so nothing is changed (the smallest weight)
+        zero = {"recall": rate[best], "diff": 0.0, "se": 0.0}
+        return min(hits), {w: dict(zero) for w in hits}
     out = {}
     for w, h in hits.items():
         d = np.asarray(h, dtype=np.float64) - np.asarray(hits[best], dtype=np.float64)
@@ -216,7 +222,10 @@ def tune_popularity_weight(
 ) -> tuple[float, dict[float, dict[str, float]]]:
     """Pick the popularity prior's weight on the validation sample: the largest weight whose recall@10 is within
     one paired standard error of the best weight's (:func:`largest_within_one_se`), i.e. the least popularity-led
-    ranking that validation cannot tell from the most accurate one. Sets it in the model's config."""
+    ranking that validation cannot tell from the most accurate one. Sets it in the model's config.
+
+    Decodes at a beam of at least 20 (twice the 10 results judged), so the prior can bring in items from beyond the
+    top 10; a grid whose weights change no hit keeps weight 0."""
     if not model.cfg.popularity_prior:
         raise ValueError("tune_popularity_weight needs a model with the popularity prior")
     sample = validation_sample(valid, cfg)
@@ -225,7 +234,7 @@ def tune_popularity_weight(
     hits, ndcg = {}, {}
     for w in grid:
         model.cfg = replace(model.cfg, popularity_weight=float(w))
-        res = evaluate(model, sample, trie, beam=cfg.eval_beam, k=min(cfg.eval_beam, 10), batch_size=cfg.eval_batch,
+        res = evaluate(model, sample, trie, beam=max(cfg.eval_beam, 20), k=10, batch_size=cfg.eval_batch,
                        device=device, amp=amp)  # fmt: skip
         hits[float(w)] = (res.items == sample.target[:, None]).any(1).astype(np.float64)
         ndcg[float(w)] = res.metrics["ndcg@10"]

@@ -266,6 +266,12 @@ def test_a_crafted_model_zip_is_never_unpickled(tmp_path):
     assert not victim.exists()
     assert not (folder / "model.zip").exists() and (folder / "sb3.safetensors").is_file()
     np.testing.assert_allclose(_play(SB3Bidder.load(folder)), _play(bidder), atol=1e-6)
+    # a crafted sb3.json cannot make the loader build a huge network: its shape is checked first
+    meta = json.loads((folder / "sb3.json").read_text())
+    meta["policy"]["net_arch"] = {"pi": [10**8, 10**8], "vf": [64]}
+    (folder / "sb3.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="net_arch layer widths"):
+        SB3Bidder.load(folder)
     # the control: SB3's own reader runs the payload
     live = _crafted_sb3_folder(tmp_path / "live", victim)
     try:

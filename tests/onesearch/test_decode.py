@@ -221,6 +221,10 @@ def test_popularity_prior_reranks_by_score_minus_weighted_log_purchases_by_hand(
         )
         assert torch.equal(got.codes[r], torch.as_tensor(codes)[want])
     assert not torch.equal(got.items, plain.items)  # the prior changed some order
+    # with k < beam the top k of the re-ranked beam come out: an item from beyond the plain top 3 can get in
+    top3 = beam_search(m, b, trie, beam=6, k=3)
+    assert torch.equal(top3.items, got.items[:, :3]) and torch.equal(top3.scores, got.scores[:, :3])
+    assert any(set(got.items[r, :3].tolist()) - set(plain.items[r, :3].tolist()) for r in range(b.size))
     with pytest.raises(ValueError, match="needs popularity_prior"):
         G.replace(cfg, popularity_prior=False, popularity_weight=0.5)
     with pytest.raises(ValueError, match=">= 0"):
@@ -245,3 +249,5 @@ def test_the_one_standard_error_rule_by_hand():
     assert table[0.0] == {"recall": 0.6, "diff": 0.0, "se": 0.0}
     # a larger weight that is better than the rest is the best itself
     assert largest_within_one_se({0.0: h5, 0.3: h0})[0] == 0.3
+    # weights that change no hit at all: validation cannot tell them apart, nothing is changed
+    assert largest_within_one_se({0.0: h0, 0.5: h0.copy(), 1.0: h0.copy()})[0] == 0.0

@@ -178,6 +178,12 @@ def test_requests_that_record_another_dataset_or_catalogue_are_refused(bundle_di
         )
 
 
+def test_a_local_ray_cluster_is_not_started_where_ray_would_join_another(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    with pytest.raises(RuntimeError, match="RAY_ADDRESS=10.0.0.1:6379 is set"):
+        score.start_ray({"include_dashboard": False})
+
+
 def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
     bundle = GeneratorBundle.load(bundle_dir)
     reqs = _requests(bundle, 3000, seed=1)
