@@ -200,11 +200,7 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError("--dense-words embeds item words with the query vocabulary: it needs --task search")
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
-    size = replace(
-        G.PRESETS[cfg.model_size],
-        item_embeddings=cfg.item_embeddings,
-        dense_head=cfg.dense_head,
-    )
+    size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, dense_head=cfg.dense_head)
     if cfg.dropout is not None:
         size = replace(size, dropout=cfg.dropout)
     vocab = QueryTokenizer.fit(query_texts(ds)) if cfg.task == "search" else None
@@ -267,16 +263,16 @@ def main(cfg: Config) -> dict:
             tracking.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
 
         res = train(model, p.splits, _trie(p), cfg.train, work, on_eval=on_eval)
-        dense = {}
+        tuned = {}  # decoding weights picked on validation after training
         if res.model.cfg.dense_head:
             w, grid = tune_dense_weight(res.model, p.splits.valid, _trie(p), cfg.train)
-            dense = {"dense_weight": w, "dense_grid": {str(k): v for k, v in grid.items()}}
+            tuned = {"dense_weight": w, "dense_grid": {str(k): v for k, v in grid.items()}}
             print(f"[{JOB}] dense weight {w} (validation recall@10 by weight: "
                   f"{ {k: round(v['recall@10'], 4) for k, v in grid.items()} })", file=sys.stderr, flush=True)  # fmt: skip
             tracking.log_metrics({"dense_weight": w})
         if res.model.cfg.popularity_prior:
             w, grid = tune_popularity_weight(res.model, p.splits.valid, _trie(p), cfg.train)
-            dense |= {"popularity_weight": w, "popularity_grid": {str(k): v for k, v in grid.items()}}
+            tuned |= {"popularity_weight": w, "popularity_grid": {str(k): v for k, v in grid.items()}}
             print(f"[{JOB}] popularity weight {w} (validation recall@10 by weight, difference to the best ± its "
                   f"paired standard error: { {k: (round(v['recall'], 4), round(v['diff'], 4), round(v['se'], 4)) for k, v in grid.items()} })",
                   file=sys.stderr, flush=True)  # fmt: skip
@@ -290,7 +286,7 @@ def main(cfg: Config) -> dict:
             "model_size": cfg.model_size,
             "train_minutes": res.minutes,
             "valid": res.best,
-            **dense,
+            **tuned,
         }
         bundle.save(out, extra=extra)
         shutil.rmtree(work, ignore_errors=True)
@@ -312,7 +308,7 @@ def main(cfg: Config) -> dict:
             "stopped": res.stopped,
             "examples": sizes,
             **{f"val_{k}": v for k, v in res.best.items()},
-            **dense,
+            **tuned,
             "mlflow_run_id": run.info.run_id,
         }
         tracking.log_metrics({k: v for k, v in result.items() if k.startswith(("val_", "train_minutes"))})

@@ -119,24 +119,23 @@ def _fuse_dense(
     cand = torch.cat([items, extra], 1)  # (B, n + m)
     gen = torch.cat([score, extra_score], 1)
     fused = gen + cfg.dense_weight * dense.gather(1, cand.clamp(min=0))
-    fused = fused.masked_fill((cand < 0) | torch.isinf(gen), float("-inf"))
-    order = fused.argsort(dim=1, descending=True, stable=True)
-    cand = cand.gather(1, order)
-    fused = fused.gather(1, order)
-    cand = cand.masked_fill(torch.isinf(fused), -1)
-    all_codes = torch.cat([codes, extra_codes], 1).gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
-    return cand, fused, all_codes
+    return _ranked(cand, fused, torch.isinf(gen), torch.cat([codes, extra_codes], 1))
 
 
 def _debias(model: Generator, items: Tensor, score: Tensor, codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Re-rank candidates (B, n) by ``score − popularity_weight · log(1 + training purchases)``; -1 / -inf last."""
     prior = model.item_log_pop[items.clamp(min=0)]
-    out = score - model.cfg.popularity_weight * prior
-    out = out.masked_fill((items < 0) | torch.isinf(score), float("-inf"))
-    order = out.argsort(dim=1, descending=True, stable=True)
-    items, out = items.gather(1, order), out.gather(1, order)
-    items = items.masked_fill(torch.isinf(out), -1)
-    return items, out, codes.gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
+    return _ranked(items, score - model.cfg.popularity_weight * prior, torch.isinf(score), codes)
+
+
+def _ranked(items: Tensor, score: Tensor, dead: Tensor, codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidates (B, n) sorted by ``score`` (stable), the padding (-1), ``dead`` ones and -inf scores last with
+    item -1 and score -inf; ``codes`` (B, n, L) follow their items."""
+    score = score.masked_fill((items < 0) | dead, float("-inf"))
+    order = score.argsort(dim=1, descending=True, stable=True)
+    score = score.gather(1, order)
+    items = items.gather(1, order).masked_fill(torch.isinf(score), -1)
+    return items, score, codes.gather(1, order[..., None].expand(-1, -1, codes.shape[2]))
 
 
 @torch.no_grad()
