@@ -6,13 +6,14 @@ An episode is one advertiser over one delivery period (T steps), as written by `
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
-from simulators.auction import conversion_score
+from simulators.auction import AuctionRules, conversion_score
 from simulators.market import STATE_FEATURES, Advertiser
 from simulators.rollout import TRAJECTORY_COLUMNS
 
@@ -57,6 +58,8 @@ class Episodes(NamedTuple):
     """(E,) int."""
     advertiser: np.ndarray
     """(E,) int."""
+    rules: AuctionRules | None = None
+    """The auction rules the episodes were played under (from the folder's ``simulate.json``; None if unknown)."""
 
     @property
     def size(self) -> int:
@@ -72,7 +75,7 @@ class Episodes(NamedTuple):
 
     def subset(self, mask: np.ndarray) -> Episodes:
         """The episodes where ``mask`` (E,) is true."""
-        return Episodes(*(a[mask] for a in self))
+        return Episodes(*(a[mask] for a in self[:-1]), rules=self.rules)
 
 
 def _read(source: str | Path | pl.DataFrame) -> tuple[pl.DataFrame, str]:
@@ -157,7 +160,22 @@ def load_trajectories(source: str | Path | pl.DataFrame) -> Episodes:
         policy=first["policy"].to_numpy().astype(str),
         period=first["period"].to_numpy().astype(np.int64),
         advertiser=first["advertiser"].to_numpy().astype(np.int64),
+        rules=_recorded_rules(source),
     )
+
+
+def _recorded_rules(source: str | Path | pl.DataFrame) -> AuctionRules | None:
+    """The auction rules written by ``simulate`` next to a trajectory folder's parts, or None if there are none."""
+    if isinstance(source, pl.DataFrame) or not Path(source).is_dir():
+        return None
+    meta = Path(source) / "simulate.json"
+    if not meta.exists():
+        return None
+    try:
+        rules = json.loads(meta.read_text())["market"]["rules"]
+        return AuctionRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in rules.items()})
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{meta}: cannot read the auction rules (market.rules): {e}") from e
 
 
 def score_rewards(

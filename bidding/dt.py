@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from bidding.data import Episodes, featurize_state, normalised_returns, return_to_go, standardised_states
 from bidding.offline import Transitions, TwinQ, _soft_update, expectile_loss, mlp
 from onesearch.io import load_weights, save_weights
-from simulators.auction import conversion_score
+from simulators.auction import AuctionRules
 from simulators.market import Advertiser, Feedback
 
 
@@ -54,8 +54,8 @@ class DTConfig:
     """Dropout on embeddings, attention and residual branches."""
     max_steps: int = 48
     """Steps per episode (size of the timestep embedding)."""
-    alpha_max: float = 5.0
-    """Highest bid coefficient: predictions are alpha_max · sigmoid(·)."""
+    alpha_max: float = AuctionRules.alpha_max
+    """Highest bid coefficient: predictions are alpha_max · sigmoid(·) (bench-bidding sets the market's rule)."""
     explore_epsilon: float = 0.0
     """Value-guided DT: range of the exploration factor β ∈ [1 − ε, 1 + ε] on the logged action (0 = none)."""
     value_target: bool = False
@@ -831,7 +831,7 @@ class DTBidder:
         adv = self.advertiser
         self.cost += float(feedback.outcome.cost[adv.index])
         self.conversions += float(feedback.outcome.conversions[adv.index])
-        score = float(conversion_score(self.conversions, self.cost, adv.bid_scale))
+        score = float(adv.rules.score(self.conversions, self.cost, adv.bid_scale))
         self.rtg -= (score - self.score) * adv.bid_scale / max(adv.budget, 1e-9)
         self.score = score
 

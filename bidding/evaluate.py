@@ -40,7 +40,6 @@ def evaluate(
     make_bidder: Callable[[], Bidder],
     market: MarketConfig,
     cfg: EvalConfig,
-    alpha_max: float = 5.0,
     curves: bool = False,
 ) -> dict:
     """Play the bidder in every (period, budget ratio, slot) of ``cfg``; return its figures.
@@ -62,7 +61,7 @@ def evaluate(
     spend_curve = np.zeros(T)
     cpa_curve = np.zeros(T)
     cpa_plays = np.zeros(T)
-    for b, slot, adv, play in _plays(market, cfg, alpha_max):
+    for b, slot, adv, play in _plays(market, cfg):
         budget = adv.budget
         bidder = _Timed(make_bidder())
         traj = play(bidder)
@@ -112,7 +111,6 @@ def hindsight_alpha(
     market: MarketConfig,
     cfg: EvalConfig,
     grid: Sequence[float] = HINDSIGHT_GRID,
-    alpha_max: float = 5.0,
 ) -> dict:
     """A reference, not a bidder: in every play of :func:`evaluate`, the best constant α of ``grid`` chosen *after*
     playing the period with each of them (so it knows the day's traffic and competitors in advance).
@@ -125,13 +123,14 @@ def hindsight_alpha(
     ``grid``: the grid may be too narrow there) and ``plays``.
     """
     grid = sorted({float(a) for a in grid})
+    alpha_max = market.rules.alpha_max
     if not grid or not all(math.isfinite(a) and 0 <= a <= alpha_max for a in grid):
         raise ValueError(f"grid must hold α values in [0, {alpha_max}], got {grid}")
     by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
     used: list[float] = []
     chosen: list[float] = []
     violations = edge = 0
-    for b, slot, adv, play in _plays(market, cfg, alpha_max):
+    for b, slot, adv, play in _plays(market, cfg):
         best = None
         for a in grid:
             traj = play(FixedBidder(a))
@@ -165,7 +164,7 @@ def _violates(cost: float, conversions: float, bid_scale: float) -> int:
     return int(cost > 0)
 
 
-def _plays(market: MarketConfig, cfg: EvalConfig, alpha_max: float):
+def _plays(market: MarketConfig, cfg: EvalConfig):
     """Every play of ``cfg``: (budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the period with
     ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it again replays
     the very same market. Slots beyond the market's advertisers are left out (slot 0 if none is left)."""
@@ -188,7 +187,6 @@ def _plays(market: MarketConfig, cfg: EvalConfig, alpha_max: float):
                         [*others[:slot], bidder, *others[slot:]],
                         np.random.default_rng([cfg.seed, p, 2]),
                         advertisers=adv,
-                        alpha_max=alpha_max,
                     )
 
                 yield b, slot, adv, play

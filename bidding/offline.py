@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from bidding.data import Episodes, featurize_state, normalised_returns, standardised_states
 from onesearch.io import load_weights, save_weights
+from simulators.auction import AuctionRules
 from simulators.market import Advertiser
 
 ALGORITHMS = ("bc", "iql", "cql")
@@ -59,8 +60,8 @@ class OfflineConfig:
     """CQL: uniformly sampled actions per state in the penalty."""
     bc_weight: float = 2.5
     """CQL actor: λ of the TD3+BC normalisation (larger = more Q, less cloning)."""
-    alpha_max: float = 5.0
-    """Highest bid coefficient."""
+    alpha_max: float = AuctionRules.alpha_max
+    """Highest bid coefficient (bench-bidding sets the market's rule)."""
     max_minutes: float = 15.0
     """Stop after this much training time (0 = no limit)."""
     seed: int = 0

@@ -47,7 +47,7 @@ class FeaturizedAuction(gym.ObservationWrapper):
 
     def observation(self, obs: np.ndarray) -> np.ndarray:
         env = self.env.unwrapped
-        spec = env.market.advertisers.spec(env.agent_index)
+        spec = env.market.advertisers.spec(env.agent_index, env.cfg.rules)
         return featurize_state(obs, spec, env.cfg.n_steps)
 
 

@@ -134,6 +134,11 @@ def main(cfg: Config) -> dict:
                 raise ValueError(
                     f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
                 )
+            if episodes.rules is not None and episodes.rules != market.rules:
+                raise ValueError(
+                    f"{folder}: trajectories were played under other auction rules ({episodes.rules}) than the "
+                    f"test market's ({market.rules})"
+                )
             if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
                 plan_episodes(episodes, cfg.value.plan_policies)
         results: dict[str, dict] = {}
@@ -144,10 +149,15 @@ def main(cfg: Config) -> dict:
                 make = (lambda f: lambda: f(market.n_steps))(HEURISTICS[name])
             else:
                 if name in ("bc", "iql", "cql"):
-                    bidder, stats = train_offline(episodes, replace(cfg.offline, algorithm=name))
+                    ocfg = replace(cfg.offline, algorithm=name, alpha_max=market.rules.alpha_max)
+                    bidder, stats = train_offline(episodes, ocfg)
                     bidder = PolicyBidder.load(bidder.save(out / name))
                 elif name in ("dt", "vdt"):
-                    dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps))
+                    dcfg = replace(
+                        cfg.dt,
+                        max_steps=max(cfg.dt.max_steps, episodes.n_steps),
+                        alpha_max=market.rules.alpha_max,
+                    )
                     if name == "vdt":
                         dcfg = replace(
                             dcfg,

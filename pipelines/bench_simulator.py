@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines import tracking
+from simulators.auction import AuctionRules
 from simulators.env import AuctionEnv
 from simulators.market import Market, MarketConfig
 
@@ -50,8 +51,7 @@ def _market_cfg(cfg: Config) -> MarketConfig:
         impressions=cfg.impressions,
         n_advertisers=cfg.n_advertisers,
         n_steps=cfg.n_steps,
-        n_slots=cfg.n_slots,
-        exposure=exposure,
+        rules=AuctionRules(n_slots=cfg.n_slots, exposure=exposure),
     )
 
 

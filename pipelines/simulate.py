@@ -44,8 +44,6 @@ class Config:
     """Behaviour policies to draw from, per advertiser and period: fixed, pid, pacing, lp, ppo."""
     market: MarketConfig = field(default_factory=MarketConfig)
     """The market of every period."""
-    alpha_max: float = 5.0
-    """Highest bid coefficient."""
     fixed_alpha: tuple[float, float] = (0.03, 1.3)
     """Range of the ``fixed`` behaviour bidders' α. It reaches well below the best constant α in hindsight (about
     0.12 on the default market), so the data also logs days that end with budget left, and the value-guided DT's
@@ -182,7 +180,7 @@ def main(cfg: Config) -> dict:
 
                     torch.manual_seed(cfg.seed * 1_000_003 + p)  # PPO samples its actions with torch
                 bidders, names = _bidders(cfg, rng, ppo)
-                traj = run_period(cfg.market, bidders, rng, alpha_max=cfg.alpha_max)
+                traj = run_period(cfg.market, bidders, rng)
                 frames.append(period_frame(p, traj, names))
             tmp = path.with_suffix(".parquet.tmp")
             pl.concat(frames).write_parquet(tmp)

@@ -9,17 +9,30 @@ Every impression opportunity is one generalized-second-price auction among all a
 * when the exposed wins of one step would cost an advertiser more than its remaining budget, its won impressions
   are dropped, in random order, until the rest fits (a dropped slot stays empty: nobody else is moved up).
 
+The rules a market runs by (slots, exposure, reserve, the score's β, the highest bid coefficient) are one frozen
+:class:`AuctionRules`: the market, every bidder (told them at reset) and the evaluator score with the same object.
+
+Randomness that decides *outcomes* (exposure, conversions, which wins a budget drops) can come from a plain
+generator or from :class:`PairNoise`, counter-based draws keyed by (step, impression, advertiser): with the latter an
+outcome does not depend on how many other draws were made before it, so two bidders playing one period see the same
+coin for the same won impression (common random numbers).
+
 Shapes: n impressions, N advertisers, K slots.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
     "AuctionResult",
+    "AuctionRules",
+    "PairNoise",
     "conversion_score",
     "enforce_budgets",
     "gsp_auction",
@@ -27,6 +40,109 @@ __all__ = [
     "sample_conversions",
     "spend_by_advertiser",
 ]
+
+
+@dataclass(frozen=True)
+class AuctionRules:
+    """The rules of a market, in one place: how an auction is run and how a period is scored."""
+
+    n_slots: int = 3
+    """Ad slots per impression (K)."""
+    exposure: tuple[float, ...] = (1.0, 0.8, 0.6)
+    """Probability that each slot is shown, best slot first (one per slot)."""
+    reserve_price: float = 0.3
+    """Lowest bid that takes part; a winner pays at least this. About a quarter of the typical clearing price of a
+    shown slot: without it, once the day's budgets run out, auctions with fewer than K + 1 bidders cost nothing and a
+    bidder that waits for them buys conversions for free (the market flaw found by the first bench-bidding run)."""
+    beta: float = 2.0
+    """Exponent of the score penalty for a missed target: conversions × min(1, (target / cpa)^β)."""
+    alpha_max: float = 5.0
+    """Highest bid coefficient: every α is clipped to [0, alpha_max] before it bids."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.n_slots < 1:
+            errors.append(f"n_slots must be positive, got {self.n_slots}")
+        if len(self.exposure) != self.n_slots:
+            errors.append(
+                f"exposure needs one probability per slot ({self.n_slots}), got {len(self.exposure)}"
+            )
+        if not all(0 <= e <= 1 for e in self.exposure):
+            errors.append(f"exposure probabilities must be in [0, 1], got {self.exposure}")
+        if not (math.isfinite(self.reserve_price) and self.reserve_price >= 0):
+            errors.append(f"reserve_price must be a finite number >= 0, got {self.reserve_price}")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            errors.append(f"beta must be a positive number, got {self.beta}")
+        if not (math.isfinite(self.alpha_max) and self.alpha_max > 0):
+            errors.append(f"alpha_max must be a positive number, got {self.alpha_max}")
+        if errors:
+            raise ValueError("bad auction rules: " + "; ".join(errors))
+
+    def score(self, conversions, cost, target) -> np.ndarray:
+        """:func:`conversion_score` with these rules' β."""
+        return conversion_score(conversions, cost, target, self.beta)
+
+    def clip(self, alpha: float) -> float:
+        """``alpha`` clipped to [0, alpha_max]."""
+        return min(max(float(alpha), 0.0), self.alpha_max)
+
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic): a bijection that scrambles every bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+class PairNoise:
+    """Counter-based random draws keyed by (stream, step, impression, advertiser).
+
+    Every draw is a pure function of its key and the seed: the same key gives the same number whatever else was
+    drawn, in whatever order. That is what common random numbers need: when two bidders play one period, the same
+    advertiser winning the same impression converts (or not) on the same coin. A draw is splitmix64's output for the
+    counter ``(impression << 24) | advertiser`` under a key made of the seed, the stream and the step.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.key = _mix(np.array([int(seed) % 2**64], dtype=np.uint64) + _GOLDEN)[0]
+
+    def bits(self, stream: int, step: int, imp: np.ndarray, adv: np.ndarray) -> np.ndarray:
+        """uint64 random bits, one per (imp, adv) pair (same shapes; imp < 2^40, adv < 2^24)."""
+        with np.errstate(over="ignore"):
+            head = _mix(
+                np.array([self.key ^ (np.uint64(stream) * _GOLDEN)], dtype=np.uint64) + np.uint64(step)
+            )
+            counter = (np.asarray(imp, dtype=np.uint64) << np.uint64(24)) | np.asarray(adv, dtype=np.uint64)
+            return _mix(head[0] + counter * _GOLDEN)
+
+    def uniform(self, stream: int, step: int, imp: np.ndarray, adv: np.ndarray) -> np.ndarray:
+        """float64 in [0, 1), one per (imp, adv) pair."""
+        return (self.bits(stream, step, imp, adv) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+    def uniform_and_normal(
+        self, stream: int, step: int, imp: np.ndarray, adv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """float32 uniform in [0, 1) and standard normal draws, one of each per pair, from one 64-bit draw: the
+        high 32 bits give the uniform, the low 16 bits pick one of 65,536 normal quantiles (tails cut at 4.3σ)."""
+        x = self.bits(stream, step, imp, adv)
+        u = (x >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+        z = _normal_quantiles()[(x & np.uint64(0xFFFF)).astype(np.intp)]
+        return u, z
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_quantiles() -> np.ndarray:
+    """(65536,) float32 standard normal quantiles at probabilities (k + 0.5) / 65536."""
+    from statistics import NormalDist
+
+    nd = NormalDist()
+    return np.array([nd.inv_cdf((k + 0.5) / 65536) for k in range(65536)], dtype=np.float32)
 
 
 class AuctionResult(NamedTuple):
@@ -71,12 +187,14 @@ def gsp_auction_columns(
     n_slots: int,
     exposure: np.ndarray,
     reserve: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | np.ndarray,
 ) -> AuctionResult:
     """:func:`gsp_auction` on bids laid out by advertiser: ``bids_t`` is (N, n) float32, finite.
 
     This is the layout the simulator keeps: ranking N bids per impression is then a reduction over rows, which
-    numpy vectorises across impressions (several times faster than ``argmax`` over short rows).
+    numpy vectorises across impressions (several times faster than ``argmax`` over short rows). ``rng`` is a
+    generator, or the (n, K) uniform draws themselves (slot k of impression i is shown when its draw is below
+    ``exposure[k]``): a market draws them with the traffic, so they do not depend on the bids.
     """
     if bids_t.ndim != 2:
         raise ValueError(f"bids_t must be (advertisers, impressions), got shape {bids_t.shape}")
@@ -113,11 +231,18 @@ def gsp_auction_columns(
     winners = np.where(present[:, :n_slots], top_idx[:, :n_slots], -1).astype(np.int32)
     next_bid = np.where(present[:, 1:], top_bid[:, 1:], 0.0)
     prices = np.where(present[:, :n_slots], np.maximum(next_bid, reserve), 0.0).astype(np.float32)
-    shown = rng.random((n, n_slots), dtype=np.float32) < exposure[None, :]
+    draws = rng.random((n, n_slots), dtype=np.float32) if isinstance(rng, np.random.Generator) else rng
+    if draws.shape != (n, n_slots):
+        raise ValueError(f"need ({n}, {n_slots}) exposure draws, got shape {draws.shape}")
+    shown = draws < exposure[None, :]
     exposed = shown & present[:, :n_slots]
     kth = top_bid[:, n_slots - 1]
     lwc = np.where(present[:, n_slots - 1], kth, reserve).astype(np.float32)
     return AuctionResult(winners, prices, exposed, lwc)
+
+
+_TRIM, _CONVERT = 1, 2
+"""PairNoise streams: the order in which a budget drops wins, and conversions."""
 
 
 def spend_by_advertiser(result: AuctionResult, n_advertisers: int) -> np.ndarray:
@@ -127,12 +252,17 @@ def spend_by_advertiser(result: AuctionResult, n_advertisers: int) -> np.ndarray
 
 
 def enforce_budgets(
-    result: AuctionResult, remaining: np.ndarray, rng: np.random.Generator
+    result: AuctionResult,
+    remaining: np.ndarray,
+    rng: np.random.Generator | PairNoise,
+    step: int = 0,
 ) -> tuple[AuctionResult, np.ndarray, np.ndarray]:
     """Drop won impressions of every advertiser whose step cost exceeds ``remaining`` (its budget left).
 
-    For each over-spending advertiser, its exposed wins are put in random order and the longest prefix whose cost
-    fits in the remaining budget is kept; the rest become empty, unexposed slots. Returns the trimmed result and
+    For each over-spending advertiser, its exposed wins are put in random order (a permutation from ``rng``, or with
+    :class:`PairNoise` the order of their keys' uniform draws at ``step``, so the order of two wins never depends on
+    anyone's bids) and the longest prefix whose cost fits in the remaining budget is kept; the rest become empty,
+    unexposed slots. Returns the trimmed result and
     the (N,) cost per advertiser after trimming (never above ``remaining``) and the (N,) bool mask of advertisers
     that had wins dropped.
     """
@@ -147,7 +277,11 @@ def enforce_budgets(
     flat_w, flat_p, flat_e = winners.reshape(-1), prices.reshape(-1), exposed.reshape(-1)
     for a in over:
         pos = np.flatnonzero(flat_e & (flat_w == a))
-        pos = pos[rng.permutation(pos.size)]
+        if isinstance(rng, PairNoise):
+            imp = pos // result.winners.shape[1]
+            pos = pos[np.argsort(rng.uniform(_TRIM, step, imp, np.full(pos.size, a)), kind="stable")]
+        else:
+            pos = pos[rng.permutation(pos.size)]
         keep = np.cumsum(flat_p[pos].astype(np.float64)) <= remaining[a]
         # keep the prefix only: the first win that does not fit ends the step for this advertiser
         n_keep = int(np.argmin(keep)) if not keep.all() else pos.size
@@ -163,12 +297,15 @@ def sample_conversions(
     result: AuctionResult,
     p_value: np.ndarray,
     p_sigma: np.ndarray,
-    rng: np.random.Generator,
+    rng: np.random.Generator | PairNoise,
+    step: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample conversions for exposed winners only.
 
     The true conversion probability of an (impression, advertiser) pair is drawn around its prediction,
     ``clip(p_value + p_sigma · z, 0, 1)`` with z ~ N(0, 1); the conversion is then a coin flip with that probability.
+    With :class:`PairNoise`, z and the coin are keyed by (``step``, impression, advertiser): the pair converts or
+    not whatever else happened in the market.
     ``p_value`` and ``p_sigma`` are (n, N). Returns (imp, adv) int arrays of the exposed wins and a bool array
     saying which converted, in the same order.
     """
@@ -176,8 +313,13 @@ def sample_conversions(
     adv = result.winners[imp, slot]
     p = p_value[imp, adv]
     s = p_sigma[imp, adv] if np.ndim(p_sigma) == 2 else np.asarray(p_sigma)[adv] * p
-    p_true = np.clip(p + s * rng.standard_normal(p.shape[0], dtype=np.float32), 0.0, 1.0)
-    converted = rng.random(p.shape[0], dtype=np.float32) < p_true
+    if isinstance(rng, PairNoise):
+        u, z = rng.uniform_and_normal(_CONVERT, step, imp, adv)
+    else:
+        z = rng.standard_normal(p.shape[0], dtype=np.float32)
+        u = rng.random(p.shape[0], dtype=np.float32)
+    p_true = np.clip(p + s * z, 0.0, 1.0)
+    converted = u < p_true
     return np.stack([imp, adv]), converted
 
 

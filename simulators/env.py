@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from simulators.auction import conversion_score
+from simulators.auction import AuctionRules
 from simulators.bidders import Bidder, default_competitors
 from simulators.market import STATE_FEATURES, Market, MarketConfig
 
@@ -39,8 +39,9 @@ class AuctionEnv(gym.Env):
     (see :mod:`simulators.auction`).
 
     ## Action Space
-    ``Box(0, alpha_max, (1,), float32)``: the bid coefficient α for the step. Actions outside [0, alpha_max] are
-    clipped to it; a NaN or infinite action raises ``ValueError``.
+    ``Box(0, alpha_max, (1,), float32)``: the bid coefficient α for the step (``alpha_max`` is the market's
+    :class:`simulators.auction.AuctionRules`). Actions outside [0, alpha_max] are clipped to it; a NaN or infinite
+    action raises ``ValueError``.
 
     ## Observation Space
     ``Box(0, inf, (16,), float32)``, the standard auto-bidding state, before the step's auctions:
@@ -68,7 +69,7 @@ class AuctionEnv(gym.Env):
 
     ## Rewards
     ``reward="score"`` (default): the change of the running score, so that the rewards of an episode add up to the
-    period's score ``conversions × min(1, (target_cpa / cpa)^β)`` (β = 2; for ROI advertisers target_cpa is value /
+    period's score ``conversions × min(1, (target_cpa / cpa)^β)`` (β of the rules, 2 by default; for ROI advertisers target_cpa is value /
     ROI target, which is the same as ``min(1, (roi / target_roi)^β)``). A step can have a negative reward when it
     pushes the cost per conversion above the target. ``reward="conversions"``: the step's conversions.
     ``info`` holds the step's ``cost``, ``conversions``, ``exposures``, ``wins`` and the running ``score``,
@@ -85,15 +86,17 @@ class AuctionEnv(gym.Env):
     Terminated after T steps. Nothing else ends an episode: a bidder out of budget keeps stepping and wins nothing.
 
     ## Arguments
-    ``gym.make("simulators/Auction-v0", agent_index=0, competitors=None, alpha_max=5.0, reward="score",
-    config=None, **market)``: ``config`` is a :class:`simulators.market.MarketConfig` and ``market`` overrides its
-    fields by name (``impressions``, ``n_steps``, ``n_advertisers``, ``n_slots``, ``exposure``, ``reserve_price``,
-    ``beta``, ``budget_range``, ``cpa_range``, ``roi_share``, ``acquisition_share``, ...); ``competitors`` is a list of
+    ``gym.make("simulators/Auction-v0", agent_index=0, competitors=None, reward="score", config=None, **market)``:
+    ``config`` is a :class:`simulators.market.MarketConfig` and ``market`` overrides its fields by name
+    (``impressions``, ``n_steps``, ``n_advertisers``, ``budget_range``, ``cpa_range``, ``roi_share``,
+    ``acquisition_share``, ...) and those of its rules (``n_slots``, ``exposure``, ``reserve_price``, ``beta``,
+    ``alpha_max``); ``competitors`` is a list of
     N − 1 bidders, or a function of the episode's ``numpy.random.Generator`` that returns them, or None for the
     default heuristic mix.
 
     ## Version History
-    * v0: first version.
+    * v0: first version. Since the auction rules moved into ``AuctionRules`` the ``alpha_max`` argument is a rules
+      field like the others; since common random numbers, the same seed gives the same traffic whatever is bid.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -104,20 +107,21 @@ class AuctionEnv(gym.Env):
         config: MarketConfig | None = None,
         agent_index: int = 0,
         competitors: CompetitorSpec = None,
-        alpha_max: float = 5.0,
         reward: str = "score",
         **market: Any,
     ) -> None:
         cfg = config if config is not None else MarketConfig()
         known = {f.name for f in fields(MarketConfig)}
-        unknown = sorted(set(market) - known)
+        rule_names = {f.name for f in fields(AuctionRules)}
+        unknown = sorted(set(market) - known - rule_names)
         if unknown:
-            raise ValueError(f"unknown market settings {unknown}; known: {sorted(known)}")
+            raise ValueError(f"unknown market settings {unknown}; known: {sorted(known | rule_names)}")
+        rules = {k: market.pop(k) for k in list(market) if k in rule_names}
+        if rules:
+            market["rules"] = replace(market.get("rules", cfg.rules), **rules)
         self.cfg = replace(cfg, **market) if market else cfg
         if not 0 <= agent_index < self.cfg.n_advertisers:
             raise ValueError(f"agent_index must be in [0, {self.cfg.n_advertisers}), got {agent_index}")
-        if not (math.isfinite(alpha_max) and alpha_max > 0):
-            raise ValueError(f"alpha_max must be a positive number, got {alpha_max}")
         if reward not in ("score", "conversions"):
             raise ValueError(f"reward must be 'score' or 'conversions', got {reward!r}")
         if competitors is not None and not callable(competitors):
@@ -127,7 +131,7 @@ class AuctionEnv(gym.Env):
                     f"need {self.cfg.n_advertisers - 1} competitors (n_advertisers − 1), got {len(competitors)}"
                 )
         self.agent_index = agent_index
-        self.alpha_max = float(alpha_max)
+        self.alpha_max = self.cfg.rules.alpha_max
         self.reward_kind = reward
         self._competitor_spec = competitors
         self.action_space = spaces.Box(0.0, self.alpha_max, shape=(1,), dtype=np.float32)
@@ -155,7 +159,7 @@ class AuctionEnv(gym.Env):
         self.competitors = comps
         self._others = [i for i in range(self.cfg.n_advertisers) if i != self.agent_index]
         for i, bidder in zip(self._others, comps, strict=True):
-            bidder.reset(self.market.advertisers.spec(i))
+            bidder.reset(self.market.advertisers.spec(i, self.cfg.rules))
         self._score = 0.0
         states = self.market.states()
         return states[self.agent_index].copy(), self._info(None)
@@ -191,9 +195,7 @@ class AuctionEnv(gym.Env):
             if observe is not None:
                 observe(feedback)
         i = self.agent_index
-        new_score = float(
-            conversion_score(m.conversions[i], m.spent[i], m.advertisers.bid_scale[i], self.cfg.beta)
-        )
+        new_score = float(self.cfg.rules.score(m.conversions[i], m.spent[i], m.advertisers.bid_scale[i]))
         reward = new_score - self._score if self.reward_kind == "score" else float(outcome.conversions[i])
         self._score = new_score
         obs = m.states()[i].copy()

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from simulators.auction import conversion_score, enforce_budgets, gsp_auction_columns, sample_conversions
+from simulators.auction import (
+    AuctionRules,
+    PairNoise,
+    enforce_budgets,
+    gsp_auction_columns,
+    sample_conversions,
+)
 
 STATE_FEATURES: tuple[str, ...] = (
     "time_left",
@@ -54,14 +60,6 @@ class MarketConfig:
     """Advertisers bidding on every impression (N)."""
     n_categories: int = 8
     """Product categories; advertiser i is in category i mod n_categories."""
-    n_slots: int = 3
-    """Ad slots per impression (K)."""
-    exposure: tuple[float, ...] = (1.0, 0.8, 0.6)
-    """Probability that each slot is shown, best slot first (one per slot)."""
-    reserve_price: float = 0.3
-    """Lowest bid that takes part; a winner pays at least this. About a quarter of the typical clearing price of a
-    shown slot: without it, once the day's budgets run out, auctions with fewer than K + 1 bidders cost nothing and a
-    bidder that waits for them buys conversions for free (the market flaw found by the first bench-bidding run)."""
     traffic_amplitude: float = 0.5
     """Day curve of traffic: impressions at step t ∝ 1 − amplitude·cos(2πt/T) (0 = flat)."""
     p_mean: float = 0.01
@@ -93,8 +91,8 @@ class MarketConfig:
     acquisition_share: float = 0.0
     """Fraction of CPA advertisers that pay only for new customers: they value (and count) only conversions of
     impressions flagged new, so their CPA is a customer-acquisition cost."""
-    beta: float = 2.0
-    """Exponent of the score penalty for a missed target."""
+    rules: AuctionRules = field(default_factory=AuctionRules)
+    """How each auction is run and a period scored (slots, exposure, reserve price, the score's β, the highest α)."""
 
     def __post_init__(self) -> None:
         errors = []
@@ -106,17 +104,13 @@ class MarketConfig:
             errors.append(f"n_advertisers must be at least 2, got {self.n_advertisers}")
         if self.n_categories < 1:
             errors.append(f"n_categories must be positive, got {self.n_categories}")
-        if not 1 <= self.n_slots <= self.n_advertisers:
+        if not isinstance(self.rules, AuctionRules):
+            errors.append(f"rules must be an AuctionRules, got {type(self.rules).__name__}")
+        elif self.rules.n_slots > self.n_advertisers:
             errors.append(
-                f"n_slots (K={self.n_slots}) must be between 1 and n_advertisers (N={self.n_advertisers})"
+                f"n_slots (K={self.rules.n_slots}) must be at most n_advertisers (N={self.n_advertisers})"
             )
-        if len(self.exposure) != self.n_slots:
-            errors.append(
-                f"exposure needs {self.n_slots} probabilities (one per slot), got {len(self.exposure)}"
-            )
-        elif any(not (0.0 <= e <= 1.0) or math.isnan(e) for e in self.exposure):
-            errors.append(f"exposure probabilities must be in [0, 1], got {self.exposure}")
-        for name in ("reserve_price", "category_spread", "advertiser_spread", "interest_spread", "beta"):
+        for name in ("category_spread", "advertiser_spread", "interest_spread"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 errors.append(f"{name} must be a finite number >= 0, got {v}")
@@ -167,8 +161,8 @@ class Advertisers(NamedTuple):
     sigma: np.ndarray
     """float: prediction uncertainty as a fraction of the prediction."""
 
-    def spec(self, i: int) -> Advertiser:
-        """Advertiser ``i`` as a small record (what a bidder is told at reset)."""
+    def spec(self, i: int, rules: AuctionRules) -> Advertiser:
+        """Advertiser ``i`` as a small record (what a bidder is told at reset), with the market's ``rules``."""
         return Advertiser(
             index=i,
             category=int(self.category[i]),
@@ -178,6 +172,7 @@ class Advertisers(NamedTuple):
             value=float(self.value[i]),
             bid_scale=float(self.bid_scale[i]),
             acquisition=bool(self.acquisition[i]),
+            rules=rules,
         )
 
 
@@ -196,6 +191,8 @@ class Advertiser(NamedTuple):
     bid_scale: float
     """Highest cost per conversion that meets the target: bid = α × p × bid_scale."""
     acquisition: bool
+    rules: AuctionRules = AuctionRules()
+    """The market's rules: the score every play is judged by (its β) and the highest bid coefficient."""
 
 
 class StepOutcome(NamedTuple):
@@ -265,14 +262,25 @@ def sample_advertisers(cfg: MarketConfig, rng: np.random.Generator) -> Advertise
 
 
 class Market:
-    """One delivery period: call :meth:`step` with one α per advertiser, ``n_steps`` times."""
+    """One delivery period: call :meth:`step` with one α per advertiser, ``n_steps`` times.
+
+    Common random numbers: the constructor takes what it needs from ``rng`` once (the advertisers when not given,
+    and two seeds) and never touches it again. The traffic (predicted probabilities, new-customer flags, each slot's
+    exposure draw) comes from its own generator, drawn step by step in a fixed order, so it is the same whatever
+    anyone bids. Outcomes (conversions, which wins a budget drops) come from :class:`~simulators.auction.PairNoise`
+    keyed by (step, impression, advertiser). Two bidders who play one period therefore face the same impressions, and
+    a competitor whose bids do not react to the market bids the same in both plays.
+    """
 
     def __init__(
         self, cfg: MarketConfig, rng: np.random.Generator, advertisers: Advertisers | None = None
     ) -> None:
         self.cfg = cfg
-        self.rng = rng
+        self.rules = cfg.rules
         self.advertisers = advertisers if advertisers is not None else sample_advertisers(cfg, rng)
+        traffic_seed, outcome_seed = (int(x) for x in rng.integers(0, 2**63, size=2))
+        self._traffic_rng = np.random.default_rng(traffic_seed)
+        self._noise = PairNoise(outcome_seed)
         if len(self.advertisers.budget) != cfg.n_advertisers:
             raise ValueError(
                 f"{len(self.advertisers.budget)} advertisers given, config says {cfg.n_advertisers}"
@@ -281,7 +289,7 @@ class Market:
             bad = int(np.flatnonzero(~(self.advertisers.budget >= 0))[0])
             raise ValueError(f"advertiser {bad} has a negative or NaN budget {self.advertisers.budget[bad]}")
         self.traffic = traffic_curve(cfg)
-        self._exposure = np.asarray(cfg.exposure, dtype=np.float32)
+        self._exposure = np.asarray(cfg.rules.exposure, dtype=np.float32)
         self._cat_cols = self.advertisers.category.astype(np.intp)
         cat = self.advertisers.category
         if np.any((cat < 0) | (cat >= cfg.n_categories)):
@@ -327,8 +335,9 @@ class Market:
             self.p_t = np.zeros((n_adv, 0), dtype=np.float32)
             self._p_mean = np.zeros(n_adv)
             self.new_customer = np.zeros(0, dtype=bool)
+            self._shown_draws = np.zeros((0, cfg.rules.n_slots), dtype=np.float32)
             return
-        rng = self.rng
+        rng = self._traffic_rng
         n = int(self.traffic[self.t])
         size = (n_adv + n_cat) * n
         raw = rng.bit_generator.random_raw(-(-size // 8)).view(np.uint8)
@@ -349,6 +358,7 @@ class Market:
             if self._acq.size
             else np.ones(n, dtype=bool)
         )
+        self._shown_draws = rng.random((n, cfg.rules.n_slots), dtype=np.float32)
 
     @property
     def p_value(self) -> np.ndarray:
@@ -377,7 +387,7 @@ class Market:
         """Run the pending step's auctions with bid coefficients ``alphas`` (N,), then draw the next step."""
         if self.done:
             raise RuntimeError("the period is over; start a new Market")
-        cfg, rng, adv = self.cfg, self.rng, self.advertisers
+        cfg, rules, adv = self.cfg, self.rules, self.advertisers
         alphas = np.asarray(alphas, dtype=np.float64)
         if alphas.shape != (cfg.n_advertisers,):
             raise ValueError(
@@ -396,10 +406,13 @@ class Market:
             bids[self._acq] *= self.new_customer[None, :]
         pvalue_mean = self._p_mean
         bid_mean = bids.mean(axis=1, dtype=np.float64) if self._acq.size else coef * pvalue_mean
-        result = gsp_auction_columns(bids, cfg.n_slots, self._exposure, cfg.reserve_price, rng)
+        t = self.t
+        result = gsp_auction_columns(
+            bids, rules.n_slots, self._exposure, rules.reserve_price, self._shown_draws
+        )
         wins = np.bincount(result.winners[result.winners >= 0], minlength=cfg.n_advertisers)
-        result, cost, trimmed = enforce_budgets(result, self.remaining, rng)
-        (imp, who), converted = sample_conversions(result, p.T, adv.sigma.astype(np.float32), rng)
+        result, cost, trimmed = enforce_budgets(result, self.remaining, self._noise, t)
+        (imp, who), converted = sample_conversions(result, p.T, adv.sigma.astype(np.float32), self._noise, t)
         if self._acq.size:
             converted &= self.new_customer[imp] | ~adv.acquisition[who]
         conversions = np.bincount(who[converted], minlength=cfg.n_advertisers).astype(np.float64)
@@ -409,7 +422,7 @@ class Market:
         self.conversions += conversions
         self.exposures += exposures
         lwc_mean = float(result.least_winning_cost.mean()) if n else 0.0
-        h, t = self._hist, self.t
+        h = self._hist
         h["bid"][t] = bid_mean
         h["pvalue"][t] = pvalue_mean
         h["conversions"][t] = conversions
@@ -452,4 +465,4 @@ class Market:
 
     def scores(self) -> np.ndarray:
         """(N,) running score of every advertiser: conversions × min(1, (target / cost per conversion)^β)."""
-        return conversion_score(self.conversions, self.spent, self.advertisers.bid_scale, self.cfg.beta)
+        return self.rules.score(self.conversions, self.spent, self.advertisers.bid_scale)

@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simulators.auction import conversion_score
 from simulators.bidders import Bidder
 from simulators.market import STATE_FEATURES, Advertisers, Market, MarketConfig
 
@@ -43,7 +42,7 @@ class Trajectories(NamedTuple):
     states: np.ndarray
     """(T, N, 16) float32 state before each step (market.STATE_FEATURES)."""
     actions: np.ndarray
-    """float32 bid coefficient α used (after clipping to [0, alpha_max])."""
+    """float32 bid coefficient α used (after clipping to [0, alpha_max] of the market's rules)."""
     rewards: np.ndarray
     """float32 change of the running score."""
     cost: np.ndarray
@@ -60,15 +59,14 @@ def run_period(
     rng: np.random.Generator,
     *,
     advertisers: Advertisers | None = None,
-    alpha_max: float = 5.0,
 ) -> Trajectories:
     """Play one period with ``bidders[i]`` bidding for advertiser i."""
     if len(bidders) != cfg.n_advertisers:
         raise ValueError(f"need one bidder per advertiser ({cfg.n_advertisers}), got {len(bidders)}")
     market = Market(cfg, rng, advertisers=advertisers)
-    adv = market.advertisers
+    adv, rules = market.advertisers, cfg.rules
     for i, b in enumerate(bidders):
-        b.reset(adv.spec(i))
+        b.reset(adv.spec(i, rules))
     T, N = cfg.n_steps, cfg.n_advertisers
     states = np.zeros((T, N, 16), dtype=np.float32)
     actions = np.zeros((T, N), dtype=np.float32)
@@ -85,11 +83,11 @@ def run_period(
             a = float(b.act(s[i]))
             if not math.isfinite(a):
                 raise ValueError(f"bidder {i} ({type(b).__name__}) returned a non-finite α {a} at step {t}")
-            alphas[i] = min(max(a, 0.0), alpha_max)
+            alphas[i] = rules.clip(a)
         outcome, feedback = market.step(alphas)
         for observe in observers:
             observe(feedback)
-        new_score = conversion_score(market.conversions, market.spent, adv.bid_scale, cfg.beta)
+        new_score = rules.score(market.conversions, market.spent, adv.bid_scale)
         states[t], actions[t], rewards[t] = s, alphas, new_score - score
         cost[t], conversions[t], exposures[t] = outcome.cost, outcome.conversions, outcome.exposures
         score = new_score

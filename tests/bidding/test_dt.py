@@ -154,3 +154,22 @@ def test_play_path_bids_what_forward_predicts_on_every_window(value_target, plan
         with torch.no_grad():
             v = model.return_value(torch.from_numpy(np.stack(bidder.states)))[:, 0].numpy()
         np.testing.assert_allclose(bidder.rtgs, v, atol=1e-5)
+
+
+def test_dt_bidder_scores_with_the_markets_beta():
+    """The return-to-go falls by the score gained, scored with the market's β (it used the default β = 2 always).
+
+    Cost 20 for 1 conversion against a target of 10: β = 1 scores 1 × (10/20)^1 = 0.5 (β = 2 would give 0.25);
+    the rtg falls by 0.5 × bid_scale / budget = 0.5 × 10 / 100 = 0.05."""
+    from simulators.auction import AuctionRules
+    from simulators.market import Advertiser, Feedback, StepOutcome
+
+    torch.manual_seed(0)
+    bidder = DTBidder(DecisionTransformer(CFG), np.zeros(16), np.ones(16), target_return=1.0, n_steps=8)
+    adv = Advertiser(0, 0, 100.0, "cpa", 10.0, 10.0, 10.0, False, AuctionRules(beta=1.0))
+    bidder.reset(adv)
+    one = np.ones(1)
+    outcome = StepOutcome(0, np.array([20.0]), one, one, one, one, one, 0.0, 1)
+    bidder.observe(Feedback(outcome, np.ones((1, 1)), np.ones(1)))
+    assert bidder.score == pytest.approx(0.5)
+    assert bidder.rtg == pytest.approx(1.0 - 0.05)

@@ -111,3 +111,25 @@ def test_bench_simulator_tiny():
     assert res["impressions"] == 5_000 and len(res["episode_seconds_all"]) == 2
     assert res["auctions_per_second"] == pytest.approx(5_000 / res["episode_seconds"])
     assert res["engine_auctions_per_second"] > 0
+
+
+def test_simulate_records_the_auction_rules_and_the_episodes_read_them(tmp_path):
+    from bidding.data import load_trajectories
+    from simulators.auction import AuctionRules
+
+    rules = AuctionRules(beta=1.0, reserve_price=0.2)
+    cfg = _cfg(tmp_path, policies=("fixed", "pid"), periods=2)
+    cfg = replace(cfg, market=replace(cfg.market, rules=rules))
+    simulate.main(cfg)
+    out = tmp_path / "offline"
+    assert json.loads((out / "simulate.json").read_text())["market"]["rules"]["beta"] == 1.0
+    ep = load_trajectories(out)
+    assert ep.rules == rules and ep.subset(ep.period == 0).rules == rules
+    # the rewards are the score under the recorded β
+    want = rules.score(ep.conversions.sum(1), ep.cost.sum(1), ep.bid_scale)
+    np.testing.assert_allclose(ep.returns(), want, rtol=1e-4, atol=1e-4)
+    meta = json.loads((out / "simulate.json").read_text())
+    meta["market"]["rules"]["beta"] = -1
+    (out / "simulate.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="simulate.json: cannot read the auction rules.*beta must be"):
+        load_trajectories(out)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import simulators
+from simulators.auction import AuctionRules
 from simulators.bidders import FixedBidder, OnlineLPBidder, PacingBidder, PIDBidder
 from simulators.env import AuctionEnv
 from simulators.market import Advertisers, Market, MarketConfig
@@ -96,7 +97,7 @@ def test_bad_configurations(kwargs, match):
 
 
 def test_negative_budget_given_directly_is_refused():
-    cfg = MarketConfig(**{**SMALL, "n_advertisers": 2, "n_slots": 1, "exposure": (1.0,)})
+    cfg = MarketConfig(**{**SMALL, "n_advertisers": 2, "rules": AuctionRules(n_slots=1, exposure=(1.0,))})
     adv = _two_advertisers(budgets=(-1.0, 10.0), scales=(1.0, 1.0))
     with pytest.raises(ValueError, match="advertiser 0 has a negative"):
         Market(cfg, np.random.default_rng(0), advertisers=adv)
@@ -117,12 +118,13 @@ def _two_advertisers(budgets, scales):
     )
 
 
-def _hand_market(n_steps: int, **kw) -> MarketConfig:
+def _hand_market(n_steps: int, **rules) -> MarketConfig:
     """Two advertisers, one impression per step, one slot always shown, p = 1 and no noise: every shown ad converts."""
     return MarketConfig(
-        impressions=n_steps, n_steps=n_steps, n_advertisers=2, n_categories=1, n_slots=1, exposure=(1.0,),
+        impressions=n_steps, n_steps=n_steps, n_advertisers=2, n_categories=1,
+        rules=AuctionRules(n_slots=1, exposure=(1.0,), **rules),
         traffic_amplitude=0.0, p_mean=1.0, category_spread=0.0, advertiser_spread=0.0, interest_spread=0.0,
-        pair_noise=0.0, sigma_range=(0.0, 0.0), **kw,
+        pair_noise=0.0, sigma_range=(0.0, 0.0),
     )  # fmt: skip
 
 
@@ -137,7 +139,7 @@ def test_pid_competitor_on_a_hand_built_market():
     """
     cfg = _hand_market(48)
     pid = PIDBidder(alpha0=1.2, kp=0.5, ki=0.1, kd=0.0, lo=0.1, hi=3.0)
-    env = AuctionEnv(config=cfg, competitors=[pid], alpha_max=5.0)
+    env = AuctionEnv(config=cfg, competitors=[pid])
     env.reset(seed=0, options={"advertisers": _two_advertisers(budgets=(1e6, 1e6), scales=(13.0, 12.0))})
     agent_cost, pid_cost = [], []
     for _ in range(48):
