@@ -186,6 +186,8 @@ class OnlineLPBidder:
             return
         pick = np.arange(n) if n <= self.sample else self.rng.integers(0, n, size=self.sample)
         value = feedback.p_value[pick, i].astype(np.float64) * self.advertiser.bid_scale
+        if feedback.factor is not None:  # order value, or 0 for users an acquisition advertiser does not want
+            value *= feedback.factor[pick, i]
         self.values = (self.values + [value])[-self.window :]
         self.costs = (self.costs + [feedback.least_winning_cost[pick].astype(np.float64)])[-self.window :]
         v = np.concatenate(self.values)

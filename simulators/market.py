@@ -86,11 +86,17 @@ class MarketConfig:
     """Value of one conversion for ROI advertisers."""
     roi_range: tuple[float, float] = (1.5, 3.0)
     """ROI targets (value / cost)."""
+    value_spread: float = 0.0
+    """Log-normal σ of an impression's order value (per impression and category, mean 1), for ROI advertisers:
+    they bid α × p × m × bid_scale and count a conversion as m (its value in units of their mean order value), so
+    their cost per counted conversion is value / ROI. 0 = every conversion is worth the same (ROI is then only a
+    CPA target)."""
     new_customer_rate: float = 0.4
-    """Share of impressions from customers new to the advertisers (used by acquisition advertisers)."""
+    """Probability that the user of an impression is new to a given acquisition advertiser (drawn per user and
+    advertiser)."""
     acquisition_share: float = 0.0
-    """Fraction of CPA advertisers that pay only for new customers: they value (and count) only conversions of
-    impressions flagged new, so their CPA is a customer-acquisition cost."""
+    """Fraction of CPA advertisers that pay only for new customers: they bid only on users new to them and count
+    only those conversions, so their CPA is a customer-acquisition cost (CAC)."""
     rules: AuctionRules = field(default_factory=AuctionRules)
     """How each auction is run and a period scored (slots, exposure, reserve price, the score's β, the highest α)."""
 
@@ -110,7 +116,7 @@ class MarketConfig:
             errors.append(
                 f"n_slots (K={self.rules.n_slots}) must be at most n_advertisers (N={self.n_advertisers})"
             )
-        for name in ("category_spread", "advertiser_spread", "interest_spread"):
+        for name in ("category_spread", "advertiser_spread", "interest_spread", "value_spread"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 errors.append(f"{name} must be a finite number >= 0, got {v}")
@@ -218,6 +224,9 @@ class Feedback(NamedTuple):
     """(n, N) predicted conversion probabilities of the step's impressions."""
     least_winning_cost: np.ndarray
     """(n,) the lowest bid that would have won a slot, per impression."""
+    factor: np.ndarray | None = None
+    """(n, N) float32 per-impression bid factor (order value m of ROI advertisers, new-user flag of acquisition
+    advertisers), or None when every factor is 1: an impression is worth p × factor × bid_scale at α = 1."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -305,7 +314,15 @@ class Market:
         self._pair_low = (level * (1 - w))[:, None]
         self._pair_step = (level * (2 * w / 255))[:, None]
         self._interest_lut = _lognormal_quantiles(cfg.interest_spread)
+        # advertisers whose bids carry a per-impression factor: acquisition advertisers (is the user new to them:
+        # 0 or 1) and, with value_spread > 0, ROI advertisers (the impression's order value m); disjoint sets
         self._acq = np.flatnonzero(self.advertisers.acquisition)
+        is_roi = self.advertisers.kind == "roi"
+        self._valued = np.flatnonzero(is_roi) if cfg.value_spread > 0 else np.zeros(0, dtype=np.intp)
+        self._factor_rows = np.concatenate([self._acq, self._valued]).astype(np.intp)
+        self._row_of = np.full(n_adv, -1, dtype=np.intp)
+        self._row_of[self._factor_rows] = np.arange(self._factor_rows.size)
+        self._value_lut = _lognormal_quantiles(cfg.value_spread) if self._valued.size else None
         n, T = cfg.n_advertisers, cfg.n_steps
         self.t = 0
         self._states_at = -1
@@ -334,7 +351,10 @@ class Market:
         if self.t >= cfg.n_steps:
             self.p_t = np.zeros((n_adv, 0), dtype=np.float32)
             self._p_mean = np.zeros(n_adv)
-            self.new_customer = np.zeros(0, dtype=bool)
+            self.factor = (
+                np.zeros((self._factor_rows.size, 0), dtype=np.float32) if self._factor_rows.size else None
+            )
+            self.new_customer = np.zeros((self._acq.size, 0), dtype=bool)
             self._shown_draws = np.zeros((0, cfg.rules.n_slots), dtype=np.float32)
             return
         rng = self._traffic_rng
@@ -353,11 +373,22 @@ class Market:
         np.minimum(p, np.float32(1.0), out=p)
         self.p_t = p
         self._p_mean = np.add.reduce(p, axis=1).astype(np.float64) / max(n, 1)
+        # the per-impression bid factors, drawn in a fixed order (acquisition flags, then order values)
+        self.factor = None
+        if self._factor_rows.size:
+            n_acq = self._acq.size
+            f = np.empty((self._factor_rows.size, n), dtype=np.float32)
+            f[:n_acq] = rng.random((n_acq, n), dtype=np.float32) < cfg.new_customer_rate
+            if self._valued.size:
+                vb = rng.bit_generator.random_raw(-(-n_cat * n // 8)).view(np.uint8)[: n_cat * n]
+                m = np.take(self._value_lut, vb.reshape(n_cat, n))  # (C, n)
+                f[n_acq:] = m[self._cat_cols[self._valued]]
+            self.factor = f
         self.new_customer = (
-            rng.random(n, dtype=np.float32) < cfg.new_customer_rate
-            if self._acq.size
-            else np.ones(n, dtype=bool)
+            self.factor[: self._acq.size] > 0 if self.factor is not None else np.zeros((0, n), dtype=bool)
         )
+        """(A, n) bool: is the user of each pending impression new to each acquisition advertiser (rows in the
+        order of their indices)."""
         self._shown_draws = rng.random((n, cfg.rules.n_slots), dtype=np.float32)
 
     @property
@@ -379,8 +410,8 @@ class Market:
         """(n, N) predicted value of every pending impression to every advertiser (p × bid scale, new-customer
         filtered for acquisition advertisers)."""
         v = self.p_t * self.advertisers.bid_scale.astype(np.float32)[:, None]
-        if self._acq.size:
-            v[self._acq] *= self.new_customer[None, :]
+        if self.factor is not None:
+            v[self._factor_rows] *= self.factor
         return v.T
 
     def step(self, alphas: np.ndarray) -> tuple[StepOutcome, Feedback]:
@@ -402,10 +433,10 @@ class Market:
         n = p.shape[1]
         coef = (np.where(self.active, alphas, 0.0) * adv.bid_scale).astype(np.float32)
         bids = p * coef[:, None]
-        if self._acq.size:
-            bids[self._acq] *= self.new_customer[None, :]
+        if self.factor is not None:
+            bids[self._factor_rows] *= self.factor
         pvalue_mean = self._p_mean
-        bid_mean = bids.mean(axis=1, dtype=np.float64) if self._acq.size else coef * pvalue_mean
+        bid_mean = bids.mean(axis=1, dtype=np.float64) if self.factor is not None else coef * pvalue_mean
         t = self.t
         result = gsp_auction_columns(
             bids, rules.n_slots, self._exposure, rules.reserve_price, self._shown_draws
@@ -413,9 +444,14 @@ class Market:
         wins = np.bincount(result.winners[result.winners >= 0], minlength=cfg.n_advertisers)
         result, cost, trimmed = enforce_budgets(result, self.remaining, self._noise, t)
         (imp, who), converted = sample_conversions(result, p.T, adv.sigma.astype(np.float32), self._noise, t)
-        if self._acq.size:
-            converted &= self.new_customer[imp] | ~adv.acquisition[who]
-        conversions = np.bincount(who[converted], minlength=cfg.n_advertisers).astype(np.float64)
+        if self.factor is not None:  # acquisition: only new users count; ROI with order values: m each
+            row = self._row_of[who[converted]]
+            weight = np.ones(row.size, dtype=np.float64)
+            has = row >= 0
+            weight[has] = self.factor[row[has], imp[converted][has]]
+            conversions = np.bincount(who[converted], weights=weight, minlength=cfg.n_advertisers)
+        else:
+            conversions = np.bincount(who[converted], minlength=cfg.n_advertisers).astype(np.float64)
         exposures = np.bincount(who, minlength=cfg.n_advertisers)
         self.spent += cost
         self.active &= ~trimmed & (self.remaining > 0)
@@ -430,7 +466,11 @@ class Market:
         h["lwc"][t] = lwc_mean
         h["impressions"][t] = n / 1000.0
         outcome = StepOutcome(t, cost, conversions, exposures, wins, bid_mean, pvalue_mean, lwc_mean, n)
-        feedback = Feedback(outcome, p.T, result.least_winning_cost)
+        factor = None
+        if self.factor is not None:
+            factor = np.ones((n, cfg.n_advertisers), dtype=np.float32)
+            factor[:, self._factor_rows] = self.factor.T
+        feedback = Feedback(outcome, p.T, result.least_winning_cost, factor)
         self.t += 1
         self._draw_step()
         return outcome, feedback

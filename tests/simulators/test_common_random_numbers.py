@@ -10,7 +10,7 @@ import pytest
 from simulators.auction import AuctionRules, PairNoise
 from simulators.bidders import FixedBidder, default_competitors
 from simulators.env import AuctionEnv
-from simulators.market import STATE_FEATURES, Market, MarketConfig
+from simulators.market import STATE_FEATURES, Advertisers, Market, MarketConfig
 from simulators.rollout import run_period
 
 MARKET = MarketConfig(impressions=4000, n_steps=8, n_advertisers=6, n_categories=2, budget_range=(20.0, 60.0))
@@ -136,3 +136,82 @@ def test_auction_rules_are_validated_and_reach_every_bidder():
     env = AuctionEnv(**{k: getattr(MARKET, k) for k in ("impressions", "n_steps", "n_advertisers")}, beta=1.0)
     assert env.cfg.rules == AuctionRules(beta=1.0) and env.action_space.high[0] == AuctionRules.alpha_max
     assert AuctionEnv(n_advertisers=6, alpha_max=3.0).action_space.high[0] == 3.0
+
+
+def _hand_market(**kw) -> MarketConfig:
+    """Two advertisers, one impression per step, one slot always shown, p = 1 and no noise: every shown ad converts."""
+    return MarketConfig(
+        impressions=40, n_steps=40, n_advertisers=2, n_categories=1,
+        rules=AuctionRules(n_slots=1, exposure=(1.0,), reserve_price=1.0),
+        traffic_amplitude=0.0, p_mean=1.0, category_spread=0.0, advertiser_spread=0.0, interest_spread=0.0,
+        pair_noise=0.0, sigma_range=(0.0, 0.0), **kw,
+    )  # fmt: skip
+
+
+def _advertisers(kind0: str, acquisition0: bool) -> Advertisers:
+    return Advertisers(
+        category=np.zeros(2, dtype=np.int64),
+        budget=np.array([1e6, 1e6]),
+        kind=np.array([kind0, "cpa"]),
+        target=np.array([20.0, 10.0]),
+        value=np.array([20.0, 10.0]),
+        bid_scale=np.array([20.0, 10.0]),
+        acquisition=np.array([acquisition0, False]),
+        p_level=np.ones(2),
+        sigma=np.zeros(2),
+    )
+
+
+def test_acquisition_advertiser_buys_and_counts_only_users_new_to_it():
+    """Advertiser 0 (acquisition, bids 20 at α 1) against advertiser 1 (bids 10): on a user new to advertiser 0 it
+    wins, pays 10 and converts; on any other user it does not bid, and advertiser 1 wins alone at the reserve 1."""
+    market = Market(_hand_market(acquisition_share=1.0, new_customer_rate=0.5), np.random.default_rng(0),
+                    advertisers=_advertisers("cpa", True))  # fmt: skip
+    new = []
+    while not market.done:
+        assert market.new_customer.shape == (1, 1)
+        new.append(bool(market.new_customer[0, 0]))
+        market.step(np.ones(2))
+    k = sum(new)
+    assert 8 < k < 32  # about half the users are new to it
+    np.testing.assert_allclose(market.conversions, [k, 40 - k])
+    np.testing.assert_allclose(market.spent, [10.0 * k, 1.0 * (40 - k)])
+
+
+def test_flags_are_drawn_per_user_and_advertiser():
+    cfg = dataclasses.replace(MARKET, acquisition_share=1.0, roi_share=0.0)
+    market = Market(cfg, np.random.default_rng(1))
+    flags = market.new_customer
+    assert flags.shape == (cfg.n_advertisers, int(market.traffic[0]))
+    assert abs(flags.mean() - cfg.new_customer_rate) < 0.02
+    assert 0.3 < (flags[0] != flags[1]).mean() < 0.7  # one user is new to one advertiser and not to another
+
+
+def test_roi_advertiser_bids_and_counts_the_order_value():
+    """Advertiser 0 (ROI, bid scale 20) bids 20·m on an impression of order value m, against 10: it wins when
+    m > 0.5, pays 10, and its conversion counts m; its score is Σm × min(1, (20 Σm / cost)²)."""
+    market = Market(
+        _hand_market(value_spread=0.8), np.random.default_rng(2), advertisers=_advertisers("roi", False)
+    )
+    values = []
+    while not market.done:
+        values.append(float(market.factor[0, 0]))
+        market.step(np.ones(2))
+    m = np.array(values)
+    assert m.std() > 0.3  # order values differ
+    won = m > 0.5
+    np.testing.assert_allclose(market.conversions[0], m[won].sum(), rtol=1e-6)
+    np.testing.assert_allclose(market.spent[0], 10.0 * won.sum(), rtol=1e-6)
+    np.testing.assert_allclose(market.conversions[1], (~won).sum())
+    want = m[won].sum() * min(1.0, (20 * m[won].sum() / (10.0 * won.sum())) ** 2)
+    np.testing.assert_allclose(market.scores()[0], want, rtol=1e-6)
+
+
+def test_regimes_are_named_markets():
+    from simulators.regimes import REGIMES, regime
+
+    assert set(REGIMES) == {"budget-bound", "cpa-bound", "roi", "acquisition"}
+    assert regime("budget-bound") == MarketConfig()
+    assert regime("roi", impressions=1000).impressions == 1000 and regime("roi").value_spread > 0
+    with pytest.raises(ValueError, match="unknown regime 'cpa'"):
+        regime("cpa")
