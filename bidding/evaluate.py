@@ -24,16 +24,27 @@ from simulators.rollout import run_period
 class EvalConfig:
     """How bidders are judged."""
 
-    periods: int = 10
-    """Unseen test periods."""
+    periods: int = 20
+    """Test periods. Plays of one period share its market, so periods, not plays, are the independent samples."""
     first_period: int = 100_000
     """Number of the first test period (training data uses small numbers, so these are unseen)."""
-    budget_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    budget_ratios: tuple[float, ...] = (1.0,)
     """Budget multipliers of the tested advertiser."""
-    slots: tuple[int, ...] = (0, 11, 23, 35)
-    """Advertiser indices the tested bidder takes over, in turn (must be < n_advertisers)."""
-    seed: int = 0
-    """Seed of the test markets."""
+    slots: tuple[int, ...] = ()
+    """Advertiser indices the tested bidder takes over, in turn (empty = every advertiser of the market)."""
+    test_seed: int = 0
+    """Seed of the test markets. 0 is the development seed (tuning, validation); for final figures pass a seed
+    never used before and keep it for every later comparison (docs/bidding.md says which one the reported use)."""
+    workers: int = 1
+    """Processes that play periods in parallel (the figures are the same whatever the number)."""
+
+    def __post_init__(self) -> None:
+        if self.periods < 1 or self.workers < 1:
+            raise ValueError(f"periods and workers must be positive, got {self.periods} and {self.workers}")
+        if not self.budget_ratios or not all(math.isfinite(b) and b > 0 for b in self.budget_ratios):
+            raise ValueError(f"budget_ratios must be positive numbers, got {self.budget_ratios}")
+        if any(s < 0 for s in self.slots):
+            raise ValueError(f"slots must be advertiser indices >= 0, got {self.slots}")
 
 
 def evaluate(
@@ -44,63 +55,112 @@ def evaluate(
 ) -> dict:
     """Play the bidder in every (period, budget ratio, slot) of ``cfg``; return its figures.
 
-    ``score_by_budget``: mean score per budget ratio; ``score_mean``: their mean; ``cpa_violation_rate``: share of
-    plays whose cost per conversion ended above the target (bid scale); ``roi``: value of conversions / cost over all
-    plays; ``cac``: cost per conversion over all plays, relative to the target; ``budget_used``: mean share of the
-    budget spent; ``act_ms``: mean milliseconds per ``act`` call. With ``curves``, also the mean share of budget spent
-    and the mean cost per conversion / target after each step (for pacing plots; the mean over the plays that have
-    converted by then, NaN before any has).
+    ``score_by_budget``: mean score per budget ratio; ``score_mean``: their mean; ``period_scores``: (periods,
+    plays per period) scores, the same layout for every bidder (for paired bootstrap CIs, :mod:`bidding.stats`);
+    ``cpa_violation_rate``: share of plays whose cost per counted conversion ended above the target (bid scale);
+    ``roi``: value of conversions / cost over all plays; ``cac``: cost per conversion over all plays, relative to the
+    target; ``budget_used``: mean share of the budget spent; ``act_ms``: mean milliseconds per ``act`` call. With
+    ``curves``, also the mean share of budget spent and the mean cost per conversion / target after each step (for
+    pacing plots; the mean over the plays that have converted by then, NaN before any has).
+
+    With ``cfg.workers`` > 1 the periods are played in that many processes; ``make_bidder`` is sent to them with
+    cloudpickle (a closure over a trained bidder is fine) and every play is the same as when played here.
     """
-    T = market.n_steps
-    by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
-    violations = plays = 0
-    cost_total = value_total = conv_total = target_cost_total = 0.0
-    used: list[float] = []
-    act_seconds = 0.0
-    act_calls = 0
-    spend_curve = np.zeros(T)
-    cpa_curve = np.zeros(T)
-    cpa_plays = np.zeros(T)
-    for b, slot, adv, play in _plays(market, cfg):
-        budget = adv.budget
+    periods = range(cfg.first_period, cfg.first_period + cfg.periods)
+    if cfg.workers == 1:
+        parts = [_play_period(make_bidder, market, cfg, p, curves) for p in periods]
+    else:
+        parts = _in_processes(make_bidder, market, cfg, periods, curves)
+    rec = {k: np.stack([part[k] for part in parts]) for k in parts[0] if k not in ("seconds", "calls")}
+    ratios = np.asarray(cfg.budget_ratios)
+    score, cost, conv = rec["score"], rec["cost"], rec["conversions"]
+    by_ratio = [float(score[:, rec["ratio"][0] == b].mean()) for b in ratios]
+    cost_total, conv_total = float(cost.sum()), float(conv.sum())
+    act_calls = sum(part["calls"] for part in parts)
+    out = {
+        "score_by_budget": by_ratio,
+        "score_mean": float(np.mean(by_ratio)),
+        "period_scores": score.tolist(),
+        "cpa_violation_rate": float(rec["violation"].mean()),
+        "roi": float((conv * rec["value"]).sum() / cost_total) if cost_total > 0 else math.nan,
+        "cac": cost_total / float((conv * rec["scale"]).sum()) if conv_total > 0 else math.nan,
+        "budget_used": float(rec["used"].mean()),
+        "act_ms": 1000 * sum(part["seconds"] for part in parts) / max(act_calls, 1),
+        "plays": int(score.size),
+    }
+    if curves:
+        plays = score.size
+        cpa_plays = rec["cpa_plays"].sum(axis=(0, 1))
+        out["spend_curve"] = (rec["spend_curve"].sum(axis=(0, 1)) / plays).tolist()
+        cpa_sum = rec["cpa_curve"].sum(axis=(0, 1))
+        out["cpa_curve"] = np.where(cpa_plays > 0, cpa_sum / np.maximum(cpa_plays, 1), np.nan).tolist()
+    return out
+
+
+def _play_period(
+    make_bidder: Callable[[], Bidder], market: MarketConfig, cfg: EvalConfig, p: int, curves: bool
+):
+    """The plays of test period ``p``: per play (budget ratio × slot, in that order) its figures."""
+    rows: dict[str, list] = {
+        k: []
+        for k in ("ratio", "slot", "score", "cost", "conversions", "used", "violation", "value", "scale")
+    }
+    if curves:
+        rows.update(spend_curve=[], cpa_curve=[], cpa_plays=[])
+    seconds = 0.0
+    calls = 0
+    for b, slot, adv, play in _period_plays(market, cfg, p):
         bidder = _Timed(make_bidder())
         traj = play(bidder)
-        act_seconds += bidder.seconds
-        act_calls += bidder.calls
+        seconds += bidder.seconds
+        calls += bidder.calls
         cost = float(traj.cost[:, slot].sum())
         conv = float(traj.conversions[:, slot].sum())
         scale = float(adv.bid_scale[slot])
-        by_ratio[b].append(float(traj.scores[slot]))
-        plays += 1
-        violations += _violates(cost, conv, scale)
-        cost_total += cost
-        conv_total += conv
-        value_total += conv * float(adv.value[slot])
-        target_cost_total += conv * scale
-        used.append(cost / budget[slot] if budget[slot] > 0 else 0.0)
+        budget = float(adv.budget[slot])
+        rows["ratio"].append(b)
+        rows["slot"].append(slot)
+        rows["score"].append(float(traj.scores[slot]))
+        rows["cost"].append(cost)
+        rows["conversions"].append(conv)
+        rows["used"].append(cost / budget if budget > 0 else 0.0)
+        rows["violation"].append(_violates(cost, conv, scale))
+        rows["value"].append(float(adv.value[slot]))
+        rows["scale"].append(scale)
         if curves:
             cum_cost = np.cumsum(traj.cost[:, slot])
             cum_conv = np.cumsum(traj.conversions[:, slot])
             has = cum_conv > 0  # no cost per conversion before the first conversion
-            cpa = cum_cost / np.maximum(cum_conv, 1) / scale
-            spend_curve += cum_cost / max(budget[slot], 1e-9)
-            cpa_curve += np.where(has, cpa, 0.0)
-            cpa_plays += has
-    score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
-    out = {
-        "score_by_budget": score_by_budget,
-        "score_mean": float(np.mean(score_by_budget)),
-        "cpa_violation_rate": violations / max(plays, 1),
-        "roi": value_total / cost_total if cost_total > 0 else math.nan,
-        "cac": cost_total / target_cost_total if conv_total > 0 else math.nan,
-        "budget_used": float(np.mean(used)),
-        "act_ms": 1000 * act_seconds / max(act_calls, 1),
-        "plays": plays,
-    }
-    if curves:
-        out["spend_curve"] = (spend_curve / plays).tolist()
-        out["cpa_curve"] = np.where(cpa_plays > 0, cpa_curve / np.maximum(cpa_plays, 1), np.nan).tolist()
+            rows["spend_curve"].append(cum_cost / max(budget, 1e-9))
+            rows["cpa_curve"].append(np.where(has, cum_cost / np.maximum(cum_conv, 1e-12) / scale, 0.0))
+            rows["cpa_plays"].append(has)
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+    out["seconds"], out["calls"] = seconds, calls
     return out
+
+
+def _period_worker(payload: bytes, market: MarketConfig, cfg: EvalConfig, p: int, curves: bool):
+    import cloudpickle
+
+    return _play_period(cloudpickle.loads(payload), market, cfg, p, curves)
+
+
+def _in_processes(make_bidder, market: MarketConfig, cfg: EvalConfig, periods, curves: bool) -> list[dict]:
+    """:func:`_play_period` of every period in ``cfg.workers`` fresh processes (spawned: safe with torch)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import cloudpickle
+
+    try:
+        payload = cloudpickle.dumps(make_bidder)
+    except Exception as e:  # noqa: BLE001 - any pickling failure gets the same advice
+        raise ValueError(
+            f"workers > 1 needs a bidder factory that cloudpickle can send to a process: {e}"
+        ) from e
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_period_worker, payload, market, cfg, p, curves) for p in periods]
+        return [f.result() for f in futures]
 
 
 HINDSIGHT_GRID: tuple[float, ...] = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -165,31 +225,40 @@ def _violates(cost: float, conversions: float, bid_scale: float) -> int:
 
 
 def _plays(market: MarketConfig, cfg: EvalConfig):
-    """Every play of ``cfg``: (budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the period with
-    ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it again replays
-    the very same market. Slots beyond the market's advertisers are left out (slot 0 if none is left)."""
-    T = market.n_steps
-    slots = [s for s in cfg.slots if s < market.n_advertisers] or [0]
+    """Every play of ``cfg``, period by period (see :func:`_period_plays`)."""
     for p in range(cfg.first_period, cfg.first_period + cfg.periods):
-        base = sample_advertisers(market, np.random.default_rng([cfg.seed, p, 0]))
-        for b in cfg.budget_ratios:
-            for slot in slots:
-                budget = base.budget.copy()
-                budget[slot] *= b
-                adv = base._replace(budget=budget)
+        yield from _period_plays(market, cfg, p)
 
-                def play(bidder: Bidder, p=p, slot=slot, adv=adv):
-                    others = default_competitors(
-                        market.n_advertisers - 1, np.random.default_rng([cfg.seed, p, 1]), T
-                    )
-                    return run_period(
-                        market,
-                        [*others[:slot], bidder, *others[slot:]],
-                        np.random.default_rng([cfg.seed, p, 2]),
-                        advertisers=adv,
-                    )
 
-                yield b, slot, adv, play
+def _period_plays(market: MarketConfig, cfg: EvalConfig, p: int):
+    """The plays of test period ``p``: (budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the
+    period with ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it
+    again replays the very same market. Slots beyond the market's advertisers are left out (slot 0 if none is
+    left); no slots means every advertiser."""
+    T = market.n_steps
+    slots = (
+        [s for s in cfg.slots if s < market.n_advertisers] if cfg.slots else list(range(market.n_advertisers))
+    )
+    slots = slots or [0]
+    seed = cfg.test_seed
+    base = sample_advertisers(market, np.random.default_rng([seed, p, 0]))
+    for b in cfg.budget_ratios:
+        for slot in slots:
+            budget = base.budget.copy()
+            budget[slot] *= b
+            adv = base._replace(budget=budget)
+
+            def play(bidder: Bidder, slot=slot, adv=adv, before_step=None):
+                others = default_competitors(market.n_advertisers - 1, np.random.default_rng([seed, p, 1]), T)
+                return run_period(
+                    market,
+                    [*others[:slot], bidder, *others[slot:]],
+                    np.random.default_rng([seed, p, 2]),
+                    advertisers=adv,
+                    before_step=before_step,
+                )
+
+            yield b, slot, adv, play
 
 
 class _Timed:

@@ -9,7 +9,7 @@ played with each α of a grid. Printed per regime:
   used near 100% with CPA well under target says the budget binds; CPA at the target with budget left says the
   target binds.
 
-    python experiments/regime_profile.py [--periods 3] [--regimes budget-bound cpa-bound roi acquisition]
+    python experiments/regime_profile.py [--periods 3] [--scale 1] [--regimes budget-bound cpa-bound roi acquisition]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from simulators.regimes import REGIMES, regime
 GRID = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0)
 
 
-def profile(name: str, periods: int, first_period: int, **changes) -> dict:
-    market = regime(name, **changes)
+def profile(name: str, periods: int, first_period: int, scale: float = 1.0, **changes) -> dict:
+    market = regime(name, scale, **changes)
     cfg = EvalConfig(periods=periods, first_period=first_period, budget_ratios=(1.0,))
     rows = []  # per play: (kind, {α: (score, used, cpa_ratio)})
     for _, slot, adv, play in _plays(market, cfg):
@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--first-period", type=int, default=50_000, help="development periods, not test ones")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES))
     ap.add_argument(
+        "--scale", type=float, default=1.0, help="market size (impressions and budgets) vs the regime's"
+    )
+    ap.add_argument(
         "--set", nargs="*", default=[], help="market changes as key=python-literal, e.g. roi_range='(2,4)'"
     )
     args = ap.parse_args()
@@ -80,7 +83,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.regimes:
-        r = profile(name, args.periods, args.first_period, **changes)
+        r = profile(name, args.periods, args.first_period, args.scale, **changes)
         tested = ", ".join(f"{k} {v}" for k, v in r["tested"].items())
         lo, hi = r["hindsight_alpha_range"]
         print(

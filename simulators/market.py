@@ -414,6 +414,26 @@ class Market:
             v[self._factor_rows] *= self.factor
         return v.T
 
+    def _bids(self, coef: np.ndarray) -> np.ndarray:
+        """(N, n) float32 bids of the pending step for per-advertiser coefficients α × bid_scale (paused
+        campaigns already at 0)."""
+        bids = self.p_t * coef[:, None]
+        if self.factor is not None:
+            bids[self._factor_rows] *= self.factor
+        return bids
+
+    def bids(self, alphas: np.ndarray) -> np.ndarray:
+        """(N, n) float32: what every advertiser would bid on each pending impression with coefficients ``alphas``
+        (0 for paused campaigns), exactly as :meth:`step` computes them."""
+        alphas = np.asarray(alphas, dtype=np.float64)
+        return self._bids(
+            (np.where(self.active, alphas, 0.0) * self.advertisers.bid_scale).astype(np.float32)
+        )
+
+    def shown(self) -> np.ndarray:
+        """(n, K) bool: would slot k of each pending impression be shown if filled (the traffic's exposure draws)."""
+        return self._shown_draws < self._exposure[None, :]
+
     def step(self, alphas: np.ndarray) -> tuple[StepOutcome, Feedback]:
         """Run the pending step's auctions with bid coefficients ``alphas`` (N,), then draw the next step."""
         if self.done:
@@ -432,9 +452,7 @@ class Market:
         p = self.p_t
         n = p.shape[1]
         coef = (np.where(self.active, alphas, 0.0) * adv.bid_scale).astype(np.float32)
-        bids = p * coef[:, None]
-        if self.factor is not None:
-            bids[self._factor_rows] *= self.factor
+        bids = self._bids(coef)
         pvalue_mean = self._p_mean
         bid_mean = bids.mean(axis=1, dtype=np.float64) if self.factor is not None else coef * pvalue_mean
         t = self.t

@@ -18,6 +18,7 @@ What binds in each, measured with ``python experiments/regime_profile.py``, is i
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from simulators.market import MarketConfig
@@ -37,8 +38,16 @@ REGIMES: dict[str, MarketConfig] = {
 """The market of every regime (advertisers, traffic and rules; change the size with :func:`regime`)."""
 
 
-def regime(name: str, **changes) -> MarketConfig:
-    """The market of regime ``name`` with ``changes`` applied (e.g. ``impressions=20_000`` for a small one)."""
+def regime(name: str, scale: float = 1.0, **changes) -> MarketConfig:
+    """The market of regime ``name``, ``scale`` times as large (impressions and budgets together, so what binds stays
+    the same), with ``changes`` applied after (e.g. ``n_steps=24``)."""
     if name not in REGIMES:
         raise ValueError(f"unknown regime {name!r}; known: {sorted(REGIMES)}")
-    return replace(REGIMES[name], **changes) if changes else REGIMES[name]
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    base = REGIMES[name]
+    if scale != 1.0:
+        lo, hi = base.budget_range
+        base = replace(base, impressions=max(base.n_steps, round(base.impressions * scale)),
+                       budget_range=(lo * scale, hi * scale))  # fmt: skip
+    return replace(base, **changes) if changes else base

@@ -7,7 +7,7 @@ bidders are judged against each other.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -59,8 +59,10 @@ def run_period(
     rng: np.random.Generator,
     *,
     advertisers: Advertisers | None = None,
+    before_step: Callable[[Market, np.ndarray], None] | None = None,
 ) -> Trajectories:
-    """Play one period with ``bidders[i]`` bidding for advertiser i."""
+    """Play one period with ``bidders[i]`` bidding for advertiser i. ``before_step(market, alphas)``, when given, is
+    called before every step with the clipped coefficients about to bid (to record the market, not to change it)."""
     if len(bidders) != cfg.n_advertisers:
         raise ValueError(f"need one bidder per advertiser ({cfg.n_advertisers}), got {len(bidders)}")
     market = Market(cfg, rng, advertisers=advertisers)
@@ -84,6 +86,8 @@ def run_period(
             if not math.isfinite(a):
                 raise ValueError(f"bidder {i} ({type(b).__name__}) returned a non-finite α {a} at step {t}")
             alphas[i] = rules.clip(a)
+        if before_step is not None:
+            before_step(market, alphas)
         outcome, feedback = market.step(alphas)
         for observe in observers:
             observe(feedback)

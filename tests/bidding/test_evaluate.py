@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,9 @@ def test_hindsight_alpha_median_and_grid_edge_match_the_best_alpha_of_each_play(
     for p in range(CFG.first_period, CFG.first_period + CFG.periods):
         for b in CFG.budget_ratios:
             for slot in CFG.slots:
-                one = EvalConfig(periods=1, first_period=p, budget_ratios=(b,), slots=(slot,), seed=CFG.seed)
+                one = EvalConfig(
+                    periods=1, first_period=p, budget_ratios=(b,), slots=(slot,), test_seed=CFG.test_seed
+                )
                 scores = [evaluate(lambda a=a: FixedBidder(a), MARKET, one)["score_mean"] for a in grid]
                 best.append(grid[int(np.argmax(scores))])  # the first, smallest α among equals
                 scored.append(max(scores) > 0)
@@ -77,3 +81,36 @@ def test_hindsight_alpha_refuses_a_bad_grid():
     for grid in ((), (0.5, float("nan")), (-0.1,), (9.0,)):
         with pytest.raises(ValueError, match="grid"):
             hindsight_alpha(MARKET, CFG, grid)
+
+
+def test_every_slot_by_default_and_period_scores_keep_the_layout():
+    cfg = EvalConfig(periods=2)
+    res = evaluate(lambda: FixedBidder(1.0), MARKET, cfg)
+    assert res["plays"] == 2 * MARKET.n_advertisers
+    scores = np.array(res["period_scores"])
+    assert scores.shape == (2, MARKET.n_advertisers)
+    assert res["score_mean"] == pytest.approx(scores.mean())
+
+
+def test_plays_in_processes_are_the_plays_played_here():
+    """Two worker processes, a closure over a reacting bidder: every figure is the same as played in this process."""
+    from simulators.bidders import OnlineLPBidder
+
+    cfg = EvalConfig(periods=3, budget_ratios=(0.5, 1.0), slots=(0, 2, 5))
+    make = lambda: OnlineLPBidder(n_steps=MARKET.n_steps)  # noqa: E731
+    here = evaluate(make, MARKET, cfg, curves=True)
+    there = evaluate(make, MARKET, replace(cfg, workers=2), curves=True)
+    for k in ("period_scores", "score_by_budget", "cpa_violation_rate", "budget_used", "roi", "spend_curve"):
+        assert there[k] == here[k], k
+
+
+def test_bad_evaluation_settings_are_named():
+    import threading
+
+    for kw, match in ((dict(periods=0), "periods"), (dict(budget_ratios=(1.0, -1.0)), "budget_ratios"),
+                      (dict(slots=(-1,)), "slots"), (dict(workers=0), "workers")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            EvalConfig(**kw)
+    lock = threading.Lock()  # cannot be sent to another process
+    with pytest.raises(ValueError, match="cloudpickle"):
+        evaluate(lambda: (lock, FixedBidder(1.0))[1], MARKET, EvalConfig(periods=2, workers=2))

@@ -215,3 +215,11 @@ def test_regimes_are_named_markets():
     assert regime("roi", impressions=1000).impressions == 1000 and regime("roi").value_spread > 0
     with pytest.raises(ValueError, match="unknown regime 'cpa'"):
         regime("cpa")
+    small = regime("cpa-bound", scale=0.2, n_steps=24)
+    assert small.impressions == 100_000 and small.n_steps == 24
+    assert (
+        small.budget_range == pytest.approx((30_000.0, 90_000.0))
+        and small.cpa_range == REGIMES["cpa-bound"].cpa_range
+    )
+    with pytest.raises(ValueError, match="scale"):
+        regime("roi", scale=0.0)

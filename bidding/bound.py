@@ -1,0 +1,125 @@
+"""The hindsight bound of a play: the best score any bidder could expect on the realised day, impression by impression.
+
+A bidder sets one α per step; the bound may instead pick every impression on its own, knowing the whole day in
+advance. For the tested advertiser of a play:
+
+* the competitors' bids on every impression are those they make when the tested advertiser does not bid (recorded
+  from that play: exact for competitors that do not react to the market, an approximation for those that do);
+* taking the lowest *shown* slot k of an impression costs ``max(k-th highest competitor bid, reserve)`` (the second
+  price of that slot; the exposure draws are part of the day's traffic, so they are known in hindsight) and brings
+  its expected conversions ``p`` (× the order value for ROI advertisers, × the new-user flag for acquisition ones);
+  a higher slot would cost more for the same conversions;
+* the best expected conversions V*(C) at total cost C is a fractional knapsack: impressions in order of
+  conversions per cost. The bound is ``max over C ≤ budget of V*(C) × min(1, (target · V*(C) / C)^β)``, the score
+  of the best point of that curve (the score rewards conversions more than it penalises a missed target up to a
+  point, so the best C may end above the target).
+
+It is an LP relaxation (fractional impressions, expected conversions): no bidder should exceed it on average, and
+the gap says how much any bidder could still gain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from bidding.evaluate import EvalConfig, _period_plays
+from simulators.auction import AuctionRules
+from simulators.bidders import FixedBidder
+from simulators.market import Market, MarketConfig
+
+__all__ = ["best_score", "hindsight_bound"]
+
+
+def best_score(
+    cost: np.ndarray, value: np.ndarray, budget: float, target: float, rules: AuctionRules
+) -> tuple[float, float, float]:
+    """The best score of a fractional knapsack over items of ``cost`` (n,) and expected conversions ``value``
+    (n,): ``max over C ≤ budget of V*(C) · min(1, (target · V*(C) / C)^β)``, checked at every breakpoint of the
+    curve and at the budget. Returns (score, cost, conversions) of the best point."""
+    cost = np.asarray(cost, dtype=np.float64)
+    value = np.asarray(value, dtype=np.float64)
+    keep = value > 0
+    cost, value = cost[keep], value[keep]
+    if cost.size == 0 or budget <= 0:
+        free = float(value[cost <= 0].sum()) if cost.size else 0.0
+        return free, 0.0, free
+    with np.errstate(divide="ignore"):
+        eff = np.where(cost > 0, value / np.where(cost > 0, cost, 1.0), np.inf)
+    order = np.argsort(-eff, kind="stable")
+    cum_c = np.concatenate([[0.0], np.cumsum(cost[order])])
+    cum_v = np.concatenate([[0.0], np.cumsum(value[order])])
+    inside = cum_c <= budget
+    c, v = cum_c[inside], cum_v[inside]
+    j = int(inside.sum())  # the first item that does not fit whole: take the fraction the budget allows
+    if j < cum_c.size:
+        frac = (budget - cum_c[j - 1]) / max(cum_c[j] - cum_c[j - 1], 1e-300)
+        c = np.append(c, budget)
+        v = np.append(v, cum_v[j - 1] + frac * (cum_v[j] - cum_v[j - 1]))
+    scores = rules.score(v, c, target)
+    k = int(np.argmax(scores))
+    return float(scores[k]), float(c[k]), float(v[k])
+
+
+class _Recorder:
+    """Before every step, the tested advertiser's cheapest shown-slot cost and expected conversions per impression."""
+
+    def __init__(self, slot: int, rules: AuctionRules) -> None:
+        self.slot, self.rules = slot, rules
+        self.costs: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def __call__(self, market: Market, alphas: np.ndarray) -> None:
+        if market.p_t.shape[1] == 0:
+            return
+        K, s = self.rules.n_slots, self.slot
+        bids = market.bids(alphas)
+        others = np.delete(bids, s, axis=0)  # (N − 1, n) competitors' bids
+        k = min(K, others.shape[0])
+        top = -np.sort(-np.partition(others, others.shape[0] - k, axis=0)[-k:], axis=0)  # (k, n) best first
+        if k < K:
+            top = np.vstack([top, np.zeros((K - k, top.shape[1]), dtype=top.dtype)])
+        price = np.maximum(top.T.astype(np.float64), self.rules.reserve_price)  # (n, K): cost of slot k
+        shown = market.shown()
+        price = np.where(shown, price, np.inf)
+        self.costs.append(price.min(axis=1))  # the cheapest shown slot (inf when none is shown)
+        scale = float(market.advertisers.bid_scale[s])
+        self.values.append(market.predicted_values()[:, s].astype(np.float64) / max(scale, 1e-300))
+
+
+def hindsight_bound(
+    market: MarketConfig, cfg: EvalConfig, progress: Callable[[str], None] | None = None
+) -> dict:
+    """The bound of every play of ``cfg`` (same periods, budget ratios and slots as :func:`evaluate`, same layout of
+    ``period_scores``), with ``score_mean``, ``score_by_budget``, ``budget_used`` and ``cpa_ratio`` (cost per
+    counted conversion / target at the best point, median over plays)."""
+    rules = market.rules
+    scores, used, ratio = [], [], []
+    by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
+    for p in range(cfg.first_period, cfg.first_period + cfg.periods):
+        row = []
+        for b, slot, adv, play in _period_plays(market, cfg, p):
+            rec = _Recorder(slot, rules)
+            play(FixedBidder(0.0), before_step=rec)
+            cost = np.concatenate(rec.costs) if rec.costs else np.zeros(0)
+            value = np.concatenate(rec.values) if rec.values else np.zeros(0)
+            ok = np.isfinite(cost)
+            budget, target = float(adv.budget[slot]), float(adv.bid_scale[slot])
+            s, c, v = best_score(cost[ok], value[ok], budget, target, rules)
+            row.append(s)
+            by_ratio[b].append(s)
+            used.append(c / budget if budget > 0 else 0.0)
+            ratio.append(c / v / target if v > 0 else 0.0)
+        scores.append(row)
+        if progress is not None:
+            progress(f"period {p - cfg.first_period + 1}/{cfg.periods}")
+    score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
+    return {
+        "score_by_budget": score_by_budget,
+        "score_mean": float(np.mean(score_by_budget)),
+        "period_scores": scores,
+        "budget_used": float(np.mean(used)),
+        "cpa_ratio": float(np.median(ratio)),
+        "plays": len(used),
+    }
