@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,17 @@ class EvalConfig:
     test_seed: int = 0
     """Seed of the test markets. 0 is the development seed (tuning, validation); for final figures pass a seed
     never used before and keep it for every later comparison (docs/bidding.md says which one the reported use)."""
+    rotate: int = 1
+    """Play every rotate-th slot of a period, starting at the period's number mod rotate: each slot is played once
+    in every rotate consecutive periods, at 1/rotate of the cost (1 = every slot in every period)."""
     workers: int = 1
     """Processes that play periods in parallel (the figures are the same whatever the number)."""
 
     def __post_init__(self) -> None:
-        if self.periods < 1 or self.workers < 1:
-            raise ValueError(f"periods and workers must be positive, got {self.periods} and {self.workers}")
+        if self.periods < 1 or self.workers < 1 or self.rotate < 1:
+            raise ValueError(
+                f"periods, rotate and workers must be positive, got {self.periods}, {self.rotate} and {self.workers}"
+            )
         if not self.budget_ratios or not all(math.isfinite(b) and b > 0 for b in self.budget_ratios):
             raise ValueError(f"budget_ratios must be positive numbers, got {self.budget_ratios}")
         if any(s < 0 for s in self.slots):
@@ -48,10 +54,11 @@ class EvalConfig:
 
 
 def evaluate(
-    make_bidder: Callable[[], Bidder],
+    make_bidder: Callable[[], Bidder] | Sequence[Callable[[], Bidder]],
     market: MarketConfig,
     cfg: EvalConfig,
     curves: bool = False,
+    executor: Executor | None = None,
 ) -> dict:
     """Play the bidder in every (period, budget ratio, slot) of ``cfg``; return its figures.
 
@@ -63,14 +70,24 @@ def evaluate(
     ``curves``, also the mean share of budget spent and the mean cost per conversion / target after each step (for
     pacing plots; the mean over the plays that have converted by then, NaN before any has).
 
-    With ``cfg.workers`` > 1 the periods are played in that many processes; ``make_bidder`` is sent to them with
-    cloudpickle (a closure over a trained bidder is fine) and every play is the same as when played here.
+    Several factories (one per training seed of a learned bidder) take the periods in turn: the i-th test period is
+    played by ``make_bidder[i % len(make_bidder)]``, so seed-to-seed differences are part of the periods' spread
+    and of the bootstrap CIs.
+
+    With ``cfg.workers`` > 1, or an ``executor`` (a process pool to reuse), the periods are played in other
+    processes; the factories are sent there with cloudpickle (a closure over a trained bidder is fine) and every
+    play is the same as when played here.
     """
+    makers = list(make_bidder) if isinstance(make_bidder, (list, tuple)) else [make_bidder]
+    if not makers:
+        raise ValueError("no bidder factory given")
+    _check_slots(market, cfg)
     periods = range(cfg.first_period, cfg.first_period + cfg.periods)
-    if cfg.workers == 1:
-        parts = [_play_period(make_bidder, market, cfg, p, curves) for p in periods]
+    jobs = [(makers[i % len(makers)], p) for i, p in enumerate(periods)]
+    if cfg.workers == 1 and executor is None:
+        parts = [_play_period(make, market, cfg, p, curves) for make, p in jobs]
     else:
-        parts = _in_processes(make_bidder, market, cfg, periods, curves)
+        parts = _in_processes(jobs, market, cfg, curves, executor)
     rec = {k: np.stack([part[k] for part in parts]) for k in parts[0] if k not in ("seconds", "calls")}
     ratios = np.asarray(cfg.budget_ratios)
     score, cost, conv = rec["score"], rec["cost"], rec["conversions"]
@@ -87,6 +104,7 @@ def evaluate(
         "budget_used": float(rec["used"].mean()),
         "act_ms": 1000 * sum(part["seconds"] for part in parts) / max(act_calls, 1),
         "plays": int(score.size),
+        "seeds": len(makers),
     }
     if curves:
         plays = score.size
@@ -145,22 +163,53 @@ def _period_worker(payload: bytes, market: MarketConfig, cfg: EvalConfig, p: int
     return _play_period(cloudpickle.loads(payload), market, cfg, p, curves)
 
 
-def _in_processes(make_bidder, market: MarketConfig, cfg: EvalConfig, periods, curves: bool) -> list[dict]:
-    """:func:`_play_period` of every period in ``cfg.workers`` fresh processes (spawned: safe with torch)."""
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes (safe with torch) to pass to :func:`evaluate` again and again."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+
+def _in_processes(
+    jobs, market: MarketConfig, cfg: EvalConfig, curves: bool, executor: Executor | None
+) -> list[dict]:
+    """:func:`_play_period` of every (factory, period) job in other processes."""
     import cloudpickle
 
+    payloads = {}
+    for make, _ in jobs:
+        if id(make) not in payloads:
+            try:
+                payloads[id(make)] = cloudpickle.dumps(make)
+            except Exception as e:  # noqa: BLE001 - any pickling failure gets the same advice
+                raise ValueError(
+                    f"playing in other processes needs a bidder factory that cloudpickle can send: {e}"
+                ) from e
+    pool = executor if executor is not None else process_pool(cfg.workers)
     try:
-        payload = cloudpickle.dumps(make_bidder)
-    except Exception as e:  # noqa: BLE001 - any pickling failure gets the same advice
-        raise ValueError(
-            f"workers > 1 needs a bidder factory that cloudpickle can send to a process: {e}"
-        ) from e
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_period_worker, payload, market, cfg, p, curves) for p in periods]
+        futures = [
+            pool.submit(_period_worker, payloads[id(make)], market, cfg, p, curves) for make, p in jobs
+        ]
         return [f.result() for f in futures]
+    finally:
+        if executor is None:
+            pool.shutdown()
+
+
+def _check_slots(market: MarketConfig, cfg: EvalConfig) -> None:
+    n = len(_slots(market, cfg))
+    if n % cfg.rotate:
+        raise ValueError(
+            f"rotate ({cfg.rotate}) must divide the number of slots played ({n}): every period plays as many"
+        )
+
+
+def _slots(market: MarketConfig, cfg: EvalConfig) -> list[int]:
+    """The slots of ``cfg`` that the market has (slot 0 if none; every advertiser when ``cfg.slots`` is empty)."""
+    slots = (
+        [s for s in cfg.slots if s < market.n_advertisers] if cfg.slots else list(range(market.n_advertisers))
+    )
+    return slots or [0]
 
 
 HINDSIGHT_GRID: tuple[float, ...] = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -234,12 +283,9 @@ def _period_plays(market: MarketConfig, cfg: EvalConfig, p: int):
     """The plays of test period ``p``: (budget ratio, slot, advertisers, play), where ``play(bidder)`` runs the
     period with ``bidder`` in ``slot`` against fresh default competitors and returns its trajectories; calling it
     again replays the very same market. Slots beyond the market's advertisers are left out (slot 0 if none is
-    left); no slots means every advertiser."""
+    left); no slots means every advertiser; with ``cfg.rotate`` = r, every r-th of them, from p mod r."""
     T = market.n_steps
-    slots = (
-        [s for s in cfg.slots if s < market.n_advertisers] if cfg.slots else list(range(market.n_advertisers))
-    )
-    slots = slots or [0]
+    slots = _slots(market, cfg)[p % cfg.rotate :: cfg.rotate]
     seed = cfg.test_seed
     base = sample_advertisers(market, np.random.default_rng([seed, p, 0]))
     for b in cfg.budget_ratios:
@@ -290,4 +336,11 @@ def compare(
     return {name: evaluate(make, market, cfg, **kw) for name, make in bidders.items()}
 
 
-__all__: Sequence[str] = ["HINDSIGHT_GRID", "EvalConfig", "compare", "evaluate", "hindsight_alpha"]
+__all__: Sequence[str] = [
+    "HINDSIGHT_GRID",
+    "EvalConfig",
+    "compare",
+    "evaluate",
+    "hindsight_alpha",
+    "process_pool",
+]

@@ -25,6 +25,7 @@ from simulators.market import Advertiser, Feedback
 __all__ = [
     "Bidder",
     "ExploringBidder",
+    "DualPIDBidder",
     "FixedBidder",
     "HEURISTICS",
     "PolicyBidder",
@@ -100,6 +101,65 @@ class PIDBidder:
         u = self.kp * e + self.ki * self.integral + self.kd * (e - self.prev_error)
         self.prev_error = e
         self.alpha = min(self.hi, max(self.lo, self.alpha0 * math.exp(u)))
+
+
+@dataclass
+class DualPIDBidder:
+    """Two PI loops, one on the budget and one on the cost per conversion; the bid is the lower of their α.
+
+    After step t (of T), with cumulative spend S, budget B, cost C and (counted) conversions V:
+
+    * budget loop: ``e_b = clip((B·(t+1)/T − S) / (B/T), −3, 3)`` (positive: behind the even pace),
+      ``α_b = α0 · exp(budget_kp·e_b + budget_ki·Σe_b)``;
+    * CPA loop (once something was spent): ``e_c = clip(1 − (C / max(V, 1)) / (setpoint · target), −1, 1)``,
+      ``α_c = α0 · exp(cpa_kp·e_c + cpa_ki·Σe_c)``;
+    * ``α = clip(min(α_b, α_c), lo, hi)``. Before the first step α = α0.
+
+    The setpoint may sit above 1: the score's penalty is gentle enough that the best plays often end a little over
+    their target (docs/simulator.md). bench-bidding tunes α0, the setpoint and the gains on training periods.
+    """
+
+    alpha0: float = 1.0
+    cpa_kp: float = 0.5
+    cpa_ki: float = 0.05
+    setpoint: float = 1.0
+    budget_kp: float = 0.3
+    budget_ki: float = 0.02
+    lo: float = 0.01
+    hi: float = 5.0
+    n_steps: int = 48
+
+    def reset(self, advertiser: Advertiser) -> None:
+        self.advertiser = advertiser
+        self.spent = 0.0
+        self.conversions = 0.0
+        self.budget_sum = 0.0
+        self.cpa_sum = 0.0
+        self.alpha_budget = self.alpha_cpa = self.alpha0
+        self.alpha = min(self.hi, max(self.lo, self.alpha0))
+
+    def act(self, state: np.ndarray) -> float:
+        return self.alpha
+
+    def observe(self, feedback: Feedback) -> None:
+        adv = self.advertiser
+        self.spent += float(feedback.outcome.cost[adv.index])
+        self.conversions += float(feedback.outcome.conversions[adv.index])
+        if adv.budget > 0:
+            per_step = adv.budget / self.n_steps
+            e_b = min(3.0, max(-3.0, (per_step * (feedback.outcome.step + 1) - self.spent) / per_step))
+            self.budget_sum += e_b
+            self.alpha_budget = self.alpha0 * math.exp(
+                min(50.0, self.budget_kp * e_b + self.budget_ki * self.budget_sum)
+            )
+        else:
+            self.alpha_budget = 0.0
+        if self.spent > 0:
+            cpa = self.spent / max(self.conversions, 1.0)
+            e_c = min(1.0, max(-1.0, 1.0 - cpa / (self.setpoint * adv.bid_scale)))
+            self.cpa_sum += e_c
+            self.alpha_cpa = self.alpha0 * math.exp(min(50.0, self.cpa_kp * e_c + self.cpa_ki * self.cpa_sum))
+        self.alpha = min(self.hi, max(self.lo, min(self.alpha_budget, self.alpha_cpa)))
 
 
 @dataclass

@@ -114,3 +114,30 @@ def test_bad_evaluation_settings_are_named():
     lock = threading.Lock()  # cannot be sent to another process
     with pytest.raises(ValueError, match="cloudpickle"):
         evaluate(lambda: (lock, FixedBidder(1.0))[1], MARKET, EvalConfig(periods=2, workers=2))
+
+
+def test_rotation_covers_every_slot_and_seeds_take_periods_in_turn():
+    from bidding.evaluate import _period_plays
+
+    cfg = EvalConfig(periods=4, rotate=3)  # 6 advertisers: 2 slots per period
+    seen = [[slot for _, slot, _, _ in _period_plays(MARKET, cfg, p)] for p in range(100_000, 100_004)]
+    assert all(len(s) == 2 for s in seen) and set(seen[0] + seen[1] + seen[2]) == set(range(6))
+    # two "seeds": the second plays α 0, so periods 1 and 3 score 0 and the others as α 1 alone
+    both = evaluate([lambda: FixedBidder(1.0), lambda: FixedBidder(0.0)], MARKET, cfg)
+    alone = np.array(evaluate(lambda: FixedBidder(1.0), MARKET, cfg)["period_scores"])
+    got = np.array(both["period_scores"])
+    np.testing.assert_array_equal(got[[0, 2]], alone[[0, 2]])
+    assert np.all(got[[1, 3]] == 0) and both["seeds"] == 2
+    with pytest.raises(ValueError, match="rotate .4. must divide"):
+        evaluate(lambda: FixedBidder(1.0), MARKET, EvalConfig(periods=2, rotate=4))
+
+
+def test_a_reused_pool_plays_the_same():
+    from bidding.evaluate import process_pool
+
+    cfg = EvalConfig(periods=2, slots=(1, 4))
+    here = evaluate(lambda: FixedBidder(0.7), MARKET, cfg)
+    with process_pool(2) as pool:
+        a = evaluate(lambda: FixedBidder(0.7), MARKET, cfg, executor=pool)
+        b = evaluate(lambda: FixedBidder(0.7), MARKET, cfg, executor=pool)
+    assert a["period_scores"] == b["period_scores"] == here["period_scores"]

@@ -10,6 +10,7 @@ import pytest
 from simulators.bidders import (
     HEURISTICS,
     Bidder,
+    DualPIDBidder,
     ExploringBidder,
     FixedBidder,
     OnlineLPBidder,
@@ -54,6 +55,29 @@ def test_pid_rule_by_hand():
     assert b.act(np.zeros(16)) == pytest.approx(math.exp(0.5 * 0.2 + 0.1 * 0.2 + 0.2 * 0.2))
     b.observe(_feedback(2, 14.0, 0.0))  # cost 30 for 2: cpa 15, e = -0.5, Σe = -0.3, Δe = -0.7
     assert b.act(np.zeros(16)) == pytest.approx(math.exp(0.5 * -0.5 + 0.1 * -0.3 + 0.2 * -0.7))
+
+
+def test_dual_pid_rule_by_hand():
+    """Budget 100 over 4 steps (25 a step), target 10, α0 1, budget kp 0.5, CPA kp 1, no integral terms."""
+    b = DualPIDBidder(alpha0=1.0, cpa_kp=1.0, cpa_ki=0.0, budget_kp=0.5, budget_ki=0.0, n_steps=4)
+    b.reset(_adv(100.0, bid_scale=10.0))
+    assert b.act(np.zeros(16)) == 1.0
+    # spent 50 for 2: pace error (25 − 50)/25 = −1 → α_b = e^−0.5; cpa 25, error 1 − 2.5 clipped to −1 → α_c = e^−1
+    b.observe(_feedback(0, 50.0, 2.0))
+    assert b.act(np.zeros(16)) == pytest.approx(math.exp(-1.0))
+    # nothing more spent: on pace (α_b = 1), cpa still 25: the CPA loop holds the bid down
+    b.observe(_feedback(1, 0.0, 0.0))
+    assert b.act(np.zeros(16)) == pytest.approx(math.exp(-1.0))
+    # 3 late conversions: cpa 10 on target (α_c = 1), behind pace by one step (α_b = e^0.5): the lower is 1
+    b.observe(_feedback(2, 0.0, 3.0))
+    assert b.act(np.zeros(16)) == pytest.approx(1.0)
+    # a setpoint of 1.25 lets the CPA loop aim at 12.5: cpa 10 gives error 0.2
+    b2 = DualPIDBidder(
+        alpha0=1.0, cpa_kp=1.0, cpa_ki=0.0, budget_kp=0.5, budget_ki=0.0, setpoint=1.25, n_steps=4
+    )
+    b2.reset(_adv(1e9, bid_scale=10.0))
+    b2.observe(_feedback(0, 20.0, 2.0))
+    assert b2.act(np.zeros(16)) == pytest.approx(math.exp(0.2))
 
 
 @pytest.mark.parametrize("budget, want", [(0.0, 0.0), (5.0, 0.5), (13.0, 0.75), (16.0, 1.0), (100.0, 1.0)])
