@@ -55,7 +55,7 @@ def _log(m: str) -> None:
 def code_tree_figure(path: Path, seed: int) -> Path:
     """The khqe code tree of the tiny synthetic world (the tokenize job's tiny settings)."""
     ds = load_dataset("synthetic-tiny")
-    res = tokenize(ds, "khqe", codebook_sizes=(16, 16), pq_codes=16, test_seed=seed)
+    res = tokenize(ds, "khqe", codebook_sizes=(16, 16), pq_codes=16, seed=seed)
     plot_code_tree(code_tree(res.table), f"{ds.name}: khqe semantic IDs, {res.table.n_items} items", path)
     return path
 
@@ -68,7 +68,7 @@ def hr_figure(path: Path, work: Path, seed: int) -> Path:
         task="search",
         output=str(work / "generators"),
         tokenizer_dir=str(work / "tokenizers"),
-        train=replace(tiny.trainer.train, test_seed=seed),
+        train=replace(tiny.trainer.train, seed=seed),
     )
     built = bench_search.build_systems(
         replace(tiny, systems=("generative", "cascade", "popularity"), trainer=trainer)
@@ -94,7 +94,7 @@ def bidding_figure(path: Path, work: Path, seed: int) -> Path:
     dt, _ = train_dt(
         load_trajectories(sim.output),
         DTConfig(context=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_steps=MARKET.n_steps),
-        DTTrainConfig(steps=300, batch_size=32, warmup=30, test_seed=seed),
+        DTTrainConfig(steps=300, batch_size=32, warmup=30, seed=seed),
     )
     evaluation = EvalConfig(
         periods=3, budget_ratios=(0.5, 0.75, 1.0, 1.25, 1.5), slots=(0, 5), test_seed=seed

@@ -110,7 +110,7 @@ def _bidding_config(output: Path, seed: int) -> bench_bidding.Config:
         ),
         evaluation=EvalConfig(periods=4, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 5), test_seed=seed),
         dt=DTConfig(context=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_steps=market.n_steps),
-        dt_train=DTTrainConfig(steps=400, batch_size=32, warmup=40, test_seed=seed),
+        dt_train=DTTrainConfig(steps=400, batch_size=32, warmup=40, seed=seed),
         output=str(output),
     )
 
