@@ -21,6 +21,7 @@ the gap says how much any bidder could still gain.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -89,37 +90,50 @@ class _Recorder:
 
 
 def hindsight_bound(
-    market: MarketConfig, cfg: EvalConfig, progress: Callable[[str], None] | None = None
+    market: MarketConfig,
+    cfg: EvalConfig,
+    executor: Executor | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The bound of every play of ``cfg`` (same periods, budget ratios and slots as :func:`evaluate`, same layout of
     ``period_scores``), with ``score_mean``, ``score_by_budget``, ``budget_used`` and ``cpa_ratio`` (cost per
-    counted conversion / target at the best point, median over plays)."""
-    rules = market.rules
-    scores, used, ratio = [], [], []
-    by_ratio: dict[float, list[float]] = {b: [] for b in cfg.budget_ratios}
-    for p in range(cfg.first_period, cfg.first_period + cfg.periods):
-        row = []
-        for b, slot, adv, play in _period_plays(market, cfg, p):
-            rec = _Recorder(slot, rules)
-            play(FixedBidder(0.0), before_step=rec)
-            cost = np.concatenate(rec.costs) if rec.costs else np.zeros(0)
-            value = np.concatenate(rec.values) if rec.values else np.zeros(0)
-            ok = np.isfinite(cost)
-            budget, target = float(adv.budget[slot]), float(adv.bid_scale[slot])
-            s, c, v = best_score(cost[ok], value[ok], budget, target, rules)
-            row.append(s)
-            by_ratio[b].append(s)
-            used.append(c / budget if budget > 0 else 0.0)
-            ratio.append(c / v / target if v > 0 else 0.0)
-        scores.append(row)
-        if progress is not None:
-            progress(f"period {p - cfg.first_period + 1}/{cfg.periods}")
-    score_by_budget = [float(np.mean(by_ratio[b])) for b in cfg.budget_ratios]
+    counted conversion / target at the best point, median over plays). Periods run on ``executor`` when given."""
+    periods = list(range(cfg.first_period, cfg.first_period + cfg.periods))
+    if executor is None:
+        rows = []
+        for i, p in enumerate(periods):
+            rows.append(_bound_period(market, cfg, p))
+            if progress is not None:
+                progress(f"period {i + 1}/{cfg.periods}")
+    else:
+        rows = [f.result() for f in [executor.submit(_bound_period, market, cfg, p) for p in periods]]
+    ratio_of = np.array([r["ratio"] for r in rows])  # (P, S)
+    scores = np.array([r["score"] for r in rows])
+    score_by_budget = [float(scores[ratio_of == b].mean()) for b in cfg.budget_ratios]
     return {
         "score_by_budget": score_by_budget,
         "score_mean": float(np.mean(score_by_budget)),
-        "period_scores": scores,
-        "budget_used": float(np.mean(used)),
-        "cpa_ratio": float(np.median(ratio)),
-        "plays": len(used),
+        "period_scores": scores.tolist(),
+        "budget_used": float(np.mean([r["used"] for r in rows])),
+        "cpa_ratio": float(np.median([r["cpa_ratio"] for r in rows])),
+        "plays": int(scores.size),
     }
+
+
+def _bound_period(market: MarketConfig, cfg: EvalConfig, p: int) -> dict:
+    """The bound of every play of test period ``p``."""
+    rules = market.rules
+    out: dict[str, list] = {"ratio": [], "score": [], "used": [], "cpa_ratio": []}
+    for b, slot, adv, play in _period_plays(market, cfg, p):
+        rec = _Recorder(slot, rules)
+        play(FixedBidder(0.0), before_step=rec)
+        cost = np.concatenate(rec.costs) if rec.costs else np.zeros(0)
+        value = np.concatenate(rec.values) if rec.values else np.zeros(0)
+        ok = np.isfinite(cost)
+        budget, target = float(adv.budget[slot]), float(adv.bid_scale[slot])
+        s, c, v = best_score(cost[ok], value[ok], budget, target, rules)
+        out["ratio"].append(b)
+        out["score"].append(s)
+        out["used"].append(c / budget if budget > 0 else 0.0)
+        out["cpa_ratio"].append(c / v / target if v > 0 else 0.0)
+    return out

@@ -30,8 +30,9 @@ class OnlineConfig:
     """ppo or sac."""
     timesteps: int = 50_000
     """Environment steps of training."""
-    impressions: int = 100_000
-    """Impressions per period while training (fewer than the test market's, for speed)."""
+    impressions: int = 0
+    """Impressions per period while training: 0 = the market's own (train where the bidder is tested). Fewer scale
+    the budgets down with them, so that the market binds the same way."""
     max_minutes: float = 15.0
     """Stop after this much training time (0 = no limit)."""
     seed: int = 0
@@ -71,7 +72,12 @@ def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, di
 
     if cfg.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown online algorithm {cfg.algorithm!r}; choose from {', '.join(ALGORITHMS)}")
-    env_market = replace(market, impressions=max(market.n_steps, min(cfg.impressions, market.impressions)))
+    env_market = market
+    if 0 < cfg.impressions < market.impressions:
+        n = max(market.n_steps, cfg.impressions)
+        shrink = n / market.impressions
+        lo, hi = market.budget_range
+        env_market = replace(market, impressions=n, budget_range=(lo * shrink, hi * shrink))
     venv = VecNormalize(DummyVecEnv([lambda: FeaturizedAuction(AuctionEnv(config=env_market))]), gamma=0.99)
     venv.seed(cfg.seed)
     if cfg.algorithm == "ppo":

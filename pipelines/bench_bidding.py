@@ -1,22 +1,41 @@
-"""bench-bidding: train the offline and online bidders, then judge every bidder on the same unseen markets.
+"""bench-bidding: in every market regime, train and tune every bidder, then judge them on the same fresh test periods.
 
-Offline bidders (bc, iql, cql, dt, vdt) train on the trajectories of ``--trajectories`` (made with ``simulate`` first
-when empty); online bidders (ppo, sac) train in the env; heuristics (fixed, pid, onlinelp) need no training. Every
-bidder then plays the test periods of ``bidding.evaluate`` (unseen seeds, budget ratios 50-150%, several advertiser
-slots, the same heuristic competitors for all). The last stdout line is
-``{"bidders": {name: {"score_by_budget", "score_mean", "cpa_violation_rate", "roi", "cac", "budget_used",
-"train_minutes", "act_ms"}}, "reference": {"hindsight_alpha": {...}}}``; MLflow gets the table (``bidders.md``)
-and plots of score by budget, budget pacing and cost per conversion over the day. The reference (``--no-hindsight``
-skips it) is not a bidder: the best constant α of each play, chosen after playing it with every α of
-``--hindsight-grid``, so it knows the day in advance; each bidder's share of it says how much headroom is left.
+For each regime of ``--regimes`` (``simulators.regimes``; ``--scale`` sets the market's size, impressions and budgets
+together):
+
+1. **Data.** The offline bidders learn from logs of heuristic advertisers bidding in that regime (``simulate``; or
+   ``--trajectories``/<regime>). By default the logged constant-bid advertisers draw α where the market's own
+   competitors do (0.6–1.3): logs a platform could hold, with no day placed around a hindsight optimum.
+2. **Training and tuning, on training periods only.** bc, iql, cql, dt, vdt (offline) and ppo, sac (online, in the
+   test-size market) train with ``--seeds`` seeds each; ``constant`` is the constant α of a grid, and ``pid`` the
+   budget-and-CPA PID (:class:`simulators.bidders.DualPIDBidder`) of a grid of gains and setpoints, that score best
+   on the tuning periods (``--tuning-*``: a seed other than the test seed). ``onlinelp`` keeps its defaults.
+   Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
+   (``--retrain`` trains again), so the evaluation alone can be rerun.
+3. **Evaluation.** Every bidder plays the same test periods (``--evaluation-*``; ``--test-seed`` picks them: keep
+   0 for development, use a fresh seed for final figures), every advertiser slot in turn (``--rotate``), against
+   the default heuristic competitors, with common random numbers; a learned bidder's seeds take the periods in turn.
+   ``--workers`` processes play in parallel.
+4. **Figures.** Mean score with a paired, period-clustered bootstrap 95% CI, the ratio to the DT with its CI, the
+   share of the hindsight bound (:mod:`bidding.bound`) with its CI, the target violation rate (CPA, ROI or CAC),
+   budget used, train minutes and act ms.
+
+The last stdout line is ``{"regimes": {regime: {"test_periods", "plays", "bound": {"score_mean", "score_ci",
+"budget_used", "cpa_ratio"}, "bidders": {bidder: {"score_mean", "score_ci", "ratio_to_dt", "ratio_ci",
+"share_of_bound", "share_ci", "violation_rate", "budget_used", "train_minutes", "act_ms", "seeds"}}}},
+"wall_minutes"}``. MLflow gets each regime's table (``<regime>.md``), plots (``<regime>.png``) and ``bench.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from bidding.bound import hindsight_bound
 from bidding.data import load_trajectories
 from bidding.dt import (
     DTBidder,
@@ -27,29 +46,63 @@ from bidding.dt import (
     plan_episodes,
     train_dt,
 )
-from bidding.evaluate import HINDSIGHT_GRID, EvalConfig, evaluate, hindsight_alpha
+from bidding.evaluate import EvalConfig, evaluate, process_pool
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
+from bidding.stats import paired_bootstrap
 from pipelines import simulate, tracking
-from simulators.bidders import FixedBidder, OnlineLPBidder, PIDBidder
+from simulators.bidders import DualPIDBidder, FixedBidder, OnlineLPBidder
+from simulators.market import MarketConfig
+from simulators.regimes import REGIMES, regime
 
 JOB = "bench-bidding"
-BIDDERS = ("fixed", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
+BIDDERS = ("constant", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
+LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
+OFFLINE = ("bc", "iql", "cql", "dt", "vdt")
+
+CONSTANT_GRID: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0)
+"""The constant α values tried on the tuning periods (``constant``)."""
+
+PID_GRID: tuple[dict, ...] = tuple(
+    {"alpha0": a, "setpoint": sp, "budget_kp": bk, "cpa_kp": ck}
+    for a in (0.2, 0.5, 1.0, 1.5)
+    for sp in (1.0, 1.25)
+    for bk, ck in ((0.1, 0.3), (0.3, 1.0))
+)
+"""The DualPIDBidder settings tried on the tuning periods (``pid``)."""
+
+_PLATFORM_LOGS = simulate.Config(
+    policies=("fixed", "pid", "pacing", "lp"), fixed_alpha=(0.6, 1.3), fixed_alpha_log=False
+)
 
 
 @dataclass(frozen=True)
 class Config:
     """Settings of the bench-bidding job."""
 
+    regimes: tuple[str, ...] = tuple(REGIMES)
+    """Market regimes to run (simulators.regimes): budget-bound, cpa-bound, roi, acquisition."""
+    scale: float = 0.2
+    """Size of every market against its regime's (impressions and budgets together; 0.2 = 100,000 impressions)."""
     trajectories: str = ""
-    """Folder of trajectory parts to train on; empty = run simulate (settings below) into <output>/offline."""
-    simulate: simulate.Config = field(default_factory=simulate.Config)
-    """Data generation when --trajectories is empty; its market is also the test market."""
+    """Folder holding one trajectory folder per regime (<folder>/<regime>/part-*.parquet); empty = simulate them."""
+    simulate: simulate.Config = field(default_factory=lambda: _PLATFORM_LOGS)
+    """Data generation. Its market settings that differ from the default market apply to every regime."""
     bidders: tuple[str, ...] = BIDDERS
     """Bidders to train and judge."""
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    """Test periods, budget ratios and advertiser slots."""
+    seeds: int = 3
+    """Training seeds per learned bidder (they take the test periods in turn)."""
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(periods=20, rotate=4))
+    """Test periods and slots (test_seed 0 is the development seed; final figures use a fresh one)."""
+    tuning: EvalConfig = field(
+        default_factory=lambda: EvalConfig(periods=4, first_period=0, test_seed=1, rotate=8)
+    )
+    """Training periods on which constant and pid are tuned (never the test seed's)."""
+    workers: int = 2
+    """Processes that play in parallel."""
+    retrain: bool = False
+    """Train every learned bidder again even when one trained with the same settings is kept."""
     dt: DTConfig = field(default_factory=DTConfig)
     """Decision Transformer shape (vdt uses it with the vdt_* settings below)."""
     dt_train: DTTrainConfig = field(default_factory=DTTrainConfig)
@@ -62,48 +115,63 @@ class Config:
     """vdt asks at every step for the return its learned state value expects (DTConfig.value_target)."""
     vdt_plan_weight: float = 0.75
     """vdt pulls each bid towards the constant α its plan value V(s, λ) rates best from the current state, as
-    α_DT^(1 − w) · λ*^w (DTConfig.plan_weight; 0 = off; chosen on validation periods, docs/bidding.md)."""
+    α_DT^(1 − w) · λ*^w (DTConfig.plan_weight; 0 = off)."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
-    """BC / IQL / CQL settings (the algorithm is set per bidder)."""
+    """BC / IQL / CQL settings (the algorithm and seed are set per bidder)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
-    """PPO / SAC settings (the algorithm is set per bidder)."""
-    hindsight: bool = True
-    """Also compute the hindsight reference (best constant α per play, chosen after seeing the play; not a bidder):
-    how much any bidder could still gain. Costs len(hindsight_grid) plays per play."""
-    hindsight_grid: tuple[float, ...] = HINDSIGHT_GRID
-    """The constant α values the hindsight reference tries."""
+    """PPO / SAC settings (the algorithm and seed are set per bidder; they train in the test market's size)."""
+    bound: bool = True
+    """Compute the hindsight bound of every test play (bidding.bound)."""
     output: str = "artifacts/bidding"
-    """Folder for the trained bidders (and the trajectories when simulated here)."""
+    """Folder for the trajectories and the trained bidders (<output>/<regime>/...)."""
 
 
-_TINY_MARKET = simulate.PRESETS["tiny"].market
+_TINY_SIM = replace(
+    _PLATFORM_LOGS,
+    periods=6,
+    part_periods=3,
+    market=MarketConfig(n_steps=8, n_advertisers=8, n_categories=2),
+)
 PRESETS = {
     "default": Config(),
     "tiny": Config(
-        simulate=replace(simulate.PRESETS["tiny"], periods=6, policies=("fixed", "pid", "pacing", "lp")),
-        evaluation=EvalConfig(periods=2, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 3)),
-        dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=_TINY_MARKET.n_steps),
+        scale=0.004,  # 2,000 impressions
+        simulate=_TINY_SIM,
+        seeds=2,
+        evaluation=EvalConfig(periods=3, rotate=4),
+        tuning=EvalConfig(periods=2, first_period=0, test_seed=1, rotate=4),
+        workers=1,
+        dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=8),
         dt_train=DTTrainConfig(steps=40, batch_size=16, warmup=5),
         value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40, plan_steps=40),
         offline=OfflineConfig(hidden=32, steps=40, batch_size=64),
-        online=OnlineConfig(timesteps=128, impressions=2_000),
-        hindsight_grid=(0.1, 0.3, 1.0),
+        online=OnlineConfig(timesteps=128),
     ),
 }
 
 
-HEURISTICS = {
-    "fixed": lambda n_steps: FixedBidder(1.0),
-    "pid": lambda n_steps: PIDBidder(),
-    "onlinelp": lambda n_steps: OnlineLPBidder(n_steps=n_steps),
-}
-"""The heuristic bidders judged, with their default settings."""
+def market_of(cfg: Config, name: str) -> MarketConfig:
+    """The market of regime ``name``: the regime at ``cfg.scale``, with the simulate market's non-default settings."""
+    default, given = MarketConfig(), cfg.simulate.market
+    changes = {
+        f.name: getattr(given, f.name)
+        for f in fields(MarketConfig)
+        if getattr(given, f.name) != getattr(default, f.name)
+    }
+    return regime(name, cfg.scale, **changes)
 
 
-def main(cfg: Config) -> dict:
+def _check(cfg: Config) -> None:
     unknown = sorted(set(cfg.bidders) - set(BIDDERS))
     if unknown or not cfg.bidders:
         raise ValueError(f"unknown bidders {unknown or '(none given)'}; choose from {', '.join(BIDDERS)}")
+    bad = sorted(set(cfg.regimes) - set(REGIMES))
+    if bad or not cfg.regimes:
+        raise ValueError(f"unknown regimes {bad or '(none given)'}; choose from {', '.join(REGIMES)}")
+    if cfg.seeds < 1 or cfg.workers < 1:
+        raise ValueError(f"seeds and workers must be positive, got {cfg.seeds} and {cfg.workers}")
+    if cfg.tuning.test_seed == cfg.evaluation.test_seed:
+        raise ValueError(f"the tuning periods must not use the test seed ({cfg.evaluation.test_seed})")
     guided = [
         flag
         for flag, on in (
@@ -118,98 +186,216 @@ def main(cfg: Config) -> dict:
             f"{', '.join(guided)} would make the plain dt value-guided too; "
             "set vdt's guidance with --vdt-epsilon, --vdt-value-target and --vdt-plan-weight"
         )
-    check_plan_weight(cfg.vdt_plan_weight, "--vdt-plan-weight")  # before anything trains
+    check_plan_weight(cfg.vdt_plan_weight, "--vdt-plan-weight")
+    for name in cfg.regimes:
+        market_of(cfg, name)  # a bad market setting fails here, before anything trains
+
+
+def main(cfg: Config) -> dict:
+    _check(cfg)
+    t0 = time.perf_counter()
     out = Path(cfg.output)
-    market = cfg.simulate.market
-    with tracking.job_run(JOB, cfg):
-        needs_data = {"bc", "iql", "cql", "dt", "vdt"} & set(cfg.bidders)
-        episodes = None
-        if needs_data:
-            folder = cfg.trajectories
-            if not folder:
-                folder = str(out / "offline")
-                simulate.main(replace(cfg.simulate, output=folder))
-            episodes = load_trajectories(folder)
-            if episodes.n_steps != market.n_steps:
-                raise ValueError(
-                    f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
-                )
-            if episodes.rules is not None and episodes.rules != market.rules:
-                raise ValueError(
-                    f"{folder}: trajectories were played under other auction rules ({episodes.rules}) than the "
-                    f"test market's ({market.rules})"
-                )
-            if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
-                plan_episodes(episodes, cfg.value.plan_policies)
-        results: dict[str, dict] = {}
-        for name in cfg.bidders:
-            print(f"[bench-bidding] {name}: training", file=sys.stderr)
-            train_minutes = 0.0
-            if name in HEURISTICS:
-                make = (lambda f: lambda: f(market.n_steps))(HEURISTICS[name])
-            else:
-                if name in ("bc", "iql", "cql"):
-                    ocfg = replace(cfg.offline, algorithm=name, alpha_max=market.rules.alpha_max)
-                    bidder, stats = train_offline(episodes, ocfg)
-                    bidder = PolicyBidder.load(bidder.save(out / name))
-                elif name in ("dt", "vdt"):
-                    dcfg = replace(
-                        cfg.dt,
-                        max_steps=max(cfg.dt.max_steps, episodes.n_steps),
-                        alpha_max=market.rules.alpha_max,
-                    )
-                    if name == "vdt":
-                        dcfg = replace(
-                            dcfg,
-                            explore_epsilon=cfg.vdt_epsilon,
-                            value_target=cfg.vdt_value_target,
-                            plan_weight=cfg.vdt_plan_weight,
-                        )
-                    bidder, stats = train_dt(
-                        episodes, dcfg, cfg.dt_train, cfg.value if name == "vdt" else None
-                    )
-                    bidder = DTBidder.load(bidder.save(out / name))
-                else:
-                    bidder, stats = train_online(market, replace(cfg.online, algorithm=name))
-                    bidder = SB3Bidder.load(bidder.save(out / name))
-                train_minutes = stats["train_minutes"]
-                tracking.log_metrics(
-                    {
-                        f"train.{name}.{k}": v
-                        for k, v in stats.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)
-                    }
-                )
-                make = (lambda b: lambda: b)(bidder)
-            print(f"[bench-bidding] {name}: evaluating", file=sys.stderr)
-            res = evaluate(make, market, cfg.evaluation, curves=True)
-            res["train_minutes"] = train_minutes
-            results[name] = res
-            tracking.log_metrics(_numbers(name, res))
-        reference: dict[str, dict] = {}
-        if cfg.hindsight:
-            print("[bench-bidding] hindsight reference: best constant α per play", file=sys.stderr)
-            reference["hindsight_alpha"] = hindsight_alpha(market, cfg.evaluation, cfg.hindsight_grid)
-            tracking.log_metrics(_numbers("hindsight_alpha", reference["hindsight_alpha"]))
-        table = markdown(results, cfg.evaluation.budget_ratios, reference)
-        tracking.log_text(table, "bidders.md")
-        plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
-        tracking.log_file(out / "bidding.png")
-        tracking.log_json({"bidders": results, "reference": reference}, "bench.json")
-        print(table, file=sys.stderr)
-    keep = (
-        "score_by_budget",
-        "score_mean",
-        "cpa_violation_rate",
-        "roi",
-        "cac",
-        "budget_used",
-        "train_minutes",
-        "act_ms",
+    regimes: dict[str, dict] = {}
+    pool = process_pool(cfg.workers) if cfg.workers > 1 else None
+    try:
+        with tracking.job_run(JOB, cfg):
+            for name in cfg.regimes:
+                regimes[name] = _run_regime(cfg, name, out / name, pool)
+                table = markdown(name, regimes[name])
+                tracking.log_text(table, f"{name}.md")
+                print(table, file=sys.stderr)
+            wall = (time.perf_counter() - t0) / 60
+            result = {"regimes": regimes, "wall_minutes": wall}
+            tracking.log_json(result, "bench.json")
+            tracking.log_metrics({"wall_minutes": wall})
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return result
+
+
+def _say(regime_name: str, text: str) -> None:
+    print(f"[bench-bidding] {regime_name}: {text}", file=sys.stderr, flush=True)
+
+
+def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
+    market = market_of(cfg, name)
+    episodes = None
+    if set(OFFLINE) & set(cfg.bidders):
+        folder = Path(cfg.trajectories) / name if cfg.trajectories else out / "offline"
+        if not cfg.trajectories:
+            _say(name, f"simulating {cfg.simulate.periods} periods of logs")
+            simulate.main(replace(cfg.simulate, market=market, output=str(folder)))
+        episodes = load_trajectories(folder)
+        if episodes.n_steps != market.n_steps:
+            raise ValueError(
+                f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
+            )
+        if episodes.rules is not None and episodes.rules != market.rules:
+            raise ValueError(
+                f"{folder}: trajectories were played under other auction rules ({episodes.rules}) than the "
+                f"test market's ({market.rules})"
+            )
+        if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
+            plan_episodes(episodes, cfg.value.plan_policies)
+    results: dict[str, dict] = {}
+    for bidder in cfg.bidders:
+        _say(name, f"{bidder}: training / tuning")
+        makers, minutes = _prepare(cfg, bidder, market, episodes, out / bidder, pool)
+        _say(name, f"{bidder}: evaluating")
+        res = evaluate(makers, market, cfg.evaluation, curves=True, executor=pool)
+        res["train_minutes"] = minutes
+        results[bidder] = res
+        tracking.log_metrics(_numbers(f"{name}.{bidder}", res))
+    bound = None
+    if cfg.bound:
+        _say(name, "hindsight bound")
+        bound = hindsight_bound(market, cfg.evaluation, executor=pool)
+    plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
+    tracking.log_file(out / "bidding.png")
+    return summarise(results, bound, cfg.evaluation)
+
+
+def summarise(results: dict[str, dict], bound: dict | None, ev: EvalConfig) -> dict:
+    """The regime's figures: bootstrap CIs of every bidder's score, its ratio to the DT and its share of the bound."""
+    scores = {k: r["period_scores"] for k, r in results.items()}
+    to_dt = paired_bootstrap(scores, reference="dt" if "dt" in scores else None, seed=ev.test_seed)
+    to_bound = (
+        paired_bootstrap(
+            {**scores, "__bound__": bound["period_scores"]}, reference="__bound__", seed=ev.test_seed
+        )
+        if bound is not None
+        else None
     )
-    return {"bidders": {n: {k: r[k] for k in keep} for n, r in results.items()}, "reference": reference}
+    bidders = {}
+    for k, r in results.items():
+        bidders[k] = {
+            "score_mean": to_dt[k]["score_mean"],
+            "score_ci": to_dt[k]["score_ci"],
+            "ratio_to_dt": to_dt[k]["ratio_to_ref"],
+            "ratio_ci": to_dt[k]["ratio_ci"],
+            "share_of_bound": to_bound[k]["ratio_to_ref"] if to_bound else None,
+            "share_ci": to_bound[k]["ratio_ci"] if to_bound else None,
+            "violation_rate": r["cpa_violation_rate"],
+            "budget_used": r["budget_used"],
+            "train_minutes": r["train_minutes"],
+            "act_ms": r["act_ms"],
+            "seeds": r["seeds"],
+        }
+    first = next(iter(results.values()))
+    out = {"test_periods": ev.periods, "plays": first["plays"], "bidders": bidders, "bound": None}
+    if to_bound is not None:
+        b = to_bound["__bound__"]
+        out["bound"] = {
+            "score_mean": b["score_mean"],
+            "score_ci": b["score_ci"],
+            "budget_used": bound["budget_used"],
+            "cpa_ratio": bound["cpa_ratio"],
+        }
+    return out
 
 
+# ---- training and tuning ----------------------------------------------------------------------------------------
+def _prepare(cfg: Config, bidder: str, market: MarketConfig, episodes, folder: Path, pool):
+    """(bidder factories, minutes of training or tuning) of ``bidder`` in ``market``."""
+    t = time.perf_counter()
+    if bidder == "onlinelp":
+        return [_Factory(OnlineLPBidder(n_steps=market.n_steps))], 0.0
+    if bidder == "constant":
+        cands = {a: FixedBidder(a) for a in CONSTANT_GRID}
+        best = _tune(cands, market, cfg.tuning, pool)
+        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
+    if bidder == "pid":
+        cands = {i: DualPIDBidder(**g, n_steps=market.n_steps) for i, g in enumerate(PID_GRID)}
+        best = _tune(cands, market, cfg.tuning, pool)
+        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
+    makers, minutes = [], 0.0
+    for seed in range(cfg.seeds):
+        trained, m = _trained(cfg, bidder, market, episodes, folder / f"seed-{seed}", seed)
+        makers.append(_Factory(trained))
+        minutes += m
+    return makers, minutes
+
+
+class _Factory:
+    """A bidder factory that hands out one bidder (reset at every play), picklable for worker processes."""
+
+    def __init__(self, bidder) -> None:
+        self.bidder = bidder
+
+    def __call__(self):
+        return self.bidder
+
+
+def _tune(cands: dict, market: MarketConfig, tuning: EvalConfig, pool) -> object:
+    """The key of the candidate bidder with the best mean score on the tuning periods."""
+    scores = {k: evaluate(_Factory(b), market, tuning, executor=pool)["score_mean"] for k, b in cands.items()}
+    return max(scores, key=lambda k: scores[k])
+
+
+def _trained(cfg: Config, bidder: str, market: MarketConfig, episodes, path: Path, seed: int):
+    """The bidder trained with ``seed`` (kept at ``path`` and reused while its settings are unchanged)."""
+    settings = _settings(cfg, bidder, market, seed)
+    meta = path / "train.json"
+    if not cfg.retrain and meta.is_file():
+        kept = json.loads(meta.read_text())
+        if kept.get("settings") == settings:
+            return _load(bidder, path), kept["train_minutes"]
+    rules = market.rules
+    if bidder in ("bc", "iql", "cql"):
+        ocfg = replace(cfg.offline, algorithm=bidder, alpha_max=rules.alpha_max, seed=seed)
+        trained, stats = train_offline(episodes, ocfg)
+    elif bidder in ("dt", "vdt"):
+        dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps), alpha_max=rules.alpha_max)
+        if bidder == "vdt":
+            dcfg = replace(
+                dcfg,
+                explore_epsilon=cfg.vdt_epsilon,
+                value_target=cfg.vdt_value_target,
+                plan_weight=cfg.vdt_plan_weight,
+            )
+        tcfg = replace(cfg.dt_train, seed=seed)
+        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder == "vdt" else None)
+    else:
+        trained, stats = train_online(market, replace(cfg.online, algorithm=bidder, seed=seed))
+    trained.save(path)
+    minutes = float(stats["train_minutes"])
+    meta.write_text(json.dumps({"settings": settings, "train_minutes": minutes}))
+    tracking.log_metrics(
+        {
+            f"train.{bidder}.{seed}.{k}": v
+            for k, v in stats.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+    return _load(bidder, path), minutes
+
+
+def _load(bidder: str, path: Path):
+    if bidder in ("bc", "iql", "cql"):
+        return PolicyBidder.load(path)
+    if bidder in ("dt", "vdt"):
+        return DTBidder.load(path)
+    return SB3Bidder.load(path)
+
+
+def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int) -> str:
+    """A digest of everything a trained bidder depends on: market, data, its own settings, seed."""
+    own = {
+        "bc": cfg.offline, "iql": cfg.offline, "cql": cfg.offline, "ppo": cfg.online, "sac": cfg.online,
+        "dt": (cfg.dt, cfg.dt_train), "vdt": (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target,
+                                            cfg.vdt_plan_weight),
+    }[bidder]  # fmt: skip
+    data = (
+        None
+        if bidder in ("ppo", "sac")
+        else (cfg.trajectories, replace(cfg.simulate, output="", progress=False))
+    )
+    blob = json.dumps([bidder, seed, asdict(market), repr(data), repr(own)], sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---- reporting ----------------------------------------------------------------------------------------------------
 def _numbers(prefix: str, figures: dict) -> dict[str, float]:
     """The numeric figures of ``figures`` (not lists, not booleans) as MLflow metrics named ``prefix.key``."""
     return {
@@ -219,40 +405,35 @@ def _numbers(prefix: str, figures: dict) -> dict[str, float]:
     }
 
 
-def markdown(results: dict[str, dict], ratios, reference: dict[str, dict] | None = None) -> str:
-    """The results as a markdown table, best mean score first; then the hindsight reference, if given, with each
-    bidder's mean score as a share of it."""
-    head = "| bidder | " + " | ".join(f"score @{r:.0%}" for r in ratios)
-    head += " | mean | CPA violations | ROI | CAC / target | budget used | train min | act ms |"
-    lines = [head, "|" + "---|" * (len(ratios) + 8)]
-    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"]):
-        cells = [f"{v:.2f}" for v in r["score_by_budget"]]
-        cells += [
-            f"{r['score_mean']:.2f}",
-            f"{r['cpa_violation_rate']:.0%}",
-            f"{r['roi']:.2f}",
-            f"{r['cac']:.2f}",
-            f"{r['budget_used']:.0%}",
-            f"{r['train_minutes']:.1f}",
-            f"{r['act_ms']:.2f}",
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    ref = (reference or {}).get("hindsight_alpha")
-    if ref:
-        cells = [f"{v:.2f}" for v in ref["score_by_budget"]]
-        cells += [
-            f"{ref['score_mean']:.2f}",
-            f"{ref['cpa_violation_rate']:.0%}",
-            "",
-            "",
-            f"{ref['budget_used']:.0%}",
-        ]
-        lines.append("| *hindsight best constant α (reference)* | " + " | ".join(cells) + " | | |")
-        if ref["score_mean"] > 0:
-            shares = ", ".join(
-                f"{n} {r['score_mean'] / ref['score_mean']:.0%}"
-                for n, r in sorted(results.items(), key=lambda kv: -kv[1]["score_mean"])
-            )
-            lines.append("")
-            lines.append(f"Mean score as a share of the hindsight reference: {shares}.")
+def _ci(lo_hi, pct: bool = False) -> str:
+    if lo_hi is None:
+        return "–"
+    return f"[{lo_hi[0]:.1%}, {lo_hi[1]:.1%}]" if pct else f"[{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]"
+
+
+def markdown(name: str, res: dict) -> str:
+    """One regime's table, best mean score first; the hindsight bound last."""
+    lines = [
+        f"### {name} ({res['test_periods']} test periods, {res['plays']} plays per bidder)",
+        "",
+        "| bidder | score (95% CI) | ratio to dt (95% CI) | share of bound (95% CI) | violations | budget used "
+        "| train min | act ms | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in sorted(res["bidders"].items(), key=lambda kv: -kv[1]["score_mean"]):
+        ratio = "–" if r["ratio_to_dt"] is None else f"{r['ratio_to_dt']:.3f} {_ci(r['ratio_ci'])}"
+        share = (
+            "–"
+            if r["share_of_bound"] is None
+            else f"{r['share_of_bound']:.1%} {_ci(r['share_ci'], pct=True)}"
+        )
+        lines.append(
+            f"| {k} | {r['score_mean']:.1f} {_ci(r['score_ci'])} | {ratio} | {share} | {r['violation_rate']:.0%} "
+            f"| {r['budget_used']:.0%} | {r['train_minutes']:.1f} | {r['act_ms']:.2f} | {r['seeds']} |"
+        )
+    b = res.get("bound")
+    if b:
+        lines.append(
+            f"| *hindsight bound* | {b['score_mean']:.1f} {_ci(b['score_ci'])} | | | | {b['budget_used']:.0%} | | | |"
+        )
     return "\n".join(lines)

@@ -71,7 +71,7 @@ _GEN_COLUMNS = (
 )
 
 
-_BID_COLUMNS = ("score_mean", "cpa_violation_rate", "budget_used", "train_minutes", "act_ms")
+_BID_COLUMNS = ("score_mean", "violation_rate", "budget_used", "train_minutes", "act_ms")
 
 
 def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
@@ -99,16 +99,20 @@ def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
 
 
 def _bidding_config(output: Path, seed: int) -> bench_bidding.Config:
-    """A market small enough to simulate, train on and judge in well under a minute."""
-    market = MarketConfig(impressions=20_000, n_steps=24, n_advertisers=12, n_categories=4)
+    """A budget-bound market small enough to simulate, train on and judge in well under a minute."""
     tiny = bench_bidding.PRESETS["tiny"]
+    market = MarketConfig(n_steps=24, n_advertisers=12, n_categories=4)
     return replace(
         tiny,
+        regimes=("budget-bound",),
+        scale=0.04,  # 20,000 impressions
         bidders=("pid", "dt"),
+        seeds=1,
         simulate=replace(
             tiny.simulate, market=market, periods=40, part_periods=40, seed=seed, progress=False
         ),
-        evaluation=EvalConfig(periods=4, budget_ratios=(0.5, 1.0, 1.5), slots=(0, 5), test_seed=seed),
+        evaluation=EvalConfig(periods=4, rotate=6, test_seed=seed),
+        tuning=EvalConfig(periods=2, first_period=0, rotate=6, test_seed=seed + 1),
         dt=DTConfig(context=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_steps=market.n_steps),
         dt_train=DTTrainConfig(steps=400, batch_size=32, warmup=40, seed=seed),
         output=str(output),
@@ -201,7 +205,8 @@ def main(cfg: Config) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
-            bids = bench_bidding.main(_bidding_config(out / "bidding", cfg.seed))["bidders"]
+            bench = bench_bidding.main(_bidding_config(out / "bidding", cfg.seed))
+            bids = bench["regimes"]["budget-bound"]["bidders"]
         table = _table(stats)
         if sids:
             table += "\n\nSemantic IDs (" + cfg.tokenizer + ")\n\n" + _table(sids, _SID_COLUMNS)

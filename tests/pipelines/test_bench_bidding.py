@@ -1,7 +1,8 @@
-"""bench-bidding end to end on the tiny preset (every bidder trains for a few steps and is judged)."""
+"""bench-bidding end to end on the tiny preset: regimes, tuned baselines, seeds, CIs, the bound, kept bidders."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -9,36 +10,65 @@ import pytest
 from pipelines import bench_bidding
 
 
-def test_bench_bidding_tiny_judges_every_bidder(tmp_path):
-    cfg = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "bidding"))
-    cfg = replace(cfg, simulate=replace(cfg.simulate, progress=False))
+def _tiny(tmp_path, **kw):
+    cfg = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "bidding"), **kw)
+    return replace(cfg, simulate=replace(cfg.simulate, progress=False))
+
+
+def test_bench_bidding_tiny_judges_every_bidder_in_every_regime_asked(tmp_path):
+    cfg = _tiny(tmp_path, regimes=("budget-bound", "roi"))
     out = bench_bidding.main(cfg)
-    res = out["bidders"]
-    assert set(res) == set(bench_bidding.BIDDERS)
-    ref = out["reference"]["hindsight_alpha"]
-    assert ref["plays"] == 2 * 3 * 2 and 0.1 <= ref["alpha_median"] <= 1.0
-    # the reference replays each market with every α of its grid, fixed α = 1 among them: never below that bidder
-    assert all(
-        h >= f - 1e-9 for h, f in zip(ref["score_by_budget"], res["fixed"]["score_by_budget"], strict=True)
-    )
-    for name, r in res.items():
-        assert len(r["score_by_budget"]) == 3, name
-        assert r["score_mean"] >= 0 and 0 <= r["cpa_violation_rate"] <= 1, name
-        assert r["act_ms"] >= 0
-    for name in ("bc", "iql", "cql", "dt", "vdt", "ppo", "sac"):
-        assert res[name]["train_minutes"] > 0, name
-        assert (tmp_path / "bidding" / name).is_dir()
-    assert (tmp_path / "bidding" / "bidding.png").is_file()
+    assert set(out["regimes"]) == {"budget-bound", "roi"} and out["wall_minutes"] > 0
+    json.dumps(out)  # the last stdout line is this object
+    for name, reg in out["regimes"].items():
+        assert reg["test_periods"] == 3 and reg["plays"] == 3 * 2  # 8 slots, rotate 4: 2 a period
+        res = reg["bidders"]
+        assert set(res) == set(bench_bidding.BIDDERS)
+        bound = reg["bound"]
+        assert bound["score_ci"][0] <= bound["score_mean"] <= bound["score_ci"][1]
+        for bidder, r in res.items():
+            assert r["score_ci"][0] <= r["score_mean"] <= r["score_ci"][1], (name, bidder)
+            assert 0 <= r["violation_rate"] <= 1 and r["act_ms"] >= 0
+            assert r["seeds"] == (2 if bidder in bench_bidding.LEARNED else 1)
+            if r["score_mean"] > 0:
+                assert r["share_of_bound"] == pytest.approx(r["score_mean"] / bound["score_mean"])
+        assert res["dt"]["ratio_to_dt"] == pytest.approx(1.0) or res["dt"]["score_mean"] == 0
+        for bidder in bench_bidding.LEARNED:
+            assert res[bidder]["train_minutes"] > 0, bidder
+            for seed in (0, 1):
+                assert (tmp_path / "bidding" / name / bidder / f"seed-{seed}" / "train.json").is_file()
+        # constant is the best α of the grid on the tuning periods: it took time to find
+        assert res["constant"]["train_minutes"] > 0
+    # a second run keeps the trained bidders: same figures, no training
+    again = bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("dt", "bc")))
+    for bidder in ("dt", "bc"):
+        assert (
+            again["regimes"]["roi"]["bidders"][bidder]["score_mean"]
+            == out["regimes"]["roi"]["bidders"][bidder]["score_mean"]
+        )
+        assert (
+            again["regimes"]["roi"]["bidders"][bidder]["train_minutes"]
+            == out["regimes"]["roi"]["bidders"][bidder]["train_minutes"]
+        )
 
 
-def test_bench_bidding_refuses_unknown_bidders(tmp_path):
-    with pytest.raises(ValueError, match="unknown bidders"):
-        bench_bidding.main(replace(bench_bidding.PRESETS["tiny"], bidders=("gave",), output=str(tmp_path)))
+def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
+    for kw, match in (
+        (dict(bidders=("gave",)), "unknown bidders"),
+        (dict(regimes=("cheap",)), "unknown regimes"),
+        (dict(seeds=0), "seeds and workers"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bench_bidding.main(_tiny(tmp_path, **kw))
+    tiny = _tiny(tmp_path)
+    with pytest.raises(ValueError, match="tuning periods must not use the test seed"):
+        bench_bidding.main(replace(tiny, tuning=replace(tiny.tuning, test_seed=tiny.evaluation.test_seed)))
+    assert not (tmp_path / "bidding").exists()
 
 
 def test_bench_bidding_keeps_value_guidance_to_vdt(tmp_path):
     """Guidance set on the plain dt's shape, or a plan weight out of range, fails before anything trains."""
-    tiny = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "out"))
+    tiny = _tiny(tmp_path)
     dt = tiny.dt
     for guided in (
         replace(dt, plan_weight=0.5),
@@ -49,13 +79,13 @@ def test_bench_bidding_keeps_value_guidance_to_vdt(tmp_path):
             bench_bidding.main(replace(tiny, dt=guided))
     with pytest.raises(ValueError, match=r"--vdt-plan-weight must be in \[0, 1\], got -0.1"):
         bench_bidding.main(replace(tiny, vdt_plan_weight=-0.1))
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "bidding").exists()
 
 
 def test_bench_bidding_checks_vdt_data_before_training(tmp_path):
     """Trajectories without constant-bid episodes stop vdt's plan value before any bidder trains."""
-    tiny = replace(bench_bidding.PRESETS["tiny"], output=str(tmp_path / "out"), bidders=("bc", "vdt"))
-    tiny = replace(tiny, simulate=replace(tiny.simulate, policies=("pid", "pacing"), progress=False))
+    tiny = _tiny(tmp_path, bidders=("bc", "vdt"), regimes=("budget-bound",))
+    tiny = replace(tiny, simulate=replace(tiny.simulate, policies=("pid", "pacing")))
     with pytest.raises(ValueError, match=r"constant-bid policies \['fixed'\].*--vdt-plan-weight 0"):
         bench_bidding.main(tiny)
-    assert not (tmp_path / "out" / "bc").exists()
+    assert not (tmp_path / "bidding" / "budget-bound" / "bc").exists()
