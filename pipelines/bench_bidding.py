@@ -220,7 +220,7 @@ def _say(regime_name: str, text: str) -> None:
 
 def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
     market = market_of(cfg, name)
-    episodes = None
+    episodes = folder = None
     if set(OFFLINE) & set(cfg.bidders):
         folder = Path(cfg.trajectories) / name if cfg.trajectories else out / "offline"
         if not cfg.trajectories:
@@ -238,10 +238,15 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
             )
         if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
             plan_episodes(episodes, cfg.value.plan_policies)
+    trained = _train_all(cfg, name, market, folder, out, pool)
     results: dict[str, dict] = {}
     for bidder in cfg.bidders:
-        _say(name, f"{bidder}: training / tuning")
-        makers, minutes = _prepare(cfg, bidder, market, episodes, out / bidder, pool)
+        if bidder in LEARNED:
+            makers = [_Factory(_load(bidder, out / bidder / f"seed-{s}")) for s in range(cfg.seeds)]
+            minutes = sum(trained[bidder])
+        else:
+            _say(name, f"{bidder}: tuning on training periods")
+            makers, minutes = _prepare(cfg, bidder, market, pool)
         _say(name, f"{bidder}: evaluating")
         res = evaluate(makers, market, cfg.evaluation, curves=True, executor=pool)
         res["train_minutes"] = minutes
@@ -296,8 +301,8 @@ def summarise(results: dict[str, dict], bound: dict | None, ev: EvalConfig) -> d
 
 
 # ---- training and tuning ----------------------------------------------------------------------------------------
-def _prepare(cfg: Config, bidder: str, market: MarketConfig, episodes, folder: Path, pool):
-    """(bidder factories, minutes of training or tuning) of ``bidder`` in ``market``."""
+def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool):
+    """(bidder factories, minutes of tuning) of the classic ``bidder`` in ``market``."""
     t = time.perf_counter()
     if bidder == "onlinelp":
         return [_Factory(OnlineLPBidder(n_steps=market.n_steps))], 0.0
@@ -309,12 +314,35 @@ def _prepare(cfg: Config, bidder: str, market: MarketConfig, episodes, folder: P
         cands = {i: DualPIDBidder(**g, n_steps=market.n_steps) for i, g in enumerate(PID_GRID)}
         best = _tune(cands, market, cfg.tuning, pool)
         return [_Factory(cands[best])], (time.perf_counter() - t) / 60
-    makers, minutes = [], 0.0
-    for seed in range(cfg.seeds):
-        trained, m = _trained(cfg, bidder, market, episodes, folder / f"seed-{seed}", seed)
-        makers.append(_Factory(trained))
-        minutes += m
-    return makers, minutes
+    raise ValueError(f"{bidder} is not a classic bidder")
+
+
+def _train_all(
+    cfg: Config, name: str, market: MarketConfig, data: Path | None, out: Path, pool
+) -> dict[str, list]:
+    """Train every learned bidder of ``cfg`` with every seed (in the pool's processes when given, two at a time),
+    or reuse the one kept with the same settings; returns each bidder's training minutes per seed."""
+    jobs, kept = {}, 0
+    for bidder in (b for b in cfg.bidders if b in LEARNED):
+        for seed in range(cfg.seeds):
+            path = out / bidder / f"seed-{seed}"
+            settings = _settings(cfg, bidder, market, seed)
+            meta = path / "train.json"
+            if not cfg.retrain and meta.is_file():
+                old = json.loads(meta.read_text())
+                if old.get("settings") == settings:
+                    jobs[bidder, seed] = float(old["train_minutes"])
+                    kept += 1
+                    continue
+            data_path = None if bidder in ("ppo", "sac") else str(data)
+            args = (cfg, bidder, market, data_path, str(path), seed, settings)
+            jobs[bidder, seed] = pool.submit(_train_job, *args) if pool is not None else _train_job(*args)
+    if jobs:
+        _say(name, f"training {len(jobs) - kept} learned bidder seeds ({kept} kept from an earlier run)")
+    minutes: dict[str, list] = {}
+    for (bidder, _), job in jobs.items():
+        minutes.setdefault(bidder, []).append(float(job.result() if hasattr(job, "result") else job))
+    return minutes
 
 
 class _Factory:
@@ -333,15 +361,18 @@ def _tune(cands: dict, market: MarketConfig, tuning: EvalConfig, pool) -> object
     return max(scores, key=lambda k: scores[k])
 
 
-def _trained(cfg: Config, bidder: str, market: MarketConfig, episodes, path: Path, seed: int):
-    """The bidder trained with ``seed`` (kept at ``path`` and reused while its settings are unchanged)."""
-    settings = _settings(cfg, bidder, market, seed)
-    meta = path / "train.json"
-    if not cfg.retrain and meta.is_file():
-        kept = json.loads(meta.read_text())
-        if kept.get("settings") == settings:
-            return _load(bidder, path), kept["train_minutes"]
+def _train_job(
+    cfg: Config, bidder: str, market: MarketConfig, data: str | None, path: str, seed: int, settings: str
+):
+    """Train ``bidder`` with ``seed`` on the trajectories in ``data`` (offline) or in ``market`` (online), save it at
+    ``path`` with its settings' digest; returns the training minutes. Runs in a worker process: one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
     rules = market.rules
+    if bidder in ("bc", "iql", "cql", "dt", "vdt"):
+        episodes = load_trajectories(data)
     if bidder in ("bc", "iql", "cql"):
         ocfg = replace(cfg.offline, algorithm=bidder, alpha_max=rules.alpha_max, seed=seed)
         trained, stats = train_offline(episodes, ocfg)
@@ -358,17 +389,11 @@ def _trained(cfg: Config, bidder: str, market: MarketConfig, episodes, path: Pat
         trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder == "vdt" else None)
     else:
         trained, stats = train_online(market, replace(cfg.online, algorithm=bidder, seed=seed))
+    minutes = (time.perf_counter() - t0) / 60  # all of it: a value-guided DT's critics too
     trained.save(path)
-    minutes = float(stats["train_minutes"])
-    meta.write_text(json.dumps({"settings": settings, "train_minutes": minutes}))
-    tracking.log_metrics(
-        {
-            f"train.{bidder}.{seed}.{k}": v
-            for k, v in stats.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-    )
-    return _load(bidder, path), minutes
+    Path(path, "train.json").write_text(json.dumps({"settings": settings, "train_minutes": minutes, "stats": stats},
+                                                   default=repr))  # fmt: skip
+    return minutes
 
 
 def _load(bidder: str, path: Path):
