@@ -9,7 +9,7 @@ together):
 2. **Training and tuning, on training periods only.** bc, iql, cql, dt, vdt (offline) and ppo, sac (online, in the
    test-size market) train with ``--seeds`` seeds each; ``constant`` is the constant α of a grid, and ``pid`` the
    budget-and-CPA PID (:class:`simulators.bidders.DualPIDBidder`) of a grid of gains and setpoints, that score best
-   on the tuning periods (``--tuning-*``: a seed other than the test seed). ``onlinelp`` keeps its defaults.
+   on the tuning periods (``--tuning-periods``, ``--tuning-seed``: not the test seed). ``onlinelp`` keeps its defaults.
    Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
    (``--retrain`` trains again), so the evaluation alone can be rerun.
 3. **Evaluation.** Every bidder plays the same test periods (``--evaluation-*``; ``--test-seed`` picks them: keep
@@ -93,14 +93,15 @@ class Config:
     """Bidders to train and judge."""
     seeds: int = 3
     """Training seeds per learned bidder (they take the test periods in turn)."""
-    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(periods=20, rotate=4))
-    """Test periods and slots (test_seed 0 is the development seed; final figures use a fresh one)."""
-    tuning: EvalConfig = field(
-        default_factory=lambda: EvalConfig(periods=4, first_period=0, test_seed=1, rotate=8)
-    )
-    """Training periods on which constant and pid are tuned (never the test seed's)."""
-    workers: int = 2
-    """Processes that play in parallel."""
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(periods=20, rotate=4, workers=2))
+    """Test periods, slots and worker processes (--test-seed 0 is the development seed; final figures use a
+    fresh one, docs/bidding.md)."""
+    tuning_periods: int = 4
+    """Training periods on which constant and pid are tuned (numbered from 0, drawn from --tuning-seed)."""
+    tuning_rotate: int = 8
+    """Slot rotation of the tuning periods (every tuning_rotate-th slot a period)."""
+    tuning_seed: int = 1
+    """Seed of the tuning periods (never the test seed)."""
     retrain: bool = False
     """Train every learned bidder again even when one trained with the same settings is kept."""
     dt: DTConfig = field(default_factory=DTConfig)
@@ -138,9 +139,9 @@ PRESETS = {
         scale=0.004,  # 2,000 impressions
         simulate=_TINY_SIM,
         seeds=2,
-        evaluation=EvalConfig(periods=3, rotate=4),
-        tuning=EvalConfig(periods=2, first_period=0, test_seed=1, rotate=4),
-        workers=1,
+        evaluation=EvalConfig(periods=3, rotate=4, workers=1),
+        tuning_periods=2,
+        tuning_rotate=4,
         dt=DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=8),
         dt_train=DTTrainConfig(steps=40, batch_size=16, warmup=5),
         value=ValueConfig(critic_steps=40, critic_hidden=32, target_steps=40, plan_steps=40),
@@ -161,6 +162,17 @@ def market_of(cfg: Config, name: str) -> MarketConfig:
     return regime(name, cfg.scale, **changes)
 
 
+def tuning_of(cfg: Config) -> EvalConfig:
+    """The tuning periods: training periods 0, 1, ... of the tuning seed, with the evaluation's budget ratios."""
+    return EvalConfig(
+        periods=cfg.tuning_periods,
+        first_period=0,
+        budget_ratios=cfg.evaluation.budget_ratios,
+        test_seed=cfg.tuning_seed,
+        rotate=cfg.tuning_rotate,
+    )
+
+
 def _check(cfg: Config) -> None:
     unknown = sorted(set(cfg.bidders) - set(BIDDERS))
     if unknown or not cfg.bidders:
@@ -168,9 +180,12 @@ def _check(cfg: Config) -> None:
     bad = sorted(set(cfg.regimes) - set(REGIMES))
     if bad or not cfg.regimes:
         raise ValueError(f"unknown regimes {bad or '(none given)'}; choose from {', '.join(REGIMES)}")
-    if cfg.seeds < 1 or cfg.workers < 1:
-        raise ValueError(f"seeds and workers must be positive, got {cfg.seeds} and {cfg.workers}")
-    if cfg.tuning.test_seed == cfg.evaluation.test_seed:
+    if cfg.seeds < 1 or cfg.tuning_periods < 1 or cfg.tuning_rotate < 1:
+        raise ValueError(
+            f"seeds, tuning_periods and tuning_rotate must be positive, got {cfg.seeds}, {cfg.tuning_periods} and "
+            f"{cfg.tuning_rotate}"
+        )
+    if cfg.tuning_seed == cfg.evaluation.test_seed:
         raise ValueError(f"the tuning periods must not use the test seed ({cfg.evaluation.test_seed})")
     guided = [
         flag
@@ -196,7 +211,8 @@ def main(cfg: Config) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     regimes: dict[str, dict] = {}
-    pool = process_pool(cfg.workers) if cfg.workers > 1 else None
+    workers = cfg.evaluation.workers
+    pool = process_pool(workers) if workers > 1 else None
     try:
         with tracking.job_run(JOB, cfg):
             for name in cfg.regimes:
@@ -308,11 +324,11 @@ def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool):
         return [_Factory(OnlineLPBidder(n_steps=market.n_steps))], 0.0
     if bidder == "constant":
         cands = {a: FixedBidder(a) for a in CONSTANT_GRID}
-        best = _tune(cands, market, cfg.tuning, pool)
+        best = _tune(cands, market, tuning_of(cfg), pool)
         return [_Factory(cands[best])], (time.perf_counter() - t) / 60
     if bidder == "pid":
         cands = {i: DualPIDBidder(**g, n_steps=market.n_steps) for i, g in enumerate(PID_GRID)}
-        best = _tune(cands, market, cfg.tuning, pool)
+        best = _tune(cands, market, tuning_of(cfg), pool)
         return [_Factory(cands[best])], (time.perf_counter() - t) / 60
     raise ValueError(f"{bidder} is not a classic bidder")
 

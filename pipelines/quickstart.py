@@ -112,7 +112,9 @@ def _bidding_config(output: Path, seed: int) -> bench_bidding.Config:
             tiny.simulate, market=market, periods=40, part_periods=40, seed=seed, progress=False
         ),
         evaluation=EvalConfig(periods=4, rotate=6, test_seed=seed),
-        tuning=EvalConfig(periods=2, first_period=0, rotate=6, test_seed=seed + 1),
+        tuning_periods=2,
+        tuning_rotate=6,
+        tuning_seed=seed + 1,
         dt=DTConfig(context=8, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_steps=market.n_steps),
         dt_train=DTTrainConfig(steps=400, batch_size=32, warmup=40, seed=seed),
         output=str(output),

@@ -56,13 +56,13 @@ def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
     for kw, match in (
         (dict(bidders=("gave",)), "unknown bidders"),
         (dict(regimes=("cheap",)), "unknown regimes"),
-        (dict(seeds=0), "seeds and workers"),
+        (dict(seeds=0), "seeds, tuning_periods and tuning_rotate must be positive"),
     ):
         with pytest.raises(ValueError, match=match):
             bench_bidding.main(_tiny(tmp_path, **kw))
     tiny = _tiny(tmp_path)
     with pytest.raises(ValueError, match="tuning periods must not use the test seed"):
-        bench_bidding.main(replace(tiny, tuning=replace(tiny.tuning, test_seed=tiny.evaluation.test_seed)))
+        bench_bidding.main(replace(tiny, tuning_seed=tiny.evaluation.test_seed))
     assert not (tmp_path / "bidding").exists()
 
 
