@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from bidding.auctionnet import from_training, is_training_layout
 from simulators.auction import AuctionRules, conversion_score
 from simulators.market import STATE_FEATURES, Advertiser
 from simulators.rollout import TRAJECTORY_COLUMNS
@@ -97,10 +98,15 @@ def _read(source: str | Path | pl.DataFrame) -> tuple[pl.DataFrame, str]:
 def load_trajectories(source: str | Path | pl.DataFrame) -> Episodes:
     """Read a trajectory folder (its ``part-*.parquet``), file or table into episodes, checking it first.
 
-    Raises ``ValueError`` naming the source and the problem: missing columns, NaN or infinite values (with the
-    first bad row), negative actions, or an episode whose steps are not 0 … T − 1 exactly once.
+    Reads the native table (``simulators.rollout.TRAJECTORY_COLUMNS``) or AuctionNet's training layout
+    (:mod:`bidding.auctionnet`). Raises ``ValueError`` naming the source and the problem: missing columns, NaN or
+    infinite values (with the first bad row), negative actions, or an episode whose steps are not 0 … T − 1
+    exactly once.
     """
     df, where = _read(source)
+    rules = _recorded_rules(source)
+    if is_training_layout(df):  # AuctionNet's training file: read as the native table
+        df = from_training(df, where, beta=rules.beta if rules is not None else AuctionRules.beta)
     missing = [c for c in TRAJECTORY_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -160,7 +166,7 @@ def load_trajectories(source: str | Path | pl.DataFrame) -> Episodes:
         policy=first["policy"].to_numpy().astype(str),
         period=first["period"].to_numpy().astype(np.int64),
         advertiser=first["advertiser"].to_numpy().astype(np.int64),
-        rules=_recorded_rules(source),
+        rules=rules,
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bidding.auctionnet import RawLog, to_training
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from pipelines import tracking
 from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, check_alpha_range, heuristic
@@ -59,6 +60,12 @@ class Config:
     """Impressions per period while PPO trains (fewer than the market's, for speed)."""
     part_periods: int = 50
     """Periods per parquet part."""
+    auctionnet: bool = False
+    """Also write every part in AuctionNet's training layout (<output>/auctionnet/part-*.parquet, with a copy of
+    simulate.json; bidding.auctionnet), which the offline trainers read as well."""
+    raw_log_periods: int = 0
+    """Also write AuctionNet's raw log of the first N periods (<output>/auctionnet/raw/period-*.parquet: one row per
+    advertiser, step and impression, so N × impressions × advertisers rows)."""
     output: str = "artifacts/offline"
     """Folder of the parquet parts (and ppo/, the PPO behaviour policy)."""
     seed: int = 0
@@ -150,8 +157,11 @@ def main(cfg: Config) -> dict:
     unknown = sorted(set(cfg.policies) - set(POLICIES))
     if unknown or not cfg.policies:
         raise ValueError(f"unknown policies {unknown or '(none given)'}; choose from {', '.join(POLICIES)}")
-    if cfg.periods < 1 or cfg.part_periods < 1:
-        raise ValueError(f"periods and part_periods must be positive, got {cfg.periods}, {cfg.part_periods}")
+    if cfg.periods < 1 or cfg.part_periods < 1 or cfg.raw_log_periods < 0:
+        raise ValueError(
+            f"periods and part_periods must be positive and raw_log_periods >= 0, got {cfg.periods}, "
+            f"{cfg.part_periods} and {cfg.raw_log_periods}"
+        )
     check_alpha_range(cfg.fixed_alpha)  # before the output folder is made
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +181,7 @@ def main(cfg: Config) -> dict:
                 skipped += 1
                 continue
             t1 = time.perf_counter()
-            frames = []
+            frames, expected = [], []
             for p in periods:
                 # one generator per period: a resumed run draws exactly what a straight run would
                 rng = np.random.default_rng([cfg.seed, p])
@@ -180,8 +190,17 @@ def main(cfg: Config) -> dict:
 
                     torch.manual_seed(cfg.seed * 1_000_003 + p)  # PPO samples its actions with torch
                 bidders, names = _bidders(cfg, rng, ppo)
-                traj = run_period(cfg.market, bidders, rng)
+                raw = RawLog(p) if p < cfg.raw_log_periods else None
+                traj = run_period(cfg.market, bidders, rng, after_step=raw)
                 frames.append(period_frame(p, traj, names))
+                if cfg.auctionnet:
+                    expected.append(_expected_frame(p, traj))
+                if raw is not None:
+                    _write(raw.frame(), out / "auctionnet" / "raw" / f"period-{p:05d}.parquet")
+            if cfg.auctionnet:  # before the native part: its presence marks the part done
+                native = pl.concat(frames)
+                table = to_training(native, cfg.market.n_categories, pl.concat(expected))
+                _write(table, out / "auctionnet" / path.name)
             tmp = path.with_suffix(".parquet.tmp")
             pl.concat(frames).write_parquet(tmp)
             os.replace(tmp, path)
@@ -208,10 +227,36 @@ def main(cfg: Config) -> dict:
     return result
 
 
-_FIRST_DEFAULTS = {"fixed_alpha": [0.6, 1.3], "fixed_alpha_log": False}
+_FIRST_DEFAULTS = {
+    "fixed_alpha": [0.6, 1.3],
+    "fixed_alpha_log": False,
+    "auctionnet": False,
+    "raw_log_periods": 0,
+}
 """Settings whose default changed after they were added: what a ``simulate.json`` written before they existed
 behaved as (the fixed bidders' α was uniform on 0.6-1.3 until the plan value of the value-guided DT needed
 constant bids across the whole range)."""
+
+
+def _write(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` whole or not at all (a temporary name, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def _expected_frame(period: int, traj) -> pl.DataFrame:
+    """(period, advertiser, step, expected_conversions) of one period, for AuctionNet's reward_continuous."""
+    T, N = traj.actions.shape
+    return pl.DataFrame(
+        {
+            "period": np.full(T * N, period, dtype=np.int32),
+            "advertiser": np.tile(np.arange(N, dtype=np.int16), T),
+            "step": np.repeat(np.arange(T, dtype=np.int16), N),
+            "expected_conversions": traj.expected.reshape(-1).astype(np.float64),
+        }
+    )
 
 
 def _check_settings(out: Path, cfg: Config) -> None:
@@ -242,6 +287,9 @@ def _check_settings(out: Path, cfg: Config) -> None:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(settings, indent=2))
         os.replace(tmp, path)
+    if cfg.auctionnet:  # the AuctionNet folder reads as trajectories on its own: it carries the rules too
+        (out / "auctionnet").mkdir(exist_ok=True)
+        (out / "auctionnet" / "simulate.json").write_text(path.read_text())
 
 
 def summarise(folder: Path) -> dict:

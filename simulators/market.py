@@ -214,6 +214,29 @@ class StepOutcome(NamedTuple):
     pvalue_mean: np.ndarray
     lwc_mean: float
     impressions: int
+    expected: np.ndarray | None = None
+    """Expected conversions of the exposed wins: Σ p (× the order value or new-user flag where they count)."""
+
+
+class StepDetail(NamedTuple):
+    """Everything about the step just run, impression by impression (for impression-level logs)."""
+
+    p: np.ndarray
+    """(N, n) float32 predicted conversion probabilities."""
+    bids: np.ndarray
+    """(N, n) float32 bids."""
+    result: object
+    """The auction's :class:`~simulators.auction.AuctionResult` after budget trimming."""
+    imp: np.ndarray
+    """Impression of every exposed win."""
+    who: np.ndarray
+    """Advertiser of every exposed win."""
+    converted: np.ndarray
+    """Did each exposed win convert (counted)."""
+    remaining: np.ndarray
+    """(N,) budget left before the step."""
+    active: np.ndarray
+    """(N,) still bidding after the step."""
 
 
 class Feedback(NamedTuple):
@@ -325,6 +348,8 @@ class Market:
         self._value_lut = _lognormal_quantiles(cfg.value_spread) if self._valued.size else None
         n, T = cfg.n_advertisers, cfg.n_steps
         self.t = 0
+        self.detail: StepDetail | None = None
+        """The last step, impression by impression (None before the first step)."""
         self._states_at = -1
         self.spent = np.zeros(n)
         self.conversions = np.zeros(n)
@@ -460,16 +485,17 @@ class Market:
             bids, rules.n_slots, self._exposure, rules.reserve_price, self._shown_draws
         )
         wins = np.bincount(result.winners[result.winners >= 0], minlength=cfg.n_advertisers)
+        remaining_before = self.remaining
         result, cost, trimmed = enforce_budgets(result, self.remaining, self._noise, t)
         (imp, who), converted = sample_conversions(result, p.T, adv.sigma.astype(np.float32), self._noise, t)
+        weight = np.ones(who.size, dtype=np.float64)
         if self.factor is not None:  # acquisition: only new users count; ROI with order values: m each
-            row = self._row_of[who[converted]]
-            weight = np.ones(row.size, dtype=np.float64)
+            row = self._row_of[who]
             has = row >= 0
-            weight[has] = self.factor[row[has], imp[converted][has]]
-            conversions = np.bincount(who[converted], weights=weight, minlength=cfg.n_advertisers)
-        else:
-            conversions = np.bincount(who[converted], minlength=cfg.n_advertisers).astype(np.float64)
+            weight[has] = self.factor[row[has], imp[has]]
+            converted &= weight > 0  # a user an acquisition advertiser does not want does not count
+        conversions = np.bincount(who[converted], weights=weight[converted], minlength=cfg.n_advertisers)
+        expected = np.bincount(who, weights=p[who, imp] * weight, minlength=cfg.n_advertisers)
         exposures = np.bincount(who, minlength=cfg.n_advertisers)
         self.spent += cost
         self.active &= ~trimmed & (self.remaining > 0)
@@ -483,7 +509,10 @@ class Market:
         h["win_rate"][t] = wins / max(n, 1)
         h["lwc"][t] = lwc_mean
         h["impressions"][t] = n / 1000.0
-        outcome = StepOutcome(t, cost, conversions, exposures, wins, bid_mean, pvalue_mean, lwc_mean, n)
+        outcome = StepOutcome(
+            t, cost, conversions, exposures, wins, bid_mean, pvalue_mean, lwc_mean, n, expected
+        )
+        self.detail = StepDetail(p, bids, result, imp, who, converted, remaining_before, self.active.copy())
         factor = None
         if self.factor is not None:
             factor = np.ones((n, cfg.n_advertisers), dtype=np.float32)

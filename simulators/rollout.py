@@ -51,6 +51,8 @@ class Trajectories(NamedTuple):
     advertisers: Advertisers
     scores: np.ndarray
     """(N,) the period's final score per advertiser."""
+    expected: np.ndarray | None = None
+    """float32 expected conversions of each step's exposed wins (Σ p, weighted as the conversions count)."""
 
 
 def run_period(
@@ -60,9 +62,11 @@ def run_period(
     *,
     advertisers: Advertisers | None = None,
     before_step: Callable[[Market, np.ndarray], None] | None = None,
+    after_step: Callable[[Market], None] | None = None,
 ) -> Trajectories:
     """Play one period with ``bidders[i]`` bidding for advertiser i. ``before_step(market, alphas)``, when given, is
-    called before every step with the clipped coefficients about to bid (to record the market, not to change it)."""
+    called before every step with the clipped coefficients about to bid, and ``after_step(market)`` after it (to
+    record the market, not to change it)."""
     if len(bidders) != cfg.n_advertisers:
         raise ValueError(f"need one bidder per advertiser ({cfg.n_advertisers}), got {len(bidders)}")
     market = Market(cfg, rng, advertisers=advertisers)
@@ -76,6 +80,7 @@ def run_period(
     cost = np.zeros((T, N), dtype=np.float32)
     conversions = np.zeros((T, N), dtype=np.float32)
     exposures = np.zeros((T, N), dtype=np.int32)
+    expected = np.zeros((T, N), dtype=np.float32)
     observers = [b.observe for b in bidders if getattr(b, "observe", None) is not None]
     score = np.zeros(N)
     for t in range(T):
@@ -89,10 +94,13 @@ def run_period(
         if before_step is not None:
             before_step(market, alphas)
         outcome, feedback = market.step(alphas)
+        if after_step is not None:
+            after_step(market)
         for observe in observers:
             observe(feedback)
         new_score = rules.score(market.conversions, market.spent, adv.bid_scale)
         states[t], actions[t], rewards[t] = s, alphas, new_score - score
         cost[t], conversions[t], exposures[t] = outcome.cost, outcome.conversions, outcome.exposures
+        expected[t] = outcome.expected
         score = new_score
-    return Trajectories(states, actions, rewards, cost, conversions, exposures, adv, score)
+    return Trajectories(states, actions, rewards, cost, conversions, exposures, adv, score, expected)
