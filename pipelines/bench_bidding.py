@@ -9,7 +9,8 @@ together):
 2. **Training and tuning, on training periods only.** bc, iql, cql, dt, vdt (offline) and ppo, sac (online, in the
    test-size market) train with ``--seeds`` seeds each; ``constant`` is the constant α of a grid, and ``pid`` the
    budget-and-CPA PID (:class:`simulators.bidders.DualPIDBidder`) of a grid of gains and setpoints, that score best
-   on the tuning periods (``--tuning-periods``, ``--tuning-seed``: not the test seed). ``onlinelp`` keeps its defaults.
+   on the tuning periods (``--tuning-periods``, ``--tuning-seed``: not the test seed); ``onlinelp`` is AuctionNet's
+   OnlineLP (:mod:`bidding.history_lp`) on the impressions of those days, its cap on α tuned the same way.
    Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
    (``--retrain`` trains again), so the evaluation alone can be rerun.
 3. **Evaluation.** Every bidder plays the same test periods (``--evaluation-*``; ``--test-seed`` picks them: keep
@@ -47,12 +48,13 @@ from bidding.dt import (
     train_dt,
 )
 from bidding.evaluate import EvalConfig, evaluate, process_pool
+from bidding.history_lp import HistoryLPBidder, log_history
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
 from bidding.stats import paired_bootstrap
 from pipelines import simulate, tracking
-from simulators.bidders import DualPIDBidder, FixedBidder, OnlineLPBidder
+from simulators.bidders import DualPIDBidder, FixedBidder
 from simulators.market import MarketConfig
 from simulators.regimes import REGIMES, regime
 
@@ -71,6 +73,9 @@ PID_GRID: tuple[dict, ...] = tuple(
     for bk, ck in ((0.1, 0.3), (0.3, 1.0))
 )
 """The DualPIDBidder settings tried on the tuning periods (``pid``)."""
+
+LP_CAPS: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 5.0)
+"""The caps on α tried on the tuning periods (``onlinelp``)."""
 
 _PLATFORM_LOGS = simulate.Config(
     policies=("fixed", "pid", "pacing", "lp"), fixed_alpha=(0.6, 1.3), fixed_alpha_log=False
@@ -320,8 +325,14 @@ def summarise(results: dict[str, dict], bound: dict | None, ev: EvalConfig) -> d
 def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool):
     """(bidder factories, minutes of tuning) of the classic ``bidder`` in ``market``."""
     t = time.perf_counter()
-    if bidder == "onlinelp":
-        return [_Factory(OnlineLPBidder(n_steps=market.n_steps))], 0.0
+    if bidder == "onlinelp":  # AuctionNet's OnlineLP: the training days' impressions, its cap tuned
+        tuning = tuning_of(cfg)
+        history = log_history(
+            market, tuning.test_seed, range(tuning.first_period, tuning.first_period + tuning.periods), 128
+        )
+        cands = {c: HistoryLPBidder(history, cap=c, n_steps=market.n_steps) for c in LP_CAPS}
+        best = _tune(cands, market, tuning, pool)
+        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
     if bidder == "constant":
         cands = {a: FixedBidder(a) for a in CONSTANT_GRID}
         best = _tune(cands, market, tuning_of(cfg), pool)

@@ -237,6 +237,8 @@ class StepDetail(NamedTuple):
     """(N,) budget left before the step."""
     active: np.ndarray
     """(N,) still bidding after the step."""
+    factor: np.ndarray | None = None
+    """(N, n) float32 per-impression bid factor of every advertiser (1 where none), or None when all are 1."""
 
 
 class Feedback(NamedTuple):
@@ -512,11 +514,21 @@ class Market:
         outcome = StepOutcome(
             t, cost, conversions, exposures, wins, bid_mean, pvalue_mean, lwc_mean, n, expected
         )
-        self.detail = StepDetail(p, bids, result, imp, who, converted, remaining_before, self.active.copy())
         factor = None
         if self.factor is not None:
             factor = np.ones((n, cfg.n_advertisers), dtype=np.float32)
             factor[:, self._factor_rows] = self.factor.T
+        self.detail = StepDetail(
+            p,
+            bids,
+            result,
+            imp,
+            who,
+            converted,
+            remaining_before,
+            self.active.copy(),
+            None if factor is None else factor.T,
+        )
         feedback = Feedback(outcome, p.T, result.least_winning_cost, factor)
         self.t += 1
         self._draw_step()
