@@ -78,7 +78,11 @@ def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, di
         shrink = n / market.impressions
         lo, hi = market.budget_range
         env_market = replace(market, impressions=n, budget_range=(lo * shrink, hi * shrink))
-    venv = VecNormalize(DummyVecEnv([lambda: FeaturizedAuction(AuctionEnv(config=env_market))]), gamma=0.99)
+    from stable_baselines3.common.monitor import Monitor
+
+    venv = VecNormalize(
+        DummyVecEnv([lambda: Monitor(FeaturizedAuction(AuctionEnv(config=env_market)))]), gamma=0.99
+    )
     venv.seed(cfg.seed)
     if cfg.algorithm == "ppo":
         model = PPO(
@@ -101,7 +105,13 @@ def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, di
         )
     t0 = time.perf_counter()
     model.learn(total_timesteps=cfg.timesteps, callback=_time_limit(cfg.max_minutes), progress_bar=False)
-    stats = {"timesteps": int(model.num_timesteps), "train_minutes": (time.perf_counter() - t0) / 60}
+    monitor = venv.venv.envs[0]
+    stats = {
+        "timesteps": int(model.num_timesteps),
+        "train_minutes": (time.perf_counter() - t0) / 60,
+        # the learning curve: every training episode's score (its rewards add up to it), in order
+        "episode_scores": [float(r) for r in monitor.get_episode_rewards()],
+    }
     rms = venv.obs_rms
     bidder = SB3Bidder(
         cfg.algorithm,

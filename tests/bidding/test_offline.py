@@ -306,3 +306,11 @@ def test_a_torn_or_mixed_bidder_save_is_refused_and_a_crash_keeps_the_old_save(
     (saved / "policy.safetensors").write_bytes((other / "policy.safetensors").read_bytes())
     with pytest.raises(ValueError, match="torn or mixed"):
         PolicyBidder.load(saved)
+
+
+def test_online_training_reports_its_learning_curve():
+    """Every training episode's score, in order: 128 env steps of 8-step periods are 16 episodes."""
+    _, stats = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=128))
+    scores = stats["episode_scores"]
+    assert len(scores) == 128 // TINY.market.n_steps
+    assert all(np.isfinite(s) and s >= 0 for s in scores)
