@@ -5,7 +5,10 @@ together):
 
 1. **Data.** The offline bidders learn from logs of heuristic advertisers bidding in that regime (``simulate``; or
    ``--trajectories``/<regime>). By default the logged constant-bid advertisers draw α where the market's own
-   competitors do (0.6–1.3): logs a platform could hold, with no day placed around a hindsight optimum.
+   competitors do (0.6–1.3): logs a platform could hold, with no day placed around a hindsight optimum. vdt's plan
+   value needs constant-bid days that reach the constant that pays, so it is judged twice: ``vdt`` on those logs,
+   ``vdt_wide`` on logs whose constant bids spread log-uniformly over 0.03–1.3 (<regime>/offline-wide, or
+   ``--trajectories``/<regime>-wide).
 2. **Training and tuning, on training periods only.** bc, iql, cql, dt, vdt (offline) and ppo, sac (online, in the
    test-size market) train with ``--seeds`` seeds each; ``constant`` is the constant α of a grid, and ``pid`` the
    budget-and-CPA PID (:class:`simulators.bidders.DualPIDBidder`) of a grid of gains and setpoints, that score best
@@ -59,9 +62,12 @@ from simulators.market import MarketConfig
 from simulators.regimes import REGIMES, regime
 
 JOB = "bench-bidding"
-BIDDERS = ("constant", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
-LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt")
+BIDDERS = ("constant", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide")
+LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide")
 OFFLINE = ("bc", "iql", "cql", "dt", "vdt")
+WIDE_ALPHA = (0.03, 1.3)
+"""vdt_wide is vdt trained on logs whose constant-bid advertisers draw α log-uniformly from this range (vdt's plan
+value needs constant-bid days that reach the constant that pays; platform logs need not hold them)."""
 
 CONSTANT_GRID: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0)
 """The constant α values tried on the tuning periods (``constant``)."""
@@ -239,27 +245,45 @@ def _say(regime_name: str, text: str) -> None:
     print(f"[bench-bidding] {regime_name}: {text}", file=sys.stderr, flush=True)
 
 
+def wide_simulate(cfg: Config) -> simulate.Config:
+    """The data of vdt_wide: the same logs, but constant-bid advertisers spread log-uniformly over WIDE_ALPHA."""
+    return replace(cfg.simulate, fixed_alpha=WIDE_ALPHA, fixed_alpha_log=True)
+
+
+def _data(cfg: Config, name: str, market: MarketConfig, out: Path, wide: bool) -> Path:
+    """The trajectory folder of regime ``name`` (simulated here unless --trajectories gives it), checked."""
+    kind = "offline-wide" if wide else "offline"
+    if cfg.trajectories:
+        folder = Path(cfg.trajectories) / (f"{name}-wide" if wide else name)
+    else:
+        folder = out / kind
+        sim = wide_simulate(cfg) if wide else cfg.simulate
+        _say(name, f"simulating {sim.periods} periods of logs" + (" (wide constant bids)" if wide else ""))
+        simulate.main(replace(sim, market=market, output=str(folder)))
+    episodes = load_trajectories(folder)
+    if episodes.n_steps != market.n_steps:
+        raise ValueError(
+            f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
+        )
+    if episodes.rules is not None and episodes.rules != market.rules:
+        raise ValueError(
+            f"{folder}: trajectories were played under other auction rules ({episodes.rules}) than the "
+            f"test market's ({market.rules})"
+        )
+    vdt = "vdt_wide" if wide else "vdt"
+    if vdt in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
+        plan_episodes(episodes, cfg.value.plan_policies)
+    return folder
+
+
 def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
     market = market_of(cfg, name)
-    episodes = folder = None
+    data = {}
     if set(OFFLINE) & set(cfg.bidders):
-        folder = Path(cfg.trajectories) / name if cfg.trajectories else out / "offline"
-        if not cfg.trajectories:
-            _say(name, f"simulating {cfg.simulate.periods} periods of logs")
-            simulate.main(replace(cfg.simulate, market=market, output=str(folder)))
-        episodes = load_trajectories(folder)
-        if episodes.n_steps != market.n_steps:
-            raise ValueError(
-                f"{folder}: trajectories have {episodes.n_steps} steps, the test market {market.n_steps}"
-            )
-        if episodes.rules is not None and episodes.rules != market.rules:
-            raise ValueError(
-                f"{folder}: trajectories were played under other auction rules ({episodes.rules}) than the "
-                f"test market's ({market.rules})"
-            )
-        if "vdt" in cfg.bidders and cfg.vdt_plan_weight > 0:  # before anything trains, not after an hour
-            plan_episodes(episodes, cfg.value.plan_policies)
-    trained = _train_all(cfg, name, market, folder, out, pool)
+        data[False] = _data(cfg, name, market, out, wide=False)
+    if "vdt_wide" in cfg.bidders:
+        data[True] = _data(cfg, name, market, out, wide=True)
+    trained = _train_all(cfg, name, market, data, out, pool)
     results: dict[str, dict] = {}
     for bidder in cfg.bidders:
         if bidder in LEARNED:
@@ -344,9 +368,7 @@ def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool):
     raise ValueError(f"{bidder} is not a classic bidder")
 
 
-def _train_all(
-    cfg: Config, name: str, market: MarketConfig, data: Path | None, out: Path, pool
-) -> dict[str, list]:
+def _train_all(cfg: Config, name: str, market: MarketConfig, data: dict, out: Path, pool) -> dict[str, list]:
     """Train every learned bidder of ``cfg`` with every seed (in the pool's processes when given, two at a time),
     or reuse the one kept with the same settings; returns each bidder's training minutes per seed."""
     jobs, kept = {}, 0
@@ -361,7 +383,7 @@ def _train_all(
                     jobs[bidder, seed] = float(old["train_minutes"])
                     kept += 1
                     continue
-            data_path = None if bidder in ("ppo", "sac") else str(data)
+            data_path = None if bidder in ("ppo", "sac") else str(data[bidder == "vdt_wide"])
             args = (cfg, bidder, market, data_path, str(path), seed, settings)
             jobs[bidder, seed] = pool.submit(_train_job, *args) if pool is not None else _train_job(*args)
     if jobs:
@@ -398,14 +420,14 @@ def _train_job(
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rules = market.rules
-    if bidder in ("bc", "iql", "cql", "dt", "vdt"):
+    if bidder in ("bc", "iql", "cql", "dt", "vdt", "vdt_wide"):
         episodes = load_trajectories(data)
     if bidder in ("bc", "iql", "cql"):
         ocfg = replace(cfg.offline, algorithm=bidder, alpha_max=rules.alpha_max, seed=seed)
         trained, stats = train_offline(episodes, ocfg)
-    elif bidder in ("dt", "vdt"):
+    elif bidder in ("dt", "vdt", "vdt_wide"):
         dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps), alpha_max=rules.alpha_max)
-        if bidder == "vdt":
+        if bidder in ("vdt", "vdt_wide"):
             dcfg = replace(
                 dcfg,
                 explore_epsilon=cfg.vdt_epsilon,
@@ -413,7 +435,7 @@ def _train_job(
                 plan_weight=cfg.vdt_plan_weight,
             )
         tcfg = replace(cfg.dt_train, seed=seed)
-        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder == "vdt" else None)
+        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder != "dt" else None)
     else:
         trained, stats = train_online(market, replace(cfg.online, algorithm=bidder, seed=seed))
     minutes = (time.perf_counter() - t0) / 60  # all of it: a value-guided DT's critics too
@@ -426,7 +448,7 @@ def _train_job(
 def _load(bidder: str, path: Path):
     if bidder in ("bc", "iql", "cql"):
         return PolicyBidder.load(path)
-    if bidder in ("dt", "vdt"):
+    if bidder in ("dt", "vdt", "vdt_wide"):
         return DTBidder.load(path)
     return SB3Bidder.load(path)
 
@@ -435,14 +457,10 @@ def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int) -> str:
     """A digest of everything a trained bidder depends on: market, data, its own settings, seed."""
     own = {
         "bc": cfg.offline, "iql": cfg.offline, "cql": cfg.offline, "ppo": cfg.online, "sac": cfg.online,
-        "dt": (cfg.dt, cfg.dt_train), "vdt": (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target,
-                                            cfg.vdt_plan_weight),
-    }[bidder]  # fmt: skip
-    data = (
-        None
-        if bidder in ("ppo", "sac")
-        else (cfg.trajectories, replace(cfg.simulate, output="", progress=False))
-    )
+        "dt": (cfg.dt, cfg.dt_train),
+    }.get(bidder, (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
+    sim = wide_simulate(cfg) if bidder == "vdt_wide" else cfg.simulate
+    data = None if bidder in ("ppo", "sac") else (cfg.trajectories, replace(sim, output="", progress=False))
     blob = json.dumps([bidder, seed, asdict(market), repr(data), repr(own)], sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 
