@@ -12,7 +12,7 @@ this toolkit's offline bidders on them, and ``simulate --auctionnet`` writes the
 * the **raw log**, one row per (period, advertiser, step, impression): ``deliveryPeriodIndex, advertiserNumber,
   advertiserCategoryIndex, budget, CPAConstraint, timeStepIndex, remainingBudget, pvIndex, pValue, pValueSigma,
   bid, xi, adSlot, cost, isExposed, conversionAction, leastWinningCost, isEnd`` (xi: won a slot; adSlot: 1 for
-  the best slot, 0 when none; isEnd: the campaign's last step, by time or by budget).
+  the best slot, 0 when none; isEnd: 1 on the campaign's last step bidding, when its budget or the period ran out).
 
 Mapping to the native table: ``action = α × bid_scale`` (exact for CPA advertisers; for ROI advertisers with order
 values and for acquisition advertisers Σbid / ΣpValue also weighs the impressions' factors), ``CPAConstraint =
@@ -165,15 +165,18 @@ def from_training(df: pl.DataFrame, where: str = "the AuctionNet table", beta: f
             raise ValueError(
                 f"{where}: column {c!r} must hold 16 numbers per row; row {row} holds {lengths[row]}"
             )
+    bad = ~(df["CPAConstraint"].cast(pl.Float64) > 0)
+    if bad.any():
+        r = df.filter(bad).row(0, named=True)
+        raise ValueError(
+            f"{where}: column 'CPAConstraint' must be positive, got {r['CPAConstraint']} at period "
+            f"{r['deliveryPeriodIndex']}, advertiser {r['advertiserNumber']}, step {r['timeStepIndex']}"
+        )
     df = df.sort("deliveryPeriodIndex", "advertiserNumber", "timeStepIndex")
     state = np.asarray(df["state"].to_list(), dtype=np.float64)
     nxt = np.asarray(df["next_state"].to_list(), dtype=np.float64)
     budget = df["budget"].cast(pl.Float64).to_numpy()
     scale = df["CPAConstraint"].cast(pl.Float64).to_numpy()
-    if not np.all(scale > 0):
-        raise ValueError(
-            f"{where}: column 'CPAConstraint' must be positive, first bad row {int(np.argmax(~(scale > 0)))}"
-        )
     cost = np.maximum(budget * (state[:, 1] - nxt[:, 1]), 0.0)
     conv = df["reward"].cast(pl.Float64).to_numpy()
     period = df["deliveryPeriodIndex"].cast(pl.Int64).to_numpy()
@@ -224,6 +227,7 @@ class RawLog:
     def __init__(self, period: int) -> None:
         self.period = period
         self.parts: list[pl.DataFrame] = []
+        self._was_active: np.ndarray | None = None
 
     def __call__(self, market) -> None:
         d = market.detail
@@ -245,7 +249,10 @@ class RawLog:
         conv = np.zeros((N, n), dtype=bool)
         conv[d.who[d.converted], d.imp[d.converted]] = True
         t = market.t - 1  # the step just run
-        last = (t == cfg.n_steps - 1) | ~d.active  # the campaign's last step: time, or budget, ran out
+        was = self._was_active if self._was_active is not None else adv.budget > 0
+        # its last step bidding: the budget, or the period, ran out
+        last = was & (~d.active | (t == cfg.n_steps - 1))
+        self._was_active = d.active
         p = d.p
         a = np.repeat(np.arange(N), n)
         self.parts.append(

@@ -37,8 +37,13 @@ def best_score(
     cost: np.ndarray, value: np.ndarray, budget: float, target: float, rules: AuctionRules
 ) -> tuple[float, float, float]:
     """The best score of a fractional knapsack over items of ``cost`` (n,) and expected conversions ``value``
-    (n,): ``max over C ≤ budget of V*(C) · min(1, (target · V*(C) / C)^β)``, checked at every breakpoint of the
-    curve and at the budget. Returns (score, cost, conversions) of the best point."""
+    (n,): ``max over C ≤ budget of V*(C) · min(1, (target · V*(C) / C)^β)``. Returns (score, cost, conversions)
+    of the best point.
+
+    V* is piecewise linear, so on each segment the score is the smaller of V (rising) and T^β V^(β+1) / C^β; the
+    maximum is at a breakpoint, at the budget, at the one point where the cost per conversion reaches the target
+    (C = target · V: it rises along the curve, from the cheapest conversions up), or where the penalised score is
+    stationary on a segment (C = β (v0 − e c0) / e for a segment through (c0, v0) of slope e). All are checked."""
     cost = np.asarray(cost, dtype=np.float64)
     value = np.asarray(value, dtype=np.float64)
     keep = value > 0
@@ -51,13 +56,22 @@ def best_score(
     order = np.argsort(-eff, kind="stable")
     cum_c = np.concatenate([[0.0], np.cumsum(cost[order])])
     cum_v = np.concatenate([[0.0], np.cumsum(value[order])])
-    inside = cum_c <= budget
-    c, v = cum_c[inside], cum_v[inside]
-    j = int(inside.sum())  # the first item that does not fit whole: take the fraction the budget allows
-    if j < cum_c.size:
-        frac = (budget - cum_c[j - 1]) / max(cum_c[j] - cum_c[j - 1], 1e-300)
-        c = np.append(c, budget)
-        v = np.append(v, cum_v[j - 1] + frac * (cum_v[j] - cum_v[j - 1]))
+    # segments [c0, c1] of the curve, cut at the budget
+    c0, c1, v0, v1 = cum_c[:-1], cum_c[1:], cum_v[:-1], cum_v[1:]
+    live = (c0 < budget) & (c1 > c0)
+    c0, c1, v0, v1 = c0[live], c1[live], v0[live], v1[live]
+    e = (v1 - v0) / (c1 - c0)
+    hi = np.minimum(c1, budget)
+    beta = rules.beta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = target * (v0 - e * c0) / (1.0 - target * e)  # C = target · V on the segment's line
+        still = beta * (v0 - e * c0) / e
+    cands = [cum_c[cum_c <= budget], hi]
+    for x in (cross, still):
+        ok = np.isfinite(x) & (x >= c0) & (x <= hi)
+        cands.append(x[ok])
+    c = np.concatenate(cands)
+    v = np.interp(c, cum_c, cum_v)
     scores = rules.score(v, c, target)
     k = int(np.argmax(scores))
     return float(scores[k]), float(c[k]), float(v[k])

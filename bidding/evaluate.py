@@ -70,9 +70,9 @@ def evaluate(
     ``curves``, also the mean share of budget spent and the mean cost per conversion / target after each step (for
     pacing plots; the mean over the plays that have converted by then, NaN before any has).
 
-    Several factories (one per training seed of a learned bidder) take the periods in turn: the i-th test period is
-    played by ``make_bidder[i % len(make_bidder)]``, so seed-to-seed differences are part of the periods' spread
-    and of the bootstrap CIs.
+    Several factories (one per training seed of a learned bidder) take the periods in turn, a whole slot rotation
+    each: the i-th test period is played by ``make_bidder[(i // rotate) % len(make_bidder)]``, so every seed plays
+    every slot, and seed-to-seed differences are part of the periods' spread and of the bootstrap CIs.
 
     With ``cfg.workers`` > 1, or an ``executor`` (a process pool to reuse), the periods are played in other
     processes; the factories are sent there with cloudpickle (a closure over a trained bidder is fine) and every
@@ -83,7 +83,8 @@ def evaluate(
         raise ValueError("no bidder factory given")
     _check_slots(market, cfg)
     periods = range(cfg.first_period, cfg.first_period + cfg.periods)
-    jobs = [(makers[i % len(makers)], p) for i, p in enumerate(periods)]
+    # seeds take whole rotations in turn, so each seed plays every slot
+    jobs = [(makers[(i // cfg.rotate) % len(makers)], p) for i, p in enumerate(periods)]
     if cfg.workers == 1 and executor is None:
         parts = [_play_period(make, market, cfg, p, curves) for make, p in jobs]
     else:

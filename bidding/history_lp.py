@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulators.bidders import default_competitors
-from simulators.market import Advertiser, MarketConfig
+from simulators.market import Advertiser, MarketConfig, sample_advertisers
 from simulators.rollout import run_period
 
 __all__ = ["History", "HistoryLPBidder", "log_history"]
@@ -33,15 +33,17 @@ class History:
 
 
 def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 256) -> History:
-    """Play ``periods`` of ``market`` (drawn from ``seed``, default competitors in every slot) and keep ``sample``
-    impressions of every step."""
+    """Play ``periods`` of ``market`` as :func:`bidding.evaluate.evaluate` draws them from ``seed`` (the same
+    advertisers, competitors and traffic), with default competitors in every slot, and keep ``sample`` impressions
+    of every step."""
     T, N = market.n_steps, market.n_advertisers
     days = len(periods)
     value = np.zeros((N, T, days * sample), dtype=np.float32)
     cost = np.zeros((T, days * sample), dtype=np.float32)
     weight = np.zeros(T)
     for d, p in enumerate(periods):
-        rng = np.random.default_rng([seed, p, 9])
+        rng = np.random.default_rng([seed, p, 2])
+        advertisers = sample_advertisers(market, np.random.default_rng([seed, p, 0]))
         bidders = default_competitors(N, np.random.default_rng([seed, p, 1]), T)
         picks = np.random.default_rng([seed, p, 3])
         step = {"t": 0}
@@ -59,7 +61,7 @@ def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 2
                 weight[t] += n / sample / days
             step["t"] += 1
 
-        run_period(market, bidders, rng, after_step=record)
+        run_period(market, bidders, rng, advertisers=advertisers, after_step=record)
     return History(value, cost, weight)
 
 

@@ -13,7 +13,8 @@ together):
    test-size market) train with ``--seeds`` seeds each; ``constant`` is the constant α of a grid, and ``pid`` the
    budget-and-CPA PID (:class:`simulators.bidders.DualPIDBidder`) of a grid of gains and setpoints, that score best
    on the tuning periods (``--tuning-periods``, ``--tuning-seed``: not the test seed); ``onlinelp`` is AuctionNet's
-   OnlineLP (:mod:`bidding.history_lp`) on the impressions of those days, its cap on α tuned the same way.
+   OnlineLP (:mod:`bidding.history_lp`) on the impressions of those days as the default competitors played them
+   (kept by advertiser index: an index keeps its category, not its budget or level), its cap tuned the same way.
    Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
    (``--retrain`` trains again), so the evaluation alone can be rerun.
 3. **Evaluation.** Every bidder plays the same test periods (``--evaluation-*``; ``--test-seed`` picks them: keep
@@ -50,7 +51,7 @@ from bidding.dt import (
     plan_episodes,
     train_dt,
 )
-from bidding.evaluate import EvalConfig, evaluate, process_pool
+from bidding.evaluate import EvalConfig, _check_slots, evaluate, process_pool
 from bidding.history_lp import HistoryLPBidder, log_history
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
@@ -214,7 +215,12 @@ def _check(cfg: Config) -> None:
         )
     check_plan_weight(cfg.vdt_plan_weight, "--vdt-plan-weight")
     for name in cfg.regimes:
-        market_of(cfg, name)  # a bad market setting fails here, before anything trains
+        market = market_of(cfg, name)  # a bad market setting fails here, before anything trains
+        for what, ev in (("--rotate", cfg.evaluation), ("--tuning-rotate", tuning_of(cfg))):
+            try:
+                _check_slots(market, ev)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
 
 
 def main(cfg: Config) -> dict:
@@ -375,7 +381,8 @@ def _train_all(cfg: Config, name: str, market: MarketConfig, data: dict, out: Pa
     for bidder in (b for b in cfg.bidders if b in LEARNED):
         for seed in range(cfg.seeds):
             path = out / bidder / f"seed-{seed}"
-            settings = _settings(cfg, bidder, market, seed)
+            folder = None if bidder in ("ppo", "sac") else data[bidder == "vdt_wide"]
+            settings = _settings(cfg, bidder, market, seed, folder)
             meta = path / "train.json"
             if not cfg.retrain and meta.is_file():
                 old = json.loads(meta.read_text())
@@ -383,7 +390,7 @@ def _train_all(cfg: Config, name: str, market: MarketConfig, data: dict, out: Pa
                     jobs[bidder, seed] = float(old["train_minutes"])
                     kept += 1
                     continue
-            data_path = None if bidder in ("ppo", "sac") else str(data[bidder == "vdt_wide"])
+            data_path = None if folder is None else str(folder)
             args = (cfg, bidder, market, data_path, str(path), seed, settings)
             jobs[bidder, seed] = pool.submit(_train_job, *args) if pool is not None else _train_job(*args)
     if jobs:
@@ -453,14 +460,23 @@ def _load(bidder: str, path: Path):
     return SB3Bidder.load(path)
 
 
-def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int) -> str:
-    """A digest of everything a trained bidder depends on: market, data, its own settings, seed."""
+def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder: Path | None = None) -> str:
+    """A digest of everything a trained bidder depends on: market, data, its own settings, seed.
+
+    Simulated data is named by the simulate settings; given trajectories (``folder``) by their ``simulate.json`` and
+    their part files' names and sizes, so data rewritten in place retrains. (Settings that do not change what is
+    learned, such as the trainers' own seed fields, which the bench overrides, still count: they retrain needlessly,
+    never wrongly.)"""
     own = {
         "bc": cfg.offline, "iql": cfg.offline, "cql": cfg.offline, "ppo": cfg.online, "sac": cfg.online,
         "dt": (cfg.dt, cfg.dt_train),
     }.get(bidder, (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
     sim = wide_simulate(cfg) if bidder == "vdt_wide" else cfg.simulate
     data = None if bidder in ("ppo", "sac") else (cfg.trajectories, replace(sim, output="", progress=False))
+    if data is not None and cfg.trajectories and folder is not None:
+        meta = folder / "simulate.json"
+        parts = sorted((f.name, f.stat().st_size) for f in folder.glob("part-*.parquet"))
+        data = (str(folder), meta.read_text() if meta.is_file() else None, parts)
     blob = json.dumps([bidder, seed, asdict(market), repr(data), repr(own)], sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 

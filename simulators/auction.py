@@ -129,7 +129,7 @@ class PairNoise:
         self, stream: int, step: int, imp: np.ndarray, adv: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """float32 uniform in [0, 1) and standard normal draws, one of each per pair, from one 64-bit draw: the
-        high 32 bits give the uniform, the low 16 bits pick one of 65,536 normal quantiles (tails cut at 4.3σ)."""
+        top 24 bits give the uniform (exact in float32), the low 16 bits pick one of 65,536 normal quantiles (tails cut at 4.3σ)."""
         x = self.bits(stream, step, imp, adv)
         u = (x >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
         z = _normal_quantiles()[(x & np.uint64(0xFFFF)).astype(np.intp)]

@@ -69,6 +69,13 @@ def test_the_raw_log_adds_up_to_the_trajectories(written):
     assert set(raw["adSlot"].unique()) <= set(range(m.rules.n_slots + 1))
     assert (raw["xi"] == (raw["adSlot"] > 0).cast(pl.Int8)).all()
     assert (raw["isExposed"] <= raw["xi"]).all() and (raw["cost"].filter(raw["isExposed"] == 0) == 0).all()
+    # isEnd marks one step per campaign (the last it bid in), on all of that step's rows
+    ends = (
+        raw.filter(pl.col("isEnd") == 1).group_by("advertiserNumber").agg(pl.col("timeStepIndex").n_unique())
+    )
+    assert ends.height == m.n_advertisers and (ends["timeStepIndex"] == 1).all()
+    per_step = raw.group_by("advertiserNumber", "timeStepIndex").agg(pl.col("isEnd").n_unique())
+    assert (per_step["isEnd"] == 1).all()
     # one least winning cost per impression, whoever reads it
     assert (
         raw.group_by("timeStepIndex", "pvIndex")

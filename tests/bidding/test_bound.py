@@ -17,17 +17,34 @@ RULES = AuctionRules()
 
 
 def test_best_score_on_a_three_item_curve_by_hand():
-    """Items (cost, conversions) (1, 1), (2, 1), (4, 1), target 2, β 2. Breakpoints: (1, 1) scores 1; (3, 2)
-    scores 2 (cpa 1.5 ≤ 2); (7, 3) scores 3 · (2·3/7)² = 2.204: past the target, but the best with budget 10.
-    With budget 5, half the last item fits: (5, 2.5) scores 2.5 (cpa exactly 2)."""
+    """Items (cost, conversions) (1, 1), (2, 1), (4, 1), target 2, β 2: the curve runs through (1, 1), (3, 2),
+    (7, 3). The cost per conversion reaches the target inside the last segment, at C = 2V: V = 2 + (C − 3)/4 gives
+    C = 5, V = 2.5, score 2.5; past it the penalty wins ((7, 3) scores 3 · (6/7)² = 2.204). So the bound is 2.5 for
+    any budget from 5 up, and it never falls as the budget grows; with budget 4, V = 2.25 at cpa 1.78: 2.25."""
     cost, conv = np.array([4.0, 1.0, 2.0]), np.ones(3)
-    s, c, v = best_score(cost, conv, 10.0, 2.0, RULES)
-    assert (s, c, v) == pytest.approx((3 * (6 / 7) ** 2, 7.0, 3.0))
-    assert best_score(cost, conv, 5.0, 2.0, RULES) == pytest.approx((2.5, 5.0, 2.5))
+    for budget in (5.0, 7.0, 10.0, 100.0):
+        assert best_score(cost, conv, budget, 2.0, RULES) == pytest.approx((2.5, 5.0, 2.5))
+    assert best_score(cost, conv, 4.0, 2.0, RULES) == pytest.approx((2.25, 4.0, 2.25))
     assert best_score(cost, conv, 0.0, 2.0, RULES) == (0.0, 0.0, 0.0)
-    # β = 1 penalises less: (7, 3) scores 3 · 6/7 = 2.571
+    # β = 1 penalises less: (7, 3) scores 3 · 6/7 = 2.571, above the 2.5 at the target
     assert best_score(cost, conv, 10.0, 2.0, AuctionRules(beta=1.0))[0] == pytest.approx(18 / 7)
     assert best_score(np.zeros(0), np.zeros(0), 5.0, 2.0, RULES) == (0.0, 0.0, 0.0)
+    # one cheap and one dear conversion, target 2: the target is reached at C = 2.25 (V = 1.125), not at a breakpoint
+    assert best_score(np.array([1.0, 10.0]), np.ones(2), 100.0, 2.0, RULES)[0] == pytest.approx(1.125)
+
+
+def test_best_score_is_the_maximum_of_a_dense_scan():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cost, conv = rng.uniform(0.5, 5.0, 30), rng.uniform(0.0, 1.0, 30)
+        budget, target = float(rng.uniform(5, 80)), float(rng.uniform(0.5, 4))
+        s = best_score(cost, conv, budget, target, RULES)[0]
+        order = np.argsort(-conv / cost)
+        cc = np.concatenate([[0], np.cumsum(cost[order])])
+        cv = np.concatenate([[0], np.cumsum(conv[order])])
+        grid = np.linspace(0, min(budget, cc[-1]), 20_001)
+        scan = RULES.score(np.interp(grid, cc, cv), grid, target).max()
+        assert scan <= s + 1e-9 and s <= scan + 1e-3 * max(scan, 1)
 
 
 def test_recorded_prices_on_a_hand_built_market():

@@ -126,8 +126,20 @@ def test_rotation_covers_every_slot_and_seeds_take_periods_in_turn():
     both = evaluate([lambda: FixedBidder(1.0), lambda: FixedBidder(0.0)], MARKET, cfg)
     alone = np.array(evaluate(lambda: FixedBidder(1.0), MARKET, cfg)["period_scores"])
     got = np.array(both["period_scores"])
-    np.testing.assert_array_equal(got[[0, 2]], alone[[0, 2]])
-    assert np.all(got[[1, 3]] == 0) and both["seeds"] == 2
+    # seeds take whole rotations: periods 0-2 (one rotation) seed 0, period 3 seed 1
+    np.testing.assert_array_equal(got[:3], alone[:3])
+    assert np.all(got[3] == 0) and both["seeds"] == 2
+    # with rotate 2 and 2 seeds each seed still plays every slot (seed by period alone would not)
+    from bidding.evaluate import _period_plays as plays
+
+    cfg2 = EvalConfig(periods=4, rotate=2)
+    res = np.array(
+        evaluate([lambda: FixedBidder(1.0), lambda: FixedBidder(0.0)], MARKET, cfg2)["period_scores"]
+    )
+    assert np.all(res[2:] == 0) and np.all(res[:2].sum(axis=1) > 0)
+    for first in (0, 2):
+        slots = {s for p in (first, first + 1) for _, s, _, _ in plays(MARKET, cfg2, 100_000 + p)}
+        assert slots == set(range(6))
     with pytest.raises(ValueError, match="rotate .4. must divide"):
         evaluate(lambda: FixedBidder(1.0), MARKET, EvalConfig(periods=2, rotate=4))
 

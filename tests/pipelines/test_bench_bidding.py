@@ -61,6 +61,12 @@ def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
         with pytest.raises(ValueError, match=match):
             bench_bidding.main(_tiny(tmp_path, **kw))
     tiny = _tiny(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"--rotate: rotate \(3\) must divide the number of slots played \(8\)"
+    ):
+        bench_bidding.main(replace(tiny, evaluation=replace(tiny.evaluation, rotate=3)))
+    with pytest.raises(ValueError, match=r"--tuning-rotate: rotate \(5\) must divide"):
+        bench_bidding.main(replace(tiny, tuning_rotate=5))
     with pytest.raises(ValueError, match="tuning periods must not use the test seed"):
         bench_bidding.main(replace(tiny, tuning_seed=tiny.evaluation.test_seed))
     assert not (tmp_path / "bidding").exists()
