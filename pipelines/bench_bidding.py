@@ -118,8 +118,9 @@ class Config:
     """Train every learned bidder again even when one trained with the same settings is kept."""
     dt: DTConfig = field(default_factory=DTConfig)
     """Decision Transformer shape (vdt uses it with the vdt_* settings below)."""
-    dt_train: DTTrainConfig = field(default_factory=DTTrainConfig)
-    """Decision Transformer training (dt and vdt)."""
+    dt_train: DTTrainConfig = field(default_factory=lambda: DTTrainConfig(max_minutes=2.0))
+    """Decision Transformer training (dt and vdt). The time caps of the trainers keep a full run (4 regimes × 3
+    seeds) within about 105 minutes on 2 cores (docs/bidding.md)."""
     value: ValueConfig = field(default_factory=ValueConfig)
     """The learned value of vdt."""
     vdt_epsilon: float = 0.0
@@ -129,9 +130,9 @@ class Config:
     vdt_plan_weight: float = 0.75
     """vdt pulls each bid towards the constant α its plan value V(s, λ) rates best from the current state, as
     α_DT^(1 − w) · λ*^w (DTConfig.plan_weight; 0 = off)."""
-    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    offline: OfflineConfig = field(default_factory=lambda: OfflineConfig(max_minutes=1.0))
     """BC / IQL / CQL settings (the algorithm and seed are set per bidder)."""
-    online: OnlineConfig = field(default_factory=OnlineConfig)
+    online: OnlineConfig = field(default_factory=lambda: OnlineConfig(max_minutes=1.5))
     """PPO / SAC settings (the algorithm and seed are set per bidder; they train in the test market's size)."""
     bound: bool = True
     """Compute the hindsight bound of every test play (bidding.bound)."""
