@@ -187,12 +187,10 @@ def tuning_of(cfg: Config) -> EvalConfig:
 
 
 def _check(cfg: Config) -> None:
-    unknown = sorted(set(cfg.bidders) - set(BIDDERS))
-    if unknown or not cfg.bidders:
-        raise ValueError(f"unknown bidders {unknown or '(none given)'}; choose from {', '.join(BIDDERS)}")
-    bad = sorted(set(cfg.regimes) - set(REGIMES))
-    if bad or not cfg.regimes:
-        raise ValueError(f"unknown regimes {bad or '(none given)'}; choose from {', '.join(REGIMES)}")
+    for what, given, known in (("bidders", cfg.bidders, BIDDERS), ("regimes", cfg.regimes, tuple(REGIMES))):
+        unknown = sorted(set(given) - set(known))
+        if unknown or not given:
+            raise ValueError(f"unknown {what} {unknown or '(none given)'}; choose from {', '.join(known)}")
     if cfg.seeds < 1 or cfg.tuning_periods < 1 or cfg.tuning_rotate < 1:
         raise ValueError(
             f"seeds, tuning_periods and tuning_rotate must be positive, got {cfg.seeds}, {cfg.tuning_periods} and "
