@@ -201,9 +201,7 @@ def main(cfg: Config) -> dict:
                 native = pl.concat(frames)
                 table = to_training(native, cfg.market.n_categories, pl.concat(expected))
                 _write(table, out / "auctionnet" / path.name)
-            tmp = path.with_suffix(".parquet.tmp")
-            pl.concat(frames).write_parquet(tmp)
-            os.replace(tmp, path)
+            _write(pl.concat(frames), path)
             written += 1
             sim_seconds += time.perf_counter() - t1
             if cfg.progress:

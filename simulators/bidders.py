@@ -67,7 +67,7 @@ class PIDBidder:
     """PID control of the realised cost per conversion.
 
     After every step, with cumulative cost C and conversions V (V counted as at least 1):
-    ``e = clip(1 − (C / max(V, 1)) / target, −1, 1)`` (positive: cheaper than the target, bid up), and
+    ``e = clip(1 − (C / max(V, 1)) / (setpoint · target), −1, 1)`` (positive: cheaper than aimed at, bid up), and
     ``α = clip(α0 · exp(kp·e + ki·Σe + kd·(e − e_prev)), lo, hi)``. Before the first step α = α0.
     """
 
@@ -77,6 +77,8 @@ class PIDBidder:
     kd: float = 0.0
     lo: float = 0.1
     hi: float = 3.0
+    setpoint: float = 1.0
+    """The cost per conversion aimed at, as a multiple of the target."""
 
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
@@ -96,7 +98,7 @@ class PIDBidder:
         if self.cost <= 0:
             return  # nothing spent yet: no evidence about the cost per conversion
         cpa = self.cost / max(self.conversions, 1.0)
-        e = min(1.0, max(-1.0, 1.0 - cpa / self.advertiser.bid_scale))
+        e = min(1.0, max(-1.0, 1.0 - cpa / (self.setpoint * self.advertiser.bid_scale)))
         self.integral += e
         u = self.kp * e + self.ki * self.integral + self.kd * (e - self.prev_error)
         self.prev_error = e
@@ -132,11 +134,16 @@ class DualPIDBidder:
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
         self.spent = 0.0
-        self.conversions = 0.0
         self.budget_sum = 0.0
-        self.cpa_sum = 0.0
-        self.alpha_budget = self.alpha_cpa = self.alpha0
+        self.alpha_budget = self.alpha0
+        # the CPA loop is a PID on the cost per conversion (no derivative term, no clipping of its own)
+        self.cpa_loop = PIDBidder(self.alpha0, self.cpa_kp, self.cpa_ki, 0.0, 0.0, math.inf, self.setpoint)
+        self.cpa_loop.reset(advertiser)
         self.alpha = min(self.hi, max(self.lo, self.alpha0))
+
+    @property
+    def alpha_cpa(self) -> float:
+        return self.cpa_loop.alpha
 
     def act(self, state: np.ndarray) -> float:
         return self.alpha
@@ -144,7 +151,7 @@ class DualPIDBidder:
     def observe(self, feedback: Feedback) -> None:
         adv = self.advertiser
         self.spent += float(feedback.outcome.cost[adv.index])
-        self.conversions += float(feedback.outcome.conversions[adv.index])
+        self.cpa_loop.observe(feedback)
         if adv.budget > 0:
             per_step = adv.budget / self.n_steps
             e_b = min(3.0, max(-3.0, (per_step * (feedback.outcome.step + 1) - self.spent) / per_step))
@@ -154,11 +161,6 @@ class DualPIDBidder:
             )
         else:
             self.alpha_budget = 0.0
-        if self.spent > 0:
-            cpa = self.spent / max(self.conversions, 1.0)
-            e_c = min(1.0, max(-1.0, 1.0 - cpa / (self.setpoint * adv.bid_scale)))
-            self.cpa_sum += e_c
-            self.alpha_cpa = self.alpha0 * math.exp(min(50.0, self.cpa_kp * e_c + self.cpa_ki * self.cpa_sum))
         self.alpha = min(self.hi, max(self.lo, min(self.alpha_budget, self.alpha_cpa)))
 
 

@@ -381,7 +381,6 @@ class Market:
             self.factor = (
                 np.zeros((self._factor_rows.size, 0), dtype=np.float32) if self._factor_rows.size else None
             )
-            self.new_customer = np.zeros((self._acq.size, 0), dtype=bool)
             self._shown_draws = np.zeros((0, cfg.rules.n_slots), dtype=np.float32)
             return
         rng = self._traffic_rng
@@ -411,12 +410,14 @@ class Market:
                 m = np.take(self._value_lut, vb.reshape(n_cat, n))  # (C, n)
                 f[n_acq:] = m[self._cat_cols[self._valued]]
             self.factor = f
-        self.new_customer = (
-            self.factor[: self._acq.size] > 0 if self.factor is not None else np.zeros((0, n), dtype=bool)
-        )
+        self._shown_draws = rng.random((n, cfg.rules.n_slots), dtype=np.float32)
+
+    @property
+    def new_customer(self) -> np.ndarray:
         """(A, n) bool: is the user of each pending impression new to each acquisition advertiser (rows in the
         order of their indices)."""
-        self._shown_draws = rng.random((n, cfg.rules.n_slots), dtype=np.float32)
+        n = self.p_t.shape[1]
+        return self.factor[: self._acq.size] > 0 if self.factor is not None else np.zeros((0, n), dtype=bool)
 
     @property
     def p_value(self) -> np.ndarray:
