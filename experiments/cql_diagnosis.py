@@ -22,10 +22,10 @@ from simulators.regimes import regime
 
 VARIANTS = {
     "bc": dict(algorithm="bc"),
-    "cql (default)": dict(algorithm="cql"),
-    "cql, bc_weight 0.25": dict(algorithm="cql", bc_weight=0.25),
-    "cql, cql_alpha 5": dict(algorithm="cql", cql_alpha=5.0),
-    "cql, alpha_max 2": dict(algorithm="cql", alpha_max=2.0),
+    "cql, bc_weight 2.5 (TD3+BC's)": dict(algorithm="cql", bc_weight=2.5),
+    "cql (default, bc_weight 0.25)": dict(algorithm="cql"),
+    "cql, bc_weight 2.5, cql_alpha 5": dict(algorithm="cql", bc_weight=2.5, cql_alpha=5.0),
+    "cql, bc_weight 2.5, alpha_max 2": dict(algorithm="cql", bc_weight=2.5, alpha_max=2.0),
 }
 
 
