@@ -507,7 +507,7 @@ def plan_episodes(ep: Episodes, policies: Sequence[str]) -> tuple[np.ndarray, np
         raise ValueError(
             f"the plan value of the value-guided DT learns from episodes of the constant-bid policies "
             f"{list(policies)}, and the trajectories have none (their policies: {sorted(set(ep.policy.tolist()))}); "
-            "simulate with the 'fixed' policy, name others with --plan-policies, or turn the plan value off "
+            "simulate with the 'fixed' policy, name others with --value.plan-policies, or turn the plan value off "
             "(--vdt-plan-weight 0)"
         )
     lam = constant_alphas(ep.actions[rows])

@@ -39,7 +39,9 @@ def curves(root: Path, bidders=("ppo", "sac")) -> dict:
 def trend(scores: np.ndarray) -> tuple[float, float]:
     """Mean score of the last fifth of the episodes and of the fifth before it."""
     k = max(1, len(scores) // 5)
-    return float(scores[-k:].mean()), float(scores[-2 * k : -k].mean()) if len(scores) >= 2 * k else float("nan")
+    return float(scores[-k:].mean()), float(scores[-2 * k : -k].mean()) if len(scores) >= 2 * k else float(
+        "nan"
+    )
 
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -60,7 +62,9 @@ def main() -> None:
         for bidder, by_seed in by_bidder.items():
             for seed, s in by_seed.items():
                 last, before = trend(s)
-                print(f"| {regime} | {bidder} | {seed} | {len(s)} | {last:.1f} | {before:.1f} | {last / before - 1:+.0%} |")
+                print(
+                    f"| {regime} | {bidder} | {seed} | {len(s)} | {last:.1f} | {before:.1f} | {last / before - 1:+.0%} |"
+                )
     if args.figure:
         import matplotlib
 
@@ -68,12 +72,17 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.4), squeeze=False)
-        for ax, (regime, by_bidder) in zip(axes[0], data.items()):
-            for colour, (bidder, by_seed) in zip(("tab:blue", "tab:orange"), by_bidder.items()):
-                for i, (seed, s) in enumerate(by_seed.items()):
+        for ax, (regime, by_bidder) in zip(axes[0], data.items(), strict=True):
+            for colour, (bidder, by_seed) in zip(("tab:blue", "tab:orange"), by_bidder.items(), strict=False):
+                for i, s in enumerate(by_seed.values()):
                     w = max(5, len(s) // 20)
-                    ax.plot(np.arange(w, len(s) + 1), running_mean(s, w), color=colour, alpha=0.8,
-                            label=bidder if i == 0 else None)
+                    ax.plot(
+                        np.arange(w, len(s) + 1),
+                        running_mean(s, w),
+                        color=colour,
+                        alpha=0.8,
+                        label=bidder if i == 0 else None,
+                    )
             ax.set_title(regime)
             ax.set_xlabel("training episode")
             ax.set_ylabel("episode score (running mean)")

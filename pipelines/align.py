@@ -162,7 +162,7 @@ def align_bundle(
         raise ValueError(
             f"{splits.valid.size} validation requests: alignment needs some to evaluate on"
             + (
-                " (--list-source valid keeps at most half of them for that)"
+                " (--align.list-source valid keeps at most half of them for that)"
                 if cfg.list_source == "valid"
                 else ""
             )
@@ -274,7 +274,9 @@ def align_bundle(
         )
         ex1 = splits.train.take(last_rows["_row"].to_numpy())
         if ex1.size < 2:
-            raise ValueError("--list-source holdout needs at least 2 users (the reward is cross-fitted)")
+            raise ValueError(
+                "--align.list-source holdout needs at least 2 users (the reward is cross-fitted)"
+            )
         _log(f"lists: beams of {ex1.size} held-out training requests (phase 1)")
         beams1, lp1, ids1 = beams_of(ex1)
         X1 = _pair_features(fold_cascade, fold_req, ids1)
@@ -289,7 +291,9 @@ def align_bundle(
         # (beams and rewards; features from the training purchases), never their target
         rows1 = np.setdiff1d(np.arange(splits.valid.size), vrows)
         if not len(rows1):
-            raise ValueError("--list-source valid needs validation requests outside the evaluation sample")
+            raise ValueError(
+                "--align.list-source valid needs validation requests outside the evaluation sample"
+            )
         _log(f"lists: beams of {len(rows1)} validation requests outside the evaluation sample (phase 1)")
         ex1 = splits.valid.take(rows1)
         ex1 = ex1._replace(target=np.full(ex1.size, -1, np.int64))  # unlabelled
@@ -376,7 +380,9 @@ def output_dir(cfg_output: str, ds_name: str, sft_path: str, seed: int) -> Path:
 
 def main(cfg: Config) -> dict:
     if cfg.trainer.task != "search":
-        raise ValueError(f"align works on search requests: --task must be search, got {cfg.trainer.task!r}")
+        raise ValueError(
+            f"align works on search requests: --trainer.task must be search, got {cfg.trainer.task!r}"
+        )
     with tracking.job_run(JOB, cfg) as run:
         ds = load_dataset(cfg.trainer.dataset)
         path = (

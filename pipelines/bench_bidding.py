@@ -17,10 +17,10 @@ together):
    (kept by advertiser index: an index keeps its category, not its budget or level), its cap tuned the same way.
    Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
    (``--retrain`` trains again), so the evaluation alone can be rerun.
-3. **Evaluation.** Every bidder plays the same test periods (``--evaluation-*``; ``--test-seed`` picks them: keep
-   0 for development, use a fresh seed for final figures), every advertiser slot in turn (``--rotate``), against
+3. **Evaluation.** Every bidder plays the same test periods (``--evaluation.*``; ``--evaluation.test-seed`` picks them: keep
+   0 for development, use a fresh seed for final figures), every advertiser slot in turn (``--evaluation.rotate``), against
    the default heuristic competitors, with common random numbers; a learned bidder's seeds take the periods in turn.
-   ``--workers`` processes play in parallel.
+   ``--evaluation.workers`` processes play in parallel.
 4. **Figures.** Mean score with a paired, period-clustered bootstrap 95% CI, the ratio to the DT with its CI, the
    share of the hindsight bound (:mod:`bidding.bound`) with its CI, the target violation rate (CPA, ROI or CAC),
    budget used, train minutes and act ms.
@@ -106,7 +106,7 @@ class Config:
     seeds: int = 3
     """Training seeds per learned bidder (they take the test periods in turn)."""
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(periods=20, rotate=4, workers=2))
-    """Test periods, slots and worker processes (--test-seed 0 is the development seed; final figures use a
+    """Test periods, slots and worker processes (--evaluation.test-seed 0 is the development seed; final figures use a
     fresh one, docs/bidding.md)."""
     tuning_periods: int = 4
     """Training periods on which constant and pid are tuned (numbered from 0, drawn from --tuning-seed)."""
@@ -201,9 +201,9 @@ def _check(cfg: Config) -> None:
     guided = [
         flag
         for flag, on in (
-            ("--explore-epsilon", cfg.dt.explore_epsilon > 0),
-            ("--value-target", cfg.dt.value_target),
-            ("--plan-weight", cfg.dt.plan_weight > 0),
+            ("--dt.explore-epsilon", cfg.dt.explore_epsilon > 0),
+            ("--dt.value-target", cfg.dt.value_target),
+            ("--dt.plan-weight", cfg.dt.plan_weight > 0),
         )
         if on
     ]
@@ -215,7 +215,7 @@ def _check(cfg: Config) -> None:
     check_plan_weight(cfg.vdt_plan_weight, "--vdt-plan-weight")
     for name in cfg.regimes:
         market = market_of(cfg, name)  # a bad market setting fails here, before anything trains
-        for what, ev in (("--rotate", cfg.evaluation), ("--tuning-rotate", tuning_of(cfg))):
+        for what, ev in (("--evaluation.rotate", cfg.evaluation), ("--tuning-rotate", tuning_of(cfg))):
             try:
                 _check_slots(market, ev)
             except ValueError as e:

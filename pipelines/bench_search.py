@@ -259,7 +259,7 @@ def build_systems(cfg: Config) -> Systems:
             from pipelines import align
 
             _log("aligning the generator (reward model + list-wise DPO)")
-            out = align.output_dir(t.output, ds.name, path, cfg.align.align_seed)
+            out = align.output_dir(t.output, ds.name, path, cfg.align.seed)
             res = align.align_bundle(cfg.align, path, ds, out)
             systems["generative_aligned"] = GenerativeRetriever(GeneratorBundle.load(out), beam=cfg.beam)
             extra["generative_aligned"] = {k: v for k, v in res.items() if k != "history"}

@@ -2,7 +2,8 @@
 
 A job config is a frozen dataclass whose every field has a one-line docstring (a string literal right under
 the field, as in CleanRL). :func:`field_docs` reads those lines; :func:`add_arguments` turns the fields into
-``--kebab-case`` options whose help text is that line; :func:`config_from_args` starts from a named preset and
+``--kebab-case`` options whose help text is that line (a field of a nested section ``train: TrainConfig`` is
+``--train.<field>``, always, so a flag's name depends only on where its field lives); :func:`config_from_args` starts from a named preset and
 replaces only the options given on the command line.
 """
 
@@ -43,10 +44,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _base_type(tp: Any) -> Any:
     """``int | None`` -> int; leave other types alone."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
@@ -59,9 +56,8 @@ def _base_type(tp: Any) -> Any:
 def _leaves(
     cls: type, default: Any, path: tuple[str, ...] = ()
 ) -> list[tuple[tuple[str, ...], Any, Any, str]]:
-    """(path, type, default, doc) of every scalar field; a nested dataclass field contributes its own fields,
-    whose options carry no prefix unless two share a name (``train: TrainConfig`` gives ``--lr``; see
-    :func:`_option_names`)."""
+    """(path, type, default, doc) of every scalar field; a nested dataclass field contributes its own fields under
+    its name (``train: TrainConfig`` gives the path ``("train", "lr")``)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     out = []
@@ -75,21 +71,11 @@ def _leaves(
     return out
 
 
-def _option_names(leaves: list) -> list[str]:
-    """Option (dest) name per leaf: the field's own name, or, where two nested fields share it, the name prefixed
-    with its parent's (``train_seed``, ``cascade_seed``), or with its whole path if that still clashes."""
-    from collections import Counter
-
-    def names(width: int | None) -> list[str]:
-        return ["_".join(path if width is None else path[-width:]) for path, *_ in leaves]
-
-    own, counts = names(1), Counter(names(1))
-    parent, pcounts = names(2), Counter(names(2))
-    full = names(None)
-    return [
-        o if counts[o] == 1 else (p if pcounts[p] == 1 else f)
-        for o, p, f in zip(own, parent, full, strict=True)
-    ]
+def option_name(path: tuple[str, ...]) -> str:
+    """The option (and its dest) of the field at ``path``: its names in kebab case joined by dots, as tyro names
+    them: ``("train", "max_minutes")`` -> ``--train.max-minutes`` (a bool field also gets ``--train.no-<name>``).
+    It depends only on where the field lives, so adding a field anywhere renames no other option."""
+    return "--" + ".".join(name.replace("_", "-") for name in path)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None) -> None:
@@ -102,21 +88,32 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
             help=f"start from a named preset (default: {next(iter(presets))}); options below override it",
         )
     default_cfg = next(iter(presets.values())) if presets else None
-    leaves = _leaves(cls, default_cfg)
-    for (path, tp, default, doc), name in zip(leaves, _option_names(leaves), strict=True):
+    for path, tp, default, doc in _leaves(cls, default_cfg):
+        name = option_name(path)
+        dest = name[2:]
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
         help_ = doc + shown
         if tp is bool:
+            *section, last = path
+            negative = option_name((*section, "no_" + last))  # --train.no-progress, as tyro names it
             parser.add_argument(
-                _option(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_
+                name,
+                dest=dest,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{help_}; {negative} turns it off",
+            )
+            parser.add_argument(
+                negative, dest=dest, action="store_const", const=False, help=argparse.SUPPRESS
             )
         elif tp in (int, float, str):
             parser.add_argument(
-                _option(name), dest=name, type=tp, default=None, help=help_, metavar=tp.__name__.upper()
+                name, dest=dest, type=tp, default=None, help=help_, metavar=tp.__name__.upper()
             )
         elif typing.get_origin(tp) is tuple:
             elem = typing.get_args(tp)[0]
-            parser.add_argument(_option(name), dest=name, type=elem, nargs="+", default=None, help=help_)
+            parser.add_argument(name, dest=dest, type=elem, nargs="+", default=None, help=help_)
         else:
             raise TypeError(f"{cls.__name__}.{'.'.join(path)}: type {tp!r} has no command-line form")
 
@@ -134,9 +131,8 @@ def config_from_args(cls: type, ns: argparse.Namespace, presets: dict[str, Any] 
         cfg = presets[preset_name] if preset_name else next(iter(presets.values()))
     else:
         cfg = cls()
-    leaves = _leaves(cls, cfg)
-    for (path, *_), name in zip(leaves, _option_names(leaves), strict=True):
-        v = getattr(ns, name, None)
+    for path, *_ in _leaves(cls, cfg):
+        v = getattr(ns, option_name(path)[2:], None)
         if v is not None:
             cfg = _replace_path(cfg, path, tuple(v) if isinstance(v, list) else v)
     return cfg

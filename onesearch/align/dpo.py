@@ -43,14 +43,14 @@ from onesearch.model.train import _param_groups, evaluate
 class AlignConfig:
     """Settings of preference alignment (reward model, preference lists, list-wise DPO).
 
-    Every field name is unique across the jobs that nest this config (align, bench-search), so each is one
-    command-line option with no prefix."""
+    The jobs that nest it (align, bench-search) do so as their ``align`` section: field ``lr`` is the option
+    ``--align.lr``."""
 
     beta: float = 2.0
     """DPO temperature β on the log-probability ratios."""
-    align_lr: float = 5e-5
+    lr: float = 5e-5
     """Learning rate of the alignment (AdamW, constant after a short warm-up)."""
-    align_batch: int = 64
+    batch: int = 64
     """Preference lists per optimiser step."""
     phase1_steps: int = 150
     """Steps on the reward-ranked beam lists (phase 1; 0 = skip the phase)."""
@@ -102,25 +102,25 @@ class AlignConfig:
     retrieved_negatives: int = 50
     """For requests with no logged impressions (the Amazon sets): this many of the cascade's recall candidates per
     request (a uniform sample of them) stand in for level shown, the reward model's hard negatives (0 = none)."""
-    align_eval_every: int = 25
+    eval_every: int = 25
     """Validate every this many steps (and after each phase)."""
-    align_eval_examples: int = 2000
+    eval_examples: int = 2000
     """Validation requests decoded per evaluation (a fixed seeded sample; 0 = all)."""
-    align_eval_beam: int = 50
+    eval_beam: int = 50
     """Beam width of validation decoding (at least 50: hr@50 guards the selection)."""
     hr_tolerance: float = 0.01
     """Keep the best validation ndcg@10 among evaluations whose recall@50 is within this relative drop of the SFT
     model's (the best ndcg@10 overall when none is)."""
-    align_seed: int = 0
+    seed: int = 0
     """Seed of the request sample, the level sampling and the batch order."""
-    align_device: str = "auto"
+    device: str = "auto"
     """auto (CUDA when available, else CPU), cpu, cuda, cuda:N."""
 
     def __post_init__(self) -> None:
         checks = [
             ("beta", self.beta > 0, "> 0"),
-            ("align_lr", self.align_lr > 0, "> 0"),
-            ("align_batch", self.align_batch >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("batch", self.batch >= 1, ">= 1"),
             ("phase1_steps", self.phase1_steps >= 0, ">= 0"),
             ("phase2_steps", self.phase2_steps >= 0, ">= 0"),
             ("anchor_weight", self.anchor_weight >= 0, ">= 0"),
@@ -132,13 +132,13 @@ class AlignConfig:
             ("list_requests", self.list_requests >= 0, ">= 0"),
             ("list_source", self.list_source in ("sample", "holdout", "valid"), "sample, holdout or valid"),
             ("retrieved_negatives", self.retrieved_negatives >= 0, ">= 0"),
-            ("align_eval_every", self.align_eval_every >= 1, ">= 1"),
-            ("align_eval_beam", self.align_eval_beam >= 50, ">= 50"),
+            ("eval_every", self.eval_every >= 1, ">= 1"),
+            ("eval_beam", self.eval_beam >= 50, ">= 50"),
         ]
         for name, ok, want in checks:
             if not ok:
                 raise ValueError(
-                    f"align config: --{name.replace('_', '-')} must be {want}, got {getattr(self, name)}"
+                    f"align config: --align.{name.replace('_', '-')} must be {want}, got {getattr(self, name)}"
                 )
 
 
@@ -147,13 +147,13 @@ PRESETS: dict[str, AlignConfig] = {
     "tiny": AlignConfig(
         phase1_steps=6,
         phase2_steps=6,
-        align_batch=16,
+        batch=16,
         rejected=3,
         list_beam=10,
         list_requests=200,
         reward_rounds=10,
-        align_eval_every=5,
-        align_eval_examples=100,
+        eval_every=5,
+        eval_examples=100,
     ),
 }
 
@@ -396,11 +396,11 @@ def frozen_copy(model: Generator) -> Generator:
 def eval_rows(n: int, cfg: AlignConfig) -> np.ndarray:
     """Rows of the ``n`` validation requests that each evaluation decodes (a fixed seeded sample, sorted). With
     ``list_source = "valid"`` the sample is at most half of them: phase 1's lists come from the others."""
-    want = cfg.align_eval_examples or n
+    want = cfg.eval_examples or n
     if cfg.list_source == "valid":
         want = min(want, n // 2)
     if want < n:
-        return np.sort(np.random.default_rng(cfg.align_seed).choice(n, want, False))
+        return np.sort(np.random.default_rng(cfg.seed).choice(n, want, False))
     return np.arange(n)
 
 
@@ -471,7 +471,7 @@ def align(
     """Train ``policy`` on each phase's lists for its steps ((name, lists, steps) in order) with the list-wise
     DPO loss plus ``cfg.anchor_weight`` × the anchor on random ``sft`` examples (:func:`anchor_kl` or their
     cross-entropy); validate every
-    ``align_eval_every`` steps and keep the selected weights (see ``AlignConfig.hr_tolerance``).
+    ``eval_every`` steps and keep the selected weights (see ``AlignConfig.hr_tolerance``).
 
     ``reference`` is never updated: its parameters must not require gradients (use :func:`frozen_copy`); it
     scored the lists' ``ref_logp`` and stays in eval mode. The policy runs in eval mode too (no dropout), so at
@@ -485,15 +485,15 @@ def align(
     policy.to(device).eval()
     reference.to(device).eval()
     codes = policy.item_codes
-    rng = np.random.default_rng([cfg.align_seed, 1])
+    rng = np.random.default_rng([cfg.seed, 1])
     valid = valid.take(eval_rows(valid.size, cfg))
-    opt = torch.optim.AdamW(_param_groups(policy, 0.0), lr=cfg.align_lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(_param_groups(policy, 0.0), lr=cfg.lr, betas=(0.9, 0.98))
     warmup = 10
     t0 = time.perf_counter()
     history: list[dict] = []
 
     def run_eval(phase: str, step: int, dpo: float, anchor: float) -> dict:
-        ev = evaluate(policy, valid, trie, beam=cfg.align_eval_beam, k=50, device=device)
+        ev = evaluate(policy, valid, trie, beam=cfg.eval_beam, k=50, device=device)
         policy.eval()
         entry = {"phase": phase, "step": step, "dpo_loss": dpo, "anchor_loss": anchor,
                  **{f"val_{k}": v for k, v in ev.metrics.items()},
@@ -529,10 +529,10 @@ def align(
         order = rng.permutation(lists.size)
         pos = 0
         for s in range(1, steps + 1):
-            if pos + cfg.align_batch > lists.size:
+            if pos + cfg.batch > lists.size:
                 order, pos = rng.permutation(lists.size), 0
-            idx = order[pos : pos + cfg.align_batch]
-            pos += cfg.align_batch
+            idx = order[pos : pos + cfg.batch]
+            pos += cfg.batch
             b = lists.examples.batch(idx).to(device)
             items = torch.from_numpy(lists.items[idx]).to(device)
             ref = torch.from_numpy(lists.ref_logp[idx]).to(device)
@@ -543,13 +543,13 @@ def align(
             loss = loss_dpo
             ce = torch.zeros(())
             if cfg.anchor_weight > 0:
-                j = rng.choice(sft.size, min(cfg.align_batch, sft.size), replace=False)
+                j = rng.choice(sft.size, min(cfg.batch, sft.size), replace=False)
                 sb = sft.batch(j).to(device)
                 sb = sb._replace(target=codes[torch.from_numpy(sft.target[j]).to(device)])
                 ce = policy.loss(sb) if cfg.anchor == "sft" else anchor_kl(policy, reference, sb)
                 loss = loss + cfg.anchor_weight * ce
             for g in opt.param_groups:
-                g["lr"] = cfg.align_lr * min(1.0, (step + 1) / warmup)
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -560,7 +560,7 @@ def align(
                 ce_sum + float(ce.detach()),
                 n_sum + 1,
             )
-            if s % cfg.align_eval_every == 0 or s == steps:
+            if s % cfg.eval_every == 0 or s == steps:
                 consider(run_eval(name, step, dpo_sum / n_sum, ce_sum / n_sum))
                 dpo_sum = ce_sum = 0.0
                 n_sum = 0

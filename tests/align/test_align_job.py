@@ -90,7 +90,7 @@ def test_phase1_can_read_unlabelled_validation_requests_outside_the_evaluation_s
     from onesearch.data.registry import load_dataset
 
     out, trainer, path = sft
-    cfg = replace(align.PRESETS["tiny"].align, list_source="valid", reward_scale=1.0, align_eval_examples=0)
+    cfg = replace(align.PRESETS["tiny"].align, list_source="valid", reward_scale=1.0, eval_examples=0)
     seen = {}
     real = dpo.soft_reward_lists
 
@@ -131,29 +131,29 @@ def test_bench_search_aligned_adds_the_aligned_row(sft):
 
 def test_align_options_are_on_the_command_line():
     sub = build_parser()._subparsers._group_actions[0].choices
-    opts = {a.dest for a in sub["align"]._actions} | {a.dest for a in sub["bench-search"]._actions}
+    opts = {s for job in ("align", "bench-search") for a in sub[job]._actions for s in a.option_strings}
     assert {
-        "beta",
-        "align_lr",
-        "anchor_weight",
-        "anchor",
-        "phase1_steps",
-        "phase2_steps",
-        "reward_objective",
-        "retrieved_negatives",
-        "list_source",
-        "reward_scale",
-        "aligned",
-        "model",
+        "--align.beta",
+        "--align.lr",
+        "--align.anchor-weight",
+        "--align.anchor",
+        "--align.phase1-steps",
+        "--align.phase2-steps",
+        "--align.reward-objective",
+        "--align.retrieved-negatives",
+        "--align.list-source",
+        "--align.reward-scale",
+        "--aligned",
+        "--model",
     } <= opts
     from onesearch.align.dpo import AlignConfig
 
-    for bad, opt in ((dict(reward_objective="softmax"), "--reward-objective"),
-                     (dict(retrieved_negatives=-1), "--retrieved-negatives"),
-                     (dict(list_source="all"), "--list-source")):  # fmt: skip
+    for bad, opt in ((dict(reward_objective="softmax"), "--align.reward-objective"),
+                     (dict(retrieved_negatives=-1), "--align.retrieved-negatives"),
+                     (dict(list_source="all"), "--align.list-source")):  # fmt: skip
         with pytest.raises(ValueError, match=opt):
             AlignConfig(**bad)
-    with pytest.raises(ValueError, match="--task must be search"):
+    with pytest.raises(ValueError, match="--trainer.task must be search"):
         align.main(
             replace(align.PRESETS["tiny"], trainer=replace(align.PRESETS["tiny"].trainer, task="recommend"))
         )

@@ -200,7 +200,7 @@ def test_the_reference_stays_frozen_while_the_policy_learns():
     with torch.no_grad():
         ref_lp = sequence_logprob(ref, ex.batch(np.arange(ex.size)), torch.from_numpy(rows)).numpy()
     lists = PreferenceLists(ex, rows, ref_lp)
-    cfg = replace(PRESETS["tiny"], align_lr=1e-2, align_batch=8, align_eval_every=2, align_eval_examples=0)
+    cfg = replace(PRESETS["tiny"], lr=1e-2, batch=8, eval_every=2, eval_examples=0)
     res = align(
         model, ref, [("phase1", lists, 4), ("phase2", lists, 4)], ex, ex.take(np.arange(10)), trie, cfg
     )
@@ -211,7 +211,7 @@ def test_the_reference_stays_frozen_while_the_policy_learns():
     # the policy starts as the reference, so the first step's loss is log(list length)
     fresh = _toy()[0]  # the same weights as the reference
     first = align(
-        fresh, ref, [("phase1", lists, 1)], ex, ex.take(np.arange(10)), trie, replace(cfg, align_eval_every=1)
+        fresh, ref, [("phase1", lists, 1)], ex, ex.take(np.arange(10)), trie, replace(cfg, eval_every=1)
     )
     assert first.history[1]["dpo_loss"] == pytest.approx(math.log(3), abs=1e-5)
     with pytest.raises(ValueError, match="frozen"):

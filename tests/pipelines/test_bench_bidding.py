@@ -62,7 +62,7 @@ def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
             bench_bidding.main(_tiny(tmp_path, **kw))
     tiny = _tiny(tmp_path)
     with pytest.raises(
-        ValueError, match=r"--rotate: rotate \(3\) must divide the number of slots played \(8\)"
+        ValueError, match=r"--evaluation.rotate: rotate \(3\) must divide the number of slots played \(8\)"
     ):
         bench_bidding.main(replace(tiny, evaluation=replace(tiny.evaluation, rotate=3)))
     with pytest.raises(ValueError, match=r"--tuning-rotate: rotate \(5\) must divide"):

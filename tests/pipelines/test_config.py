@@ -90,11 +90,67 @@ class Outer:
     """Another."""
 
 
-def test_nested_configs_flatten_into_options_and_clashes_get_their_parent_prefix():
+def test_a_nested_field_is_its_section_dot_its_name():
     p = argparse.ArgumentParser()
     presets = {"default": Outer()}
     add_arguments(p, Outer, presets)
-    ns = p.parse_args(["--train-lr", "0.2", "--other-seed", "7", "--seed", "3", "--train-seed", "4"])
+    ns = p.parse_args(["--train.lr", "0.2", "--other.seed", "7", "--seed", "3", "--train.seed", "4"])
     cfg = config_from_args(Outer, ns, presets)
     assert cfg == Outer(seed=3, train=Inner(lr=0.2, seed=4), other=Inner(lr=0.5, seed=7))
     assert flatten(cfg)["other.lr"] == 0.5
+    with pytest.raises(SystemExit):  # no short form of a nested field, even where its name is unique
+        p.parse_args(["--lr", "0.2"])
+
+
+@dataclass(frozen=True)
+class Inner2:
+    """Inner with one more field, named like a field of the outer config and of a sibling section."""
+
+    lr: float = 0.1
+    """Learning rate."""
+    seed: int = 0
+    """Inner seed."""
+    name: str = "y"
+    """Added later."""
+
+
+@dataclass(frozen=True)
+class Outer2:
+    name: str = "x"
+    """Name."""
+    seed: int = 1
+    """Outer seed."""
+    train: Inner = Inner()
+    """Training."""
+    other: Inner2 = Inner2()
+    """Another."""
+
+
+def _options(cls) -> set[str]:
+    p = argparse.ArgumentParser()
+    add_arguments(p, cls)
+    return {s for a in p._actions for s in a.option_strings} - {"-h", "--help"}
+
+
+def test_adding_a_field_to_one_section_renames_no_other_option():
+    before, after = _options(Outer), _options(Outer2)
+    assert after - before == {"--other.name"}
+    assert before <= after  # --name, --seed, --train.seed, --other.seed all kept their names
+
+
+@dataclass(frozen=True)
+class Flags:
+    fast: bool = False
+    """Go fast."""
+    train: Toy = Toy(fast=True)
+    """Nested, with a bool."""
+
+
+def test_a_nested_bool_turns_off_with_section_dot_no_name():
+    p = argparse.ArgumentParser()
+    add_arguments(p, Flags)
+    cfg = config_from_args(Flags, p.parse_args(["--fast", "--train.no-fast"]))
+    assert cfg.fast is True and cfg.train.fast is False
+    assert config_from_args(Flags, p.parse_args([])) == Flags()
+    with pytest.raises(SystemExit):
+        p.parse_args(["--no-train.fast"])
