@@ -3,7 +3,7 @@
     .venv/bin/python experiments/level_rescore.py BUNDLE [--dataset beauty] [--beam 50]
 
 Decodes the validation and test splits of a recommend bundle (constrained beam search), takes every candidate's
-per-level log-probabilities (:func:`onesearch.decode.level_logprobs`), and reports: the ranking metrics; the rank
+per-level log-probabilities (:func:`onesearch.model.beam.level_logprobs`), and reports: the ranking metrics; the rank
 histogram of the hits; how many leading codes the rank-1 item shares with the target when the target is ranked
 2..20; and the level weights ``w`` of the score ``Σ_l w_l log p(c_l | c_<l)`` that maximise validation ndcg@10 on
 a grid (level 0 fixed at 1), with the test metrics under those weights. Weights all 1 are the model's own joint
@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 from onesearch.data.registry import load_dataset
-from onesearch.decode import beam_search, level_logprobs
 from onesearch.metrics import ranking_metrics, target_ranks
+from onesearch.model.beam import beam_search, level_logprobs
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import Examples, recommend_examples
 

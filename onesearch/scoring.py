@@ -17,7 +17,7 @@ reported with its reason, never stopping the batch, when:
 | ``nothing to go on`` | empty query and empty history |
 
 Scored rows come out as ``k`` rows each: ``request_id, rank (1..k), item_id, score, sid``;
-the score is the ranking score of :func:`onesearch.decode.beam_search` (the ID's log-probability, with the dense
+the score is the ranking score of :func:`onesearch.model.beam.beam_search` (the ID's log-probability, with the dense
 head's term and the popularity prior where the bundle has them).
 """
 

@@ -41,8 +41,8 @@ from onesearch.data import schema as S
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import load_dataset
 from onesearch.data.splits import leave_one_out, training_purchases
-from onesearch.decode import beam_search
 from onesearch.device import pick_device
+from onesearch.model.beam import beam_search
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import search_examples
 from onesearch.retrieval import Requests, holdout_fold, split_requests

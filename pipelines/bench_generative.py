@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from onesearch.data.registry import load_dataset
-from onesearch.decode import beam_search
 from onesearch.device import pick_device
 from onesearch.metrics import target_ranks
+from onesearch.model.beam import beam_search
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import recommend_examples, search_examples
 from onesearch.model.train import autocast, evaluate, use_amp

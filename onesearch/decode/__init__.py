@@ -1,6 +1,8 @@
-"""Constrained decoding of semantic IDs: the valid-ID trie and batched beam search."""
+"""The trie of valid semantic IDs that constrained decoding walks (:mod:`onesearch.model.beam` runs the search).
 
-from onesearch.decode.beam import Decoded, beam_search, greedy, level_logprobs, score_all_items
+It knows nothing of the model: the model package depends on it, never the other way.
+"""
+
 from onesearch.decode.trie import SIDTrie
 
-__all__ = ["Decoded", "SIDTrie", "beam_search", "greedy", "level_logprobs", "score_all_items"]
+__all__ = ["SIDTrie"]

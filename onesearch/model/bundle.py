@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onesearch.decode import Decoded, SIDTrie, beam_search
+from onesearch.decode import SIDTrie
 from onesearch.io import atomic_dir
+from onesearch.model.beam import Decoded, beam_search
 from onesearch.model.data import Examples, requests
 from onesearch.model.generator import CONFIG_FILE, Generator, load_checkpoint, save_checkpoint
 from onesearch.model.text import VOCAB_FILE, QueryTokenizer

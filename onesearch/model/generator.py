@@ -22,7 +22,7 @@ served as well as an old one, and nothing grows with the number of users.
 Decoder: position 0 is a learned start token, position ``t`` the embedding of the level ``t-1`` code; the
 output at position ``t`` goes through the level-``t`` head to the logits of the level-``t`` code. Training is
 teacher-forced cross-entropy over the ``L`` levels (:meth:`Generator.loss`); decoding is
-:func:`onesearch.decode.beam_search`, which uses :meth:`Generator.encode`, :meth:`Generator.cross_kv` and
+:func:`onesearch.model.beam.beam_search`, which uses :meth:`Generator.encode`, :meth:`Generator.cross_kv` and
 :meth:`Generator.decode_step` (keys and values of the decoder cached, the encoder side projected once per request
 and shared by all of its beams).
 

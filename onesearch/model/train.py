@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from onesearch.decode import SIDTrie, beam_search
+from onesearch.decode import SIDTrie
 from onesearch.device import pick_device
 from onesearch.io import atomic_write
 from onesearch.metrics import ranking_metrics, target_ranks
+from onesearch.model.beam import beam_search
 from onesearch.model.data import Examples, Splits
 from onesearch.model.generator import Generator
 

@@ -24,8 +24,9 @@ from onesearch.align.dpo import (
     soft_reward_lists,
 )
 from onesearch.align.levels import CLICKED, PURCHASED, PURCHASED_ELSEWHERE, RANDOM, SHOWN
-from onesearch.decode import SIDTrie, score_all_items
+from onesearch.decode import SIDTrie
 from onesearch.model import generator as G
+from onesearch.model.beam import score_all_items
 from onesearch.model.data import Examples
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -24,7 +25,19 @@ def test_evaluate_is_deterministic_and_counts_every_play():
     assert 0 <= a["cpa_violation_rate"] <= 1 and 0 <= a["budget_used"] <= 1 + 1e-9
     assert len(a["spend_curve"]) == MARKET.n_steps
     assert np.all(np.diff(a["spend_curve"]) >= -1e-12)  # cumulative spend never falls
-    assert a["act_ms"] >= 0
+
+
+class _SlowBidder(FixedBidder):
+    def act(self, state):
+        time.sleep(0.005)
+        return super().act(state)
+
+
+def test_act_ms_is_the_time_of_the_bidders_act_calls():
+    cfg = EvalConfig(periods=1, budget_ratios=(1.0,), slots=(0,))
+    slow = evaluate(lambda: _SlowBidder(1.0), MARKET, cfg)
+    assert slow["act_ms"] >= 5.0  # every act sleeps 5 ms
+    assert evaluate(lambda: FixedBidder(1.0), MARKET, cfg)["act_ms"] < slow["act_ms"]
 
 
 def test_a_bidder_that_never_bids_scores_nothing():

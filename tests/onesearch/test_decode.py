@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from onesearch.decode import SIDTrie, beam_search, greedy, level_logprobs, score_all_items
+from onesearch.decode import SIDTrie
 from onesearch.model import generator as G
+from onesearch.model.beam import beam_search, greedy, level_logprobs, score_all_items
 from tests.onesearch.test_generator import SIZES, batch, catalog, tiny_model
 
 

@@ -79,10 +79,6 @@ def test_presets_follow_tiger() -> None:
     assert RQVAEQuantizer("tiny").cfg == TINY
 
 
-def test_tiny_fit_takes_about_a_second(fitted: RQVAEQuantizer) -> None:
-    assert fitted.fit_seconds is not None and fitted.fit_seconds > 0
-
-
 # -- determinism and learning ---------------------------------------------------------------------------------
 
 
