@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from onesearch.io import atomic_write
 from onesearch.scoring import (
     META_CATALOGUE,
     META_DATASET,
@@ -170,15 +171,11 @@ def _identity(cfg: Config, model_path: str) -> dict:
 
 
 def _write_atomic(df: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, df.write_parquet)
 
 
 def _save_manifest(manifest: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
 
 
 def main(cfg: Config) -> dict:
@@ -214,7 +211,7 @@ def main(cfg: Config) -> dict:
             )
     else:
         # a score output starts empty: anything else there (a model bundle, other files) is not ours to mix into
-        if out.exists() and any(p.name != f".{manifest_path.name}.tmp" for p in out.iterdir()):
+        if out.exists() and any(not p.name.startswith(f".{manifest_path.name}.") for p in out.iterdir()):
             raise ValueError(
                 f"--output {out} is not empty and holds no score manifest.json (not a score output); "
                 "use a new or empty folder"

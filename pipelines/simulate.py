@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import polars as pl
 
 from bidding.auctionnet import RawLog, to_training
 from bidding.online import OnlineConfig, SB3Bidder, train_online
+from onesearch.io import atomic_write
 from pipelines import tracking
 from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, check_alpha_range, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
@@ -225,23 +225,10 @@ def main(cfg: Config) -> dict:
     return result
 
 
-_FIRST_DEFAULTS = {
-    "fixed_alpha": [0.6, 1.3],
-    "fixed_alpha_log": False,
-    "auctionnet": False,
-    "raw_log_periods": 0,
-}
-"""Settings whose default changed after they were added: what a ``simulate.json`` written before they existed
-behaved as (the fixed bidders' α was uniform on 0.6-1.3 until the plan value of the value-guided DT needed
-constant bids across the whole range)."""
-
-
 def _write(df: pl.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` whole or not at all (a temporary name, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, df.write_parquet)
 
 
 def _expected_frame(period: int, traj) -> pl.DataFrame:
@@ -264,9 +251,6 @@ def _check_settings(out: Path, cfg: Config) -> None:
     path = out / "simulate.json"
     if path.exists():
         old = json.loads(path.read_text())
-        # a setting added since that run was written behaved as its first default then
-        default = {**json.loads(json.dumps(asdict(Config()))), **_FIRST_DEFAULTS}
-        old = {**{k: default[k] for k in settings.keys() - old.keys() if k in default}, **old}
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             values = "; ".join(
@@ -282,12 +266,11 @@ def _check_settings(out: Path, cfg: Config) -> None:
             f"{out} holds trajectory parts but no simulate.json; use another --output or delete them"
         )
     else:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings, indent=2))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
     if cfg.auctionnet:  # the AuctionNet folder reads as trajectories on its own: it carries the rules too
         (out / "auctionnet").mkdir(exist_ok=True)
-        (out / "auctionnet" / "simulate.json").write_text(path.read_text())
+        text = path.read_text()
+        atomic_write(out / "auctionnet" / "simulate.json", lambda tmp: Path(tmp).write_text(text))
 
 
 def summarise(folder: Path) -> dict:

@@ -14,7 +14,6 @@ Heuristics here keep their own running totals from ``observe``; learned bidders 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -28,7 +27,6 @@ __all__ = [
     "DualPIDBidder",
     "FixedBidder",
     "HEURISTICS",
-    "PolicyBidder",
     "heuristic",
     "OnlineLPBidder",
     "PacingBidder",
@@ -304,20 +302,6 @@ def heuristic(
             n_steps=n_steps,
         )
     raise ValueError(f"unknown heuristic bidder {kind!r}; known: {', '.join(HEURISTICS)}")
-
-
-@dataclass
-class PolicyBidder:
-    """Any function of the state (e.g. a trained policy's ``predict``) as a bidder."""
-
-    policy: Callable[[np.ndarray], float]
-    name: str = "policy"
-
-    def reset(self, advertiser: Advertiser) -> None:
-        self.advertiser = advertiser
-
-    def act(self, state: np.ndarray) -> float:
-        return float(self.policy(state))
 
 
 class ExploringBidder:

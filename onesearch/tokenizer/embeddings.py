@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from onesearch.data import schema as S
+from onesearch.io import atomic_write
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 TEXT_DIM = 384
@@ -108,11 +108,13 @@ def text_embeddings(
     seconds = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".emb.", suffix=".npy", dir=path.parent)
-        os.close(fd)
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: _save_npy(tmp, emb))
     return emb, seconds
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save on a name would append .npy to it
+        np.save(f, arr)
 
 
 def cooccurrence(interactions: pl.DataFrame, item_ids: np.ndarray, window: int = 5) -> sp.csr_matrix:

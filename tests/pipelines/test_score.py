@@ -214,7 +214,7 @@ def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
     per_request = scored.group_by("request_id").agg(pl.len(), pl.col("rank").n_unique().alias("ranks"))
     assert per_request.height == 3000 and set(per_request["request_id"]) == set(reqs["request_id"])
     assert (per_request["len"] == per_request["ranks"]).all()  # no request written twice
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*"))  # no temporary file left behind
 
 
 def test_pyfunc_model_predicts_in_a_fresh_process_and_registers(bundle_dir, tmp_path):

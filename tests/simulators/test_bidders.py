@@ -16,7 +16,6 @@ from simulators.bidders import (
     OnlineLPBidder,
     PacingBidder,
     PIDBidder,
-    PolicyBidder,
     heuristic,
 )
 from simulators.market import Advertiser, Feedback, StepOutcome
@@ -121,7 +120,15 @@ def test_exploring_bidder_noise_and_passthrough():
     want = 0.2 * np.random.default_rng(1).standard_normal(4000)
     np.testing.assert_allclose(logs, want, rtol=1e-9, atol=1e-12)
     assert abs(logs.std() - 0.2) < 0.01
+
     # a bidder without observe: the wrapper's observe does nothing
-    ExploringBidder(PolicyBidder(lambda s: 1.0), 0.1, np.random.default_rng(0)).observe(_feedback(0, 1.0))
+    class _NoObserve:
+        def reset(self, advertiser):
+            pass
+
+        def act(self, state):
+            return 1.0
+
+    ExploringBidder(_NoObserve(), 0.1, np.random.default_rng(0)).observe(_feedback(0, 1.0))
     with pytest.raises(ValueError, match="sigma must be >= 0"):
         ExploringBidder(FixedBidder(1.0), float("nan"), np.random.default_rng(0))
