@@ -328,18 +328,14 @@ def conversion_score(
     cost: np.ndarray | float,
     target: np.ndarray | float,
     beta: float = 2.0,
-    kind: str = "cpa",
 ) -> np.ndarray:
-    """The period score of auto-bidding: conversions, discounted when the target is missed.
+    """The period score of auto-bidding: conversions, discounted when the target is missed:
+    ``conversions × min(1, (target / cpa)^β)`` with cpa = cost / conversions.
 
-    ``kind="cpa"``: ``conversions × min(1, (target_cpa / cpa)^β)`` with cpa = cost / conversions.
-    ``kind="roi"``: ``conversions × min(1, (roi / target_roi)^β)`` with roi = conversions × value / cost, where
-    ``target`` must already be expressed per conversion, i.e. ``value_per_conversion / target_roi`` (the highest
-    cost per conversion that meets the ROI target): both kinds then reduce to the same formula.
+    An ROI target is the same formula with ``target`` the highest cost per conversion that meets it
+    (``value_per_conversion / target_roi``): ``(roi / target_roi)^β`` with roi = conversions × value / cost.
     No cost means no penalty; no conversions score 0.
     """
-    if kind not in ("cpa", "roi"):
-        raise ValueError(f"kind must be 'cpa' or 'roi', got {kind!r}")
     conv = np.asarray(conversions, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)

