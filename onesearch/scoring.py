@@ -13,6 +13,7 @@ reported with its reason, never stopping the batch, when:
 | ``empty query: search-only model`` | no query, and the model was trained for search only |
 | ``query has no known word pieces`` | the model cannot read any of the query |
 | ``malformed history`` | the history is not a list of integers (or holds nulls) |
+| ``malformed history: ...`` | a text (csv) history that is not a JSON list of integers, e.g. ``[2383 4563]`` as pandas writes a numpy array |
 | ``unknown items in history: [...]`` | the history names items the model's catalogue does not have |
 | ``nothing to go on`` | empty query and empty history |
 
@@ -34,6 +35,8 @@ from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
 
 INPUT_COLUMNS = ("request_id", "user_id", "query", "history")
+MALFORMED_TEXT_HISTORY = "malformed history: csv needs a JSON list of item ids, e.g. [2383, 4563]"
+"""The reason of a text history that is not a JSON list (numpy's ``[2383 4563]``, as pandas writes it, is not)."""
 META_DATASET = "onesearch.dataset"
 """Parquet key-value metadata of a request file: the dataset its item ids come from (optional)."""
 META_CATALOGUE = "onesearch.catalogue"
@@ -127,9 +130,9 @@ class Scorer:
             try:
                 history = json.loads(history) if history.strip() else None
             except json.JSONDecodeError:
-                return "malformed history", [], None
+                return MALFORMED_TEXT_HISTORY, [], None
             if history is not None and not isinstance(history, list):
-                return "malformed history", [], None
+                return MALFORMED_TEXT_HISTORY, [], None
         if history is None:
             h: list[int] = []
         else:

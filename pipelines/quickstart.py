@@ -4,7 +4,10 @@ market, train a small Decision Transformer bidder on its trajectories and judge 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,6 +143,16 @@ def _table(rows: dict[str, dict], columns: tuple[str, ...] = _COLUMNS, first: st
     return "\n".join([line(head), sep, *map(line, body)])
 
 
+@contextlib.contextmanager
+def _step(what: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Announce a step on stderr, and record and print how long it took."""
+    print(f"[quickstart] {what} ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    yield
+    seconds[what] = time.perf_counter() - t0
+    print(f"[quickstart] {what}: {seconds[what]:.1f} s", file=sys.stderr, flush=True)
+
+
 def main(cfg: Config) -> dict:
     """Prepare each dataset as its own nested prepare-data run and print a summary table."""
     scientific = cfg.scientific
@@ -147,35 +160,32 @@ def main(cfg: Config) -> dict:
         scientific = "scientific" if shared_data_dir() is not None else "scientific-mini"
     datasets = [f"synthetic-{cfg.world}"] + ([] if scientific == "none" else [scientific])
     out = Path(cfg.output)
+    seconds: dict[str, float] = {}
+    t_start = time.perf_counter()
     with tracking.job_run(JOB, cfg) as run:
         stats = {}
         for name in datasets:
-            print(f"[quickstart] preparing {name} ...", file=sys.stderr, flush=True)
-            stats[name] = prepare_data.main(
-                prepare_data.Config(dataset=name, output=str(out / "data"), seed=cfg.seed)
-            )
+            with _step(f"preparing {name}", seconds):
+                stats[name] = prepare_data.main(
+                    prepare_data.Config(dataset=name, output=str(out / "data"), seed=cfg.seed)
+                )
         sids = {}
         if cfg.tokenizer != "none":
             for name, st in stats.items():
-                print(f"[quickstart] tokenizing {name} with {cfg.tokenizer} ...", file=sys.stderr, flush=True)
                 small = st["items"] < 2000  # codebooks sized to the catalogue
-                sids[name] = tokenize.main(
-                    tokenize.Config(
-                        dataset=st["output"],
-                        method=cfg.tokenizer,
-                        output=str(out / "tokenizers"),
-                        codebook_sizes=(64, 64) if small else None,
-                        pq_codes=64 if small else None,
+                with _step(f"tokenizing {name} with {cfg.tokenizer}", seconds):
+                    sids[name] = tokenize.main(
+                        tokenize.Config(
+                            dataset=st["output"],
+                            method=cfg.tokenizer,
+                            output=str(out / "tokenizers"),
+                            codebook_sizes=(64, 64) if small else None,
+                            pq_codes=64 if small else None,
+                        )
                     )
-                )
         gen = {}
         world = datasets[0]
         if cfg.generator != "none" and world in sids:
-            print(
-                f"[quickstart] training a tiny {cfg.generator} generator on {world} ...",
-                file=sys.stderr,
-                flush=True,
-            )
             tiny = train_generator.PRESETS["tiny"]
             trainer = replace(
                 tiny,
@@ -185,29 +195,28 @@ def main(cfg: Config) -> dict:
                 output=str(out / "generators"),
                 train=replace(tiny.train, epochs=cfg.generator_epochs),
             )
-            gen[world] = bench_generative.main(
-                replace(bench_generative.PRESETS["tiny"], trainer=trainer, qps_beams=(20,), qps_requests=256)
-            )
+            with _step(f"training and judging a tiny {cfg.generator} generator on {world}", seconds):
+                gen[world] = bench_generative.main(
+                    replace(
+                        bench_generative.PRESETS["tiny"], trainer=trainer, qps_beams=(20,), qps_requests=256
+                    )
+                )
         scores = None
         if gen:
-            print("[quickstart] scoring a small batch of search requests ...", file=sys.stderr, flush=True)
-            requests = _sample_requests(stats[world]["output"], out / "requests.parquet")
-            scores = score.main(
-                score.Config(
-                    model=gen[world]["model_uri"],
-                    input=str(requests),
-                    output=str(out / "scores"),
-                    progress=False,
+            with _step("scoring a small batch of search requests", seconds):
+                requests = _sample_requests(stats[world]["output"], out / "requests.parquet")
+                scores = score.main(
+                    score.Config(
+                        model=gen[world]["model_uri"],
+                        input=str(requests),
+                        output=str(out / "scores"),
+                        progress=False,
+                    )
                 )
-            )
         bids = {}
         if cfg.bidding:
-            print(
-                "[quickstart] simulating a small ad market and training a Decision Transformer bidder ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            bench = bench_bidding.main(_bidding_config(out / "bidding", cfg.seed))
+            with _step("simulating a small ad market and training a Decision Transformer bidder", seconds):
+                bench = bench_bidding.main(_bidding_config(out / "bidding", cfg.seed))
             bids = bench["regimes"]["budget-bound"]["bidders"]
         table = _table(stats)
         if sids:
@@ -219,6 +228,8 @@ def main(cfg: Config) -> dict:
         if bids:
             table += "\n\nBidders on a small simulated market (unseen periods; score = CPA-penalised conversions)\n\n"
             table += _table(bids, _BID_COLUMNS, first="bidder")
+        seconds["total"] = time.perf_counter() - t_start
+        table += "\n\nTime per step\n\n" + "\n".join(f"- {k}: {v:.1f} s" for k, v in seconds.items())
         tracking.log_text(table, "summary.md")
         print("\n" + table + "\n")
         print(f"Tables written under {out / 'data'}/<dataset>/*.parquet")
@@ -242,4 +253,5 @@ def main(cfg: Config) -> dict:
             "scores": scores,
             "mlflow_run_id": run.info.run_id,
             "mlflow_ui": tracking.ui_command(),
+            "step_seconds": seconds,
         }

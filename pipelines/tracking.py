@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,14 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def ui_command() -> str:
-    """The command that opens the MLflow UI on the store in force (bound to loopback)."""
-    return f"mlflow ui --backend-store-uri {tracking_uri()} --host 127.0.0.1 --port 5000"
+    """The command that opens the MLflow UI on the store in force (bound to loopback). It runs MLflow through this
+    interpreter, so it works as printed without the virtual environment activated."""
+    import shlex
+
+    return (
+        f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(tracking_uri())} "
+        "--host 127.0.0.1 --port 5000"
+    )
 
 
 @contextlib.contextmanager

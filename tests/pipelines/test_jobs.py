@@ -85,9 +85,12 @@ def test_quickstart_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert set(res["datasets"]) == {"synthetic-tiny", "scientific-mini"}
     assert res["datasets"]["scientific-mini"]["users"] == 300
-    assert "| scientific-mini |" in out and "mlflow ui --backend-store-uri" in out
+    assert "| scientific-mini |" in out and "-m mlflow ui --backend-store-uri" in out
     assert set(res["bidders"]) == {"pid", "dt"} and re.search(r"\|\s+dt \|", out)
     assert res["bidders"]["dt"]["train_minutes"] > 0
+    steps = res["step_seconds"]  # every step timed, and printed
+    assert "preparing scientific-mini" in steps and "scoring a small batch of search requests" in steps
+    assert steps["total"] >= sum(v for k, v in steps.items() if k != "total") and "Time per step" in out
     sc = res["scores"]
     assert sc["rows_in"] > 0 and sc["rows_scored"] + sc["rows_failed"] == sc["rows_in"]
     assert "ranked items in" in out
@@ -106,3 +109,14 @@ def test_prepare_data_cli_on_the_real_sets(shared_data, tmp_path, name, counts):
     assert r.returncode == 0, r.stderr
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert (last["users"], last["items"], last["interactions"]) == counts
+
+
+def test_the_printed_mlflow_ui_command_runs_as_printed():
+    import shlex
+
+    from pipelines import tracking
+
+    argv = shlex.split(tracking.ui_command())
+    assert argv[1:4] == ["-m", "mlflow", "ui"] and "127.0.0.1" in argv
+    r = subprocess.run([*argv[:4], "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--backend-store-uri" in r.stdout

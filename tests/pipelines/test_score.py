@@ -21,7 +21,7 @@ import pytest
 
 from onesearch.data.registry import load_dataset
 from onesearch.model.bundle import GeneratorBundle
-from onesearch.scoring import ScoreSettings
+from onesearch.scoring import MALFORMED_TEXT_HISTORY, ScoreSettings
 from pipelines import score, tokenize, train_generator
 from pipelines.pyfunc import log_generator_model
 
@@ -101,6 +101,24 @@ def test_bad_rows_are_reported_with_reasons_and_counted(bundle_dir, tmp_path):
     assert scored.group_by("request_id").len()["len"].max() == ScoreSettings().k
     assert scored["item_id"].is_in(bundle.table.item_ids.tolist()).all()
     assert scored.filter(pl.col("rank") == 1)["score"].min() >= scored["score"].min()
+
+
+def test_csv_histories_are_json_lists_and_a_numpy_repr_says_so(bundle_dir, tmp_path):
+    bundle = GeneratorBundle.load(bundle_dir)
+    a, b = (int(x) for x in bundle.table.item_ids[:2])
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "request_id,user_id,query,history\n"
+        f'r1,u1,,"[{a}, {b}]"\n'  # JSON: scored
+        f'r2,u1,,"[{a} {b}]"\n'  # numpy's repr, as pandas writes an array: refused with the form it needs
+    )
+    res = score.main(
+        score.Config(model=bundle_dir, input=str(src), output=str(tmp_path / "out"), progress=False)
+    )
+    assert (res["rows_scored"], res["rows_failed"]) == (1, 1)
+    errors = pl.read_parquet(tmp_path / "out" / "errors-*.parquet")
+    assert errors["reason"].to_list() == [MALFORMED_TEXT_HISTORY]
+    assert "JSON list of item ids, e.g. [2383, 4563]" in MALFORMED_TEXT_HISTORY
 
 
 def test_missing_columns_stop_the_job_before_writing(bundle_dir, tmp_path):
