@@ -33,9 +33,11 @@ class Config:
     """Settings of the bench-generative job."""
 
     model: str = ""
-    """A bundle folder or MLflow URI (runs:/<id>/generator) to evaluate; empty = train one first."""
+    """A bundle folder or MLflow URI (runs:/<id>/generator) to evaluate on the dataset it records; empty = train
+    one first."""
     trainer: train_generator.Config = field(default_factory=train_generator.Config)
-    """Training settings (used when --model is empty; dataset, task and tokenizer always)."""
+    """Training settings (used when --model is empty; with --model, --trainer.dataset only locates a dataset given
+    by path when the bundle's recorded name does not resolve)."""
     beam: int = 20
     """Beam width of the evaluation."""
     qps_beams: tuple[int, ...] = (1, 20, 100)
@@ -66,6 +68,35 @@ def _qps(bundle: GeneratorBundle, ex, beam: int, batch: int, device, amp: bool) 
     return n / (time.perf_counter() - t0)
 
 
+def _dataset_of(meta: dict, given: str, model_path: str):
+    """The dataset a bundle was trained on: where it was read from (recorded), else by its recorded name, else
+    ``given``; a bundle that records its data's fingerprint is refused beside other data."""
+    name = meta.get("dataset")
+    if name is None:  # a bundle that records nothing: the dataset given
+        return load_dataset(given)
+    tried = []
+    for spec in dict.fromkeys(s for s in (meta.get("dataset_source"), name, given) if s):
+        try:
+            ds = load_dataset(spec)
+        except (FileNotFoundError, ValueError) as e:
+            tried.append(f"{spec}: {e}")
+            continue
+        if ds.name != name:
+            tried.append(f"{spec}: that is {ds.name!r}")
+            continue
+        want = meta.get("data_fingerprint")
+        if want is not None and ds.fingerprint() != want:
+            raise ValueError(
+                f"{model_path}: {spec} is named {name!r} like the model's training data but holds other rows "
+                "(its fingerprint differs): pass the folder the model was trained on as --trainer.dataset"
+            )
+        return ds
+    raise ValueError(
+        f"{model_path}: the model was trained on {name!r}, which is not found here ({'; '.join(tried)}); "
+        "pass its folder as --trainer.dataset"
+    )
+
+
 def main(cfg: Config) -> dict:
     tcfg = cfg.trainer
     if cfg.beam < 10:
@@ -83,10 +114,8 @@ def main(cfg: Config) -> dict:
         amp = use_amp(device, tcfg.train.amp)
         bundle = GeneratorBundle.load(model_path, device=device)
         meta = bundle.meta
-        task, dataset = meta.get("task", tcfg.task), meta.get("dataset", tcfg.dataset)
-        ds = load_dataset(tcfg.dataset)
-        if dataset != ds.name:
-            raise ValueError(f"{model_path}: the model was trained on {dataset!r}; pass --dataset {dataset}")
+        task = meta.get("task", tcfg.task)
+        ds = _dataset_of(meta, tcfg.dataset, model_path)
         mc = bundle.model.cfg
         if task == "search":
             splits = search_examples(ds, bundle.table, bundle.vocab, mc.max_history, mc.max_query_tokens)

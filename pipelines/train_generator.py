@@ -278,8 +278,11 @@ def main(cfg: Config) -> dict:
                   file=sys.stderr, flush=True)  # fmt: skip
             tracking.log_metrics({"popularity_weight": w})
         bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
+        source = Path(cfg.dataset).expanduser()
         extra = {
             "dataset": p.ds.name,
+            "dataset_source": str(source.resolve()) if source.exists() else cfg.dataset,
+            "data_fingerprint": p.ds.fingerprint(),
             "task": cfg.task,
             "tasks": ["search", "recommend"] if cfg.task == "search" and cfg.mix_recommend else [cfg.task],
             "tokenizer": cfg.tokenizer,

@@ -288,3 +288,16 @@ def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bu
     torch.testing.assert_close(
         bundle.model.item_log_pop, torch.log1p(torch.as_tensor(p.item_purchases, dtype=torch.float32))
     )
+
+
+def test_bench_generative_evaluates_a_bundle_on_the_dataset_it_records():
+    from onesearch.data.registry import load_dataset
+
+    ds = load_dataset("synthetic-tiny")
+    meta = {"dataset": ds.name, "dataset_source": "synthetic-tiny", "data_fingerprint": ds.fingerprint()}
+    # whatever the trainer's dataset says (here its default), the recorded one is used
+    assert bench_generative._dataset_of(meta, "scientific", "m").fingerprint() == ds.fingerprint()
+    with pytest.raises(ValueError, match="holds other rows"):
+        bench_generative._dataset_of({**meta, "data_fingerprint": "0" * 64}, "", "m")
+    with pytest.raises(ValueError, match=r"trained on 'my-shop', which is not found here.*--trainer.dataset"):
+        bench_generative._dataset_of({"dataset": "my-shop", "dataset_source": "/no/such/folder"}, "", "m")
