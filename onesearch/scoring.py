@@ -31,18 +31,32 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from onesearch.data.schema import ITEM_ID, QUERY, REQUEST_ID, USER_ID
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
 
-INPUT_COLUMNS = ("request_id", "user_id", "query", "history")
+HISTORY = "history"
+RANK, SCORE, SID = "rank", "score", "sid"
+ROW, REASON = "row", "reason"
+INPUT_COLUMNS = (REQUEST_ID, USER_ID, QUERY, HISTORY)
 MALFORMED_TEXT_HISTORY = "malformed history: csv needs a JSON list of item ids, e.g. [2383, 4563]"
 """The reason of a text history that is not a JSON list (numpy's ``[2383 4563]``, as pandas writes it, is not)."""
 META_DATASET = "onesearch.dataset"
 """Parquet key-value metadata of a request file: the dataset its item ids come from (optional)."""
 META_CATALOGUE = "onesearch.catalogue"
 """Parquet key-value metadata of a request file: :func:`catalogue_hash` of that dataset's items (optional)."""
-OUTPUT_COLUMNS = ("request_id", "rank", "item_id", "score", "sid")
-ERROR_COLUMNS = ("request_id", "row", "reason")
+OUTPUT_COLUMNS = (REQUEST_ID, RANK, ITEM_ID, SCORE, SID)
+ERROR_COLUMNS = (REQUEST_ID, ROW, REASON)
+
+
+def output_schema(rid_dtype=pl.String) -> dict:
+    """The dtypes of the scored rows (the request id keeps the input's dtype)."""
+    return {REQUEST_ID: rid_dtype, RANK: pl.Int16, ITEM_ID: pl.Int64, SCORE: pl.Float32, SID: pl.String}
+
+
+def error_schema(rid_dtype=pl.String) -> dict:
+    """The dtypes of the bad rows: the request id, the row's position in its chunk, the reason."""
+    return {REQUEST_ID: rid_dtype, ROW: pl.Int64, REASON: pl.String}
 
 
 def catalogue_hash(item_ids) -> str:
@@ -166,10 +180,10 @@ class Scorer:
         bad_ids, bad_rows, reasons = [], [], []
         for j, (rid, uid, query, history) in enumerate(
             zip(
-                df["request_id"].to_list(),
-                df["user_id"].to_list(),
-                df["query"].to_list(),
-                df["history"].to_list(),
+                df[REQUEST_ID].to_list(),
+                df[USER_ID].to_list(),
+                df[QUERY].to_list(),
+                df[HISTORY].to_list(),
                 strict=True,
             )
         ):
@@ -183,16 +197,14 @@ class Scorer:
                 bad_ids.append(rid)
                 bad_rows.append(j)
                 reasons.append(reason)
-        rid_dtype = df.schema["request_id"]
+        rid_dtype = df.schema[REQUEST_ID]
         err = pl.DataFrame(
-            {"request_id": bad_ids, "row": bad_rows, "reason": reasons},
-            schema={"request_id": rid_dtype, "row": pl.Int64, "reason": pl.String},
+            dict(zip(ERROR_COLUMNS, (bad_ids, bad_rows, reasons), strict=True)),
+            schema=error_schema(rid_dtype),
         )
         if not good_ids:
             out = empty_output(rid_dtype)
-            return (
-                out.with_columns(pl.lit(0, dtype=pl.Int64).alias("row")).head(0) if positions else out
-            ), err
+            return (out.with_columns(pl.lit(0, dtype=pl.Int64).alias(ROW)).head(0) if positions else out), err
         ids, scores = self.bundle.retrieve(
             histories, queries, k=s.k, beam=max(s.beam, s.k), batch_size=s.batch_size
         )
@@ -202,24 +214,16 @@ class Scorer:
             flat >= 0, self._sid[self.bundle.table.rows(np.where(flat >= 0, flat, self._known[0]))], None
         )
         cols = {
-            "request_id": pl.Series(np.repeat(np.array(good_ids, dtype=object), k).tolist(), dtype=rid_dtype),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), n),
-            "item_id": flat.astype(np.int64),
-            "score": scores.reshape(-1).astype(np.float32),
-            "sid": pl.Series(sid.tolist(), dtype=pl.String),
+            REQUEST_ID: pl.Series(np.repeat(np.array(good_ids, dtype=object), k).tolist(), dtype=rid_dtype),
+            RANK: np.tile(np.arange(1, k + 1, dtype=np.int16), n),
+            ITEM_ID: flat.astype(np.int64),
+            SCORE: scores.reshape(-1).astype(np.float32),
+            SID: pl.Series(sid.tolist(), dtype=pl.String),
         }
         if positions:
-            cols["row"] = np.repeat(np.asarray(good_rows, dtype=np.int64), k)
-        return pl.DataFrame(cols).filter(pl.col("item_id") >= 0), err
+            cols[ROW] = np.repeat(np.asarray(good_rows, dtype=np.int64), k)
+        return pl.DataFrame(cols).filter(pl.col(ITEM_ID) >= 0), err
 
 
 def empty_output(rid_dtype=pl.String) -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "request_id": rid_dtype,
-            "rank": pl.Int16,
-            "item_id": pl.Int64,
-            "score": pl.Float32,
-            "sid": pl.String,
-        }
-    )
+    return pl.DataFrame(schema=output_schema(rid_dtype))

@@ -17,7 +17,19 @@ import mlflow
 import pandas as pd
 import polars as pl
 
-from onesearch.scoring import ScoreSettings
+from onesearch.data.schema import ITEM_ID, REQUEST_ID
+from onesearch.scoring import (
+    INPUT_COLUMNS,
+    OUTPUT_COLUMNS,
+    RANK,
+    REASON,
+    SCORE,
+    SID,
+    Scorer,
+    ScoreSettings,
+    check_columns,
+    output_schema,
+)
 
 MODEL_NAME = "generator-pyfunc"
 """Name of the pyfunc model inside its MLflow run."""
@@ -33,20 +45,16 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.settings = ScoreSettings(**json.loads(Path(context.artifacts["settings"]).read_text()))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from onesearch.scoring import Scorer, check_columns
-
         df = pl.from_pandas(pd.DataFrame(model_input))
         check_columns(df, "pyfunc input")
         out, err = Scorer(self.bundle, self.settings).score(df)
+        # a bad row comes back as one row: rank 0, item -1, no score or SID, and its reason
+        blank = {RANK: 0, ITEM_ID: -1, SCORE: None, SID: None}
+        schema = output_schema(err.schema[REQUEST_ID])
         bad = err.select(
-            "request_id",
-            pl.lit(0, dtype=pl.Int16).alias("rank"),
-            pl.lit(-1, dtype=pl.Int64).alias("item_id"),
-            pl.lit(None, dtype=pl.Float32).alias("score"),
-            pl.lit(None, dtype=pl.String).alias("sid"),
-            "reason",
+            REQUEST_ID, *(pl.lit(blank[c], dtype=schema[c]).alias(c) for c in OUTPUT_COLUMNS[1:]), REASON
         )
-        good = out.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
+        good = out.with_columns(pl.lit(None, dtype=pl.String).alias(REASON))
         return pl.concat([good, bad.cast(good.schema)]).to_pandas()
 
 
@@ -62,17 +70,10 @@ def log_generator_model(
     settings_path = Path(tmp.name) / "score_settings.json"
     settings_path.write_text(json.dumps(asdict(settings)))
     example = pd.DataFrame(
-        {"request_id": ["r1"], "user_id": ["u1"], "query": ["example query"], "history": [[1, 2, 3]]}
+        dict(zip(INPUT_COLUMNS, (["r1"], ["u1"], ["example query"], [[1, 2, 3]]), strict=True))
     )
     out_example = pd.DataFrame(
-        {
-            "request_id": ["r1"],
-            "rank": [1],
-            "item_id": [1],
-            "score": [-0.5],
-            "sid": ["1-2-3"],
-            "reason": [None],
-        }
+        dict(zip((*OUTPUT_COLUMNS, REASON), (["r1"], [1], [1], [-0.5], ["1-2-3"], [None]), strict=True))
     )
     with tmp:
         return mlflow.pyfunc.log_model(

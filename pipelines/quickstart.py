@@ -17,7 +17,8 @@ from bidding.dt import DTConfig, DTTrainConfig
 from bidding.evaluate import EvalConfig
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import shared_data_dir
-from onesearch.scoring import write_requests
+from onesearch.data.schema import EVENT, ITEM_ID, POSITION, QUERY, REQUEST_ID, TIMESTAMP, USER_ID
+from onesearch.scoring import HISTORY, write_requests
 from pipelines import (
     bench_bidding,
     bench_generative,
@@ -81,23 +82,23 @@ def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
     """The first ``n`` search requests of a prepared dataset as score input (history = purchases before them)."""
     ds = Dataset.load(dataset_dir)
     bought = (
-        ds.interactions.filter(pl.col("event") == "purchase")
-        .sort("user_id", "timestamp")
-        .group_by("user_id", maintain_order=True)
-        .agg(pl.col("item_id").alias("bought"))
+        ds.interactions.filter(pl.col(EVENT) == "purchase")
+        .sort(USER_ID, TIMESTAMP)
+        .group_by(USER_ID, maintain_order=True)
+        .agg(pl.col(ITEM_ID).alias("bought"))
     )
     req = (
-        ds.search_log.sort("request_id")
+        ds.search_log.sort(REQUEST_ID)
         .head(n)
-        .join(bought, on="user_id", how="left")
+        .join(bought, on=USER_ID, how="left")
         .select(
-            pl.col("request_id").cast(pl.String),
-            pl.col("user_id").cast(pl.String),
-            "query",
-            pl.col("bought").list.head(pl.col("position")).alias("history"),
+            pl.col(REQUEST_ID).cast(pl.String),
+            pl.col(USER_ID).cast(pl.String),
+            QUERY,
+            pl.col("bought").list.head(pl.col(POSITION)).alias(HISTORY),
         )
     )
-    write_requests(req, path, ds.name, ds.items["item_id"])
+    write_requests(req, path, ds.name, ds.items[ITEM_ID])
     return path
 
 

@@ -26,14 +26,21 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from onesearch.data.schema import REQUEST_ID, USER_ID
 from onesearch.io import atomic_write
 from onesearch.scoring import (
     META_CATALOGUE,
     META_DATASET,
+    OUTPUT_COLUMNS,
+    RANK,
+    REASON,
+    ROW,
     Scorer,
     ScoreSettings,
     check_columns,
     check_provenance,
+    error_schema,
+    output_schema,
 )
 from pipelines import tracking
 
@@ -106,7 +113,7 @@ def read_chunks(cfg: Config) -> Iterator[pl.DataFrame]:
         batches = pacsv.open_csv(
             src,
             convert_options=pacsv.ConvertOptions(
-                column_types={"request_id": pa.string(), "user_id": pa.string()}
+                column_types={REQUEST_ID: pa.string(), USER_ID: pa.string()}
             ),
         )
     else:
@@ -223,9 +230,7 @@ def main(cfg: Config) -> dict:
     seen: set = set()
     for key in done:  # request ids already handled, for the duplicate check
         for name in (f"part-{int(key):06d}.parquet", f"errors-{int(key):06d}.parquet"):
-            seen.update(
-                pl.read_parquet(out / name, columns=["request_id"])["request_id"].drop_nulls().to_list()
-            )
+            seen.update(pl.read_parquet(out / name, columns=[REQUEST_ID])[REQUEST_ID].drop_nulls().to_list())
     scorer = Scorer(bundle, cfg.settings, seen=seen)
     with tracking.job_run(JOB, cfg):
         t0 = time.perf_counter()
@@ -282,7 +287,7 @@ class RayScorer:
         scored = scored.with_columns(pl.Series("_row", where.gather(scored["row"]))).drop("row")
         errors = errors.with_columns(pl.Series("_row", where.gather(errors["row"]))).drop("row")
         return pl.concat(
-            [scored.with_columns(pl.lit(None, dtype=pl.String).alias("reason")), errors],
+            [scored.with_columns(pl.lit(None, dtype=pl.String).alias(REASON)), errors],
             how="diagonal_relaxed",
         ).to_arrow()
 
@@ -368,41 +373,33 @@ def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):
         ray.shutdown()
     # The duplicate rule over the whole input, as the local engine applies it row by row: the first row with an id
     # keeps its outcome, every later row with that id (or one seen in a finished chunk) is a duplicate.
-    inputs = pl.concat([pl.from_arrow(t).select("request_id", "_row") for t in tables])
-    first = inputs.drop_nulls("request_id").group_by("request_id").agg(pl.col("_row").min().alias("_first"))
-    result = result.join(first, on="request_id", how="left")
+    inputs = pl.concat([pl.from_arrow(t).select(REQUEST_ID, "_row") for t in tables])
+    first = inputs.drop_nulls(REQUEST_ID).group_by(REQUEST_ID).agg(pl.col("_row").min().alias("_first"))
+    result = result.join(first, on=REQUEST_ID, how="left")
     dup = pl.col("_first").is_not_null() & (pl.col("_row") > pl.col("_first"))
     if seen:
-        dup = dup | pl.col("request_id").is_in(list(seen))
+        dup = dup | pl.col(REQUEST_ID).is_in(list(seen))
     dups = (
         result.filter(dup)
         .group_by("_row")
-        .agg(pl.col("request_id").first())
-        .with_columns(pl.lit("duplicate request_id").alias("reason"))
+        .agg(pl.col(REQUEST_ID).first())
+        .with_columns(pl.lit("duplicate request_id").alias(REASON))
     )
     result = pl.concat([result.filter(~dup | dup.is_null()), dups], how="diagonal_relaxed")
     for i, chunk in todo:
         lo = i * cfg.chunk_rows
         part = result.filter(pl.col("_row").is_between(lo, lo + chunk.height - 1))
-        rid = chunk.schema["request_id"]
+        rid = chunk.schema[REQUEST_ID]
         scored = (
-            part.filter(pl.col("reason").is_null())
-            .sort("_row", "rank")
-            .select("request_id", "rank", "item_id", "score", "sid")
-            .cast(
-                {
-                    "request_id": rid,
-                    "rank": pl.Int16,
-                    "item_id": pl.Int64,
-                    "score": pl.Float32,
-                    "sid": pl.String,
-                }
-            )
+            part.filter(pl.col(REASON).is_null())
+            .sort("_row", RANK)
+            .select(OUTPUT_COLUMNS)
+            .cast(output_schema(rid))
         )
         errors = (
-            part.filter(pl.col("reason").is_not_null())
+            part.filter(pl.col(REASON).is_not_null())
             .sort("_row")
-            .select("request_id", (pl.col("_row") - lo).alias("row"), "reason")
-            .cast({"request_id": rid, "row": pl.Int64, "reason": pl.String})
+            .select(REQUEST_ID, (pl.col("_row") - lo).alias(ROW), REASON)
+            .cast(error_schema(rid))
         )
         yield i, chunk, (scored, errors)
