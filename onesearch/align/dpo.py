@@ -189,18 +189,8 @@ def sequence_logprob(model: Generator, batch: Batch, rows: Tensor) -> Tensor:
     """(B, n) log-probability of each item's whole ID, ``Σ_l log p(c_l | c_<l, request)``, teacher-forced for all
     n items of each request at once (with gradients). ``rows`` (B, n) are SID-table rows; -1 (padding) scores the
     all-zero ID, which callers mask."""
-    enc = model.encode(batch)
-    B, n = rows.shape
-    L = model.cfg.levels
     codes = model.item_codes[rows.masked_fill(rows < 0, model.n_items)]  # (B, n, L)
-    start = model.start_tokens(B, n)  # (B, n, 1, d)
-    x = torch.cat([start, model.embed_codes(codes[..., : L - 1], 0)], dim=2)  # (B, n, L, d)
-    h, _ = model.decode_step(x, enc, None)  # (B, n, L, d)
-    total = h.new_zeros(B, n, dtype=torch.float32)
-    for lv in range(L):
-        logp = model.level_logits(h[:, :, lv], lv).float().log_softmax(-1)  # (B, n, V)
-        total = total + logp.gather(2, codes[..., lv : lv + 1]).squeeze(-1)
-    return total
+    return model.code_logprobs(model.encode(batch), codes).sum(-1)
 
 
 @torch.no_grad()

@@ -113,9 +113,7 @@ def _fuse_dense(
     extra = dense.topk(m, dim=1).indices  # (B, m) rows
     in_beam = (extra[:, :, None] == items[:, None, :]).any(-1)  # (B, m): already a beam item
     extra_codes = model.item_codes[extra]  # (B, m, L)
-    extra_score = (
-        _forced_logprobs(model, enc, extra_codes, extra.shape[0]).sum(-1).masked_fill(in_beam, float("-inf"))
-    )
+    extra_score = model.code_logprobs(enc, extra_codes).sum(-1).masked_fill(in_beam, float("-inf"))
     cand = torch.cat([items, extra], 1)  # (B, n + m)
     gen = torch.cat([score, extra_score], 1)
     fused = gen + cfg.dense_weight * dense.gather(1, cand.clamp(min=0))
@@ -170,10 +168,8 @@ def score_all_items(model: Generator, batch: Batch, item_codes: Tensor, chunk: i
     Cost grows with B × n_items; it is the exactness reference for small catalogues, not a retrieval method.
     """
     enc = model.encode(batch)
-    B, n = batch.size, item_codes.shape[0]
-    out = [
-        _forced_logprobs(model, enc, item_codes[None, s : s + chunk], B).sum(-1) for s in range(0, n, chunk)
-    ]
+    n = item_codes.shape[0]
+    out = [model.code_logprobs(enc, item_codes[None, s : s + chunk]).sum(-1) for s in range(0, n, chunk)]
     return torch.cat(out, 1)
 
 
@@ -191,24 +187,5 @@ def level_logprobs(model: Generator, batch: Batch, item_codes: Tensor, items: Te
     n = item_codes.shape[0]
     if ((items < -1) | (items >= n)).any():
         raise ValueError(f"items must be rows of item_codes (0..{n - 1}) or -1")
-    out = _forced_logprobs(model, model.encode(batch), item_codes[items.clamp(min=0)], B)
+    out = model.code_logprobs(model.encode(batch), item_codes[items.clamp(min=0)])
     return out.masked_fill((items < 0)[..., None], float("-inf"))
-
-
-def _forced_logprobs(model: Generator, enc: Encoded, codes: Tensor, B: int) -> Tensor:
-    """(B, K, L) teacher-forced ``log p(c_l | c_<l, request)`` of ``codes`` (B, K, L), or (1, K, L) shared by all
-    B requests of ``enc``: one decoder pass over every candidate's whole ID."""
-    K, L = codes.shape[1], codes.shape[2]
-    x = torch.cat([model.start_tokens(codes.shape[0], K), model.embed_codes(codes[:, :, : L - 1], 0)], dim=2)
-    h, _ = model.decode_step(x.expand(B, -1, -1, -1).contiguous(), enc, None)  # (B, K, L, d)
-    codes = codes.expand(B, -1, -1)
-    return torch.stack(
-        [
-            model.level_logits(h[:, :, lv], lv)
-            .float()
-            .log_softmax(-1)
-            .gather(2, codes[:, :, lv : lv + 1])[..., 0]
-            for lv in range(L)
-        ],
-        dim=2,
-    )

@@ -522,6 +522,32 @@ class Generator(nn.Module):
             new_cache.append(c)
         return self.dec_ln(x), new_cache
 
+    def teacher_forced(self, enc: Encoded, codes: Tensor) -> Tensor:
+        """(B, K, L, d) decoder states of K whole IDs per request, position l reading the codes before level l:
+        one causal pass over every ID. ``codes`` is (B, K, L), or (1, K, L) shared by all B requests of ``enc``.
+        The one teacher-forcing path: training (:meth:`loss`), scoring given IDs (:meth:`code_logprobs`) and
+        the preference loss of alignment all run through it."""
+        B, (n, K, L) = enc.keep.shape[0], codes.shape
+        x = torch.cat([self.start_tokens(n, K), self.embed_codes(codes[:, :, : L - 1], 0)], dim=2)
+        h, _ = self.decode_step(x.expand(B, -1, -1, -1).contiguous(), enc, None)
+        return h
+
+    def code_logprobs(self, enc: Encoded, codes: Tensor) -> Tensor:
+        """(B, K, L) teacher-forced ``log p(c_l | c_<l, request)`` of each level of K IDs per request (codes as in
+        :meth:`teacher_forced`); their sum over levels is an ID's beam-search score (without the dense head)."""
+        h = self.teacher_forced(enc, codes)
+        codes = codes.expand(h.shape[0], -1, -1)
+        return torch.stack(
+            [
+                self.level_logits(h[:, :, lv], lv)
+                .float()
+                .log_softmax(-1)
+                .gather(2, codes[:, :, lv : lv + 1])[..., 0]
+                for lv in range(codes.shape[2])
+            ],
+            dim=2,
+        )
+
     def forward(self, batch: Batch) -> list[Tensor]:
         """Teacher-forced logits: one (B, codebook_sizes[l]) tensor per level."""
         return self._forward(batch)[0]
@@ -530,11 +556,8 @@ class Generator(nn.Module):
         """The levels' logits and the decoder's first state (B, d), which the dense head reads."""
         if batch.target is None:
             raise ValueError("forward needs batch.target (the codes to teacher-force)")
-        enc = self.encode(batch)
-        B, L = batch.target.shape
-        x = torch.cat([self.start_tokens(B)[:, 0], self.embed_codes(batch.target[:, : L - 1], 0)], dim=1)
-        h, _ = self.decode_step(x.unsqueeze(1), enc, None)  # (B, 1, L, d)
-        return [head(h[:, 0, lv]) for lv, head in enumerate(self.heads)], h[:, 0, 0]
+        h = self.teacher_forced(self.encode(batch), batch.target[:, None])[:, 0]  # (B, L, d)
+        return [self.level_logits(h[:, lv], lv) for lv in range(h.shape[1])], h[:, 0]
 
     def loss(self, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
         """Mean over levels of the cross-entropy of each level's code; with the dense head, plus ``dense_loss`` ×
