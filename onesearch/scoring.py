@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from onesearch.data.schema import ITEM_ID, QUERY, REQUEST_ID, USER_ID
+from onesearch.model.beam import BEAM, K
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
 
@@ -94,9 +95,9 @@ def check_provenance(recorded: dict[str, str], bundle: GeneratorBundle, where: s
 class ScoreSettings:
     """How each request is decoded."""
 
-    k: int = 10
+    k: int = K
     """Items returned per request."""
-    beam: int = 20
+    beam: int = BEAM
     """Beam width (at least k)."""
     batch_size: int = 256
     """Requests per decoding batch."""

@@ -19,7 +19,7 @@ import torch
 from onesearch.data.registry import load_dataset
 from onesearch.device import pick_device
 from onesearch.metrics import target_ranks
-from onesearch.model.beam import beam_search
+from onesearch.model.beam import BEAM, K, beam_search
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import recommend_examples, search_examples
 from onesearch.model.train import autocast, evaluate, use_amp
@@ -38,7 +38,7 @@ class Config:
     trainer: train_generator.Config = field(default_factory=train_generator.Config)
     """Training settings (used when --model is empty; with --model, --trainer.dataset only locates a dataset given
     by path when the bundle's recorded name does not resolve)."""
-    beam: int = 20
+    beam: int = BEAM
     """Beam width of the evaluation."""
     qps_beams: tuple[int, ...] = (1, 20, 100)
     """Beam widths at which decoding throughput is measured."""
@@ -64,7 +64,7 @@ def _qps(bundle: GeneratorBundle, ex, beam: int, batch: int, device, amp: bool) 
     for s in range(0, n, batch):
         b = ex.batch(np.arange(s, min(s + batch, n))).to(device)
         with autocast(device, amp):
-            beam_search(bundle.model, b, trie, beam=beam, k=min(beam, 10))
+            beam_search(bundle.model, b, trie, beam=beam, k=min(beam, K))
     return n / (time.perf_counter() - t0)
 
 

@@ -22,6 +22,11 @@ from torch import Tensor
 from onesearch.decode.trie import SIDTrie
 from onesearch.model.generator import Batch, Encoded, Generator
 
+BEAM = 20
+"""The default beam width of decoding, wherever the toolkit decodes (serving, scoring, evaluation)."""
+K = 10
+"""The default number of items returned per request."""
+
 
 class Decoded(NamedTuple):
     """Top-K of B requests, best first."""
@@ -43,7 +48,7 @@ def beam_search(
     model: Generator,
     batch: Batch,
     trie: SIDTrie,
-    beam: int = 20,
+    beam: int = BEAM,
     k: int | None = None,
     constrained: bool = True,
 ) -> Decoded:

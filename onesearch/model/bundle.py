@@ -17,7 +17,7 @@ import torch
 
 from onesearch.decode import SIDTrie
 from onesearch.io import atomic_dir
-from onesearch.model.beam import Decoded, beam_search
+from onesearch.model.beam import Decoded, K, beam_search
 from onesearch.model.data import Examples, requests
 from onesearch.model.generator import CONFIG_FILE, Generator, load_checkpoint, save_checkpoint
 from onesearch.model.text import VOCAB_FILE, QueryTokenizer
@@ -94,7 +94,7 @@ class GeneratorBundle:
         histories: list[list[int]],
         queries: list[str | None] | None = None,
         *,
-        k: int = 10,
+        k: int = K,
         beam: int | None = None,
         batch_size: int = 256,
     ) -> tuple[np.ndarray, np.ndarray]:

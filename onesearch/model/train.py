@@ -29,7 +29,7 @@ from onesearch.decode import SIDTrie
 from onesearch.device import pick_device
 from onesearch.io import atomic_write
 from onesearch.metrics import ranking_metrics, target_ranks
-from onesearch.model.beam import beam_search
+from onesearch.model.beam import BEAM, beam_search
 from onesearch.model.data import Examples, Splits
 from onesearch.model.generator import Generator
 
@@ -60,7 +60,7 @@ class TrainConfig:
     """Evaluate every this many epochs (fractions allowed)."""
     patience: int = 4
     """Stop after this many evaluations without a better validation recall@10 (0 = never)."""
-    eval_beam: int = 20
+    eval_beam: int = BEAM
     """Beam width of validation decoding."""
     eval_examples: int = 0
     """Validate on a fixed random sample of this many examples (0 = all of them)."""
@@ -110,7 +110,7 @@ def evaluate(
     examples: Examples,
     trie: SIDTrie,
     *,
-    beam: int = 20,
+    beam: int = BEAM,
     k: int | None = None,
     batch_size: int = 256,
     device: torch.device | None = None,
