@@ -147,8 +147,8 @@ def align_bundle(
         )
     if bundle.vocab is None:
         raise ValueError(f"{sft_path}: the model reads no query (a recommend model); align a search model")
-    device = pick_device(cfg.align_device)
-    rng = np.random.default_rng(cfg.align_seed)
+    device = pick_device(cfg.device)
+    rng = np.random.default_rng(cfg.seed)
     mcfg = bundle.model.cfg
     splits = search_examples(ds, bundle.table, bundle.vocab, mcfg.max_history, mcfg.max_query_tokens)
     req = split_requests(ds, "search")
@@ -213,7 +213,7 @@ def align_bundle(
     def fit_reward(users: np.ndarray) -> RewardModel:  # on the fold requests of these users (a mask)
         data = _reward_data(fold_X[users], fold_items[users], fold_lvl[users])
         return RewardModel(cfg.reward_rounds, cfg.reward_leaves, 0.05, cfg.click_weight, cfg.relevance_weight,
-                           cfg.align_seed, cfg.reward_objective).fit(data)  # fmt: skip
+                           cfg.seed, cfg.reward_objective).fit(data)  # fmt: skip
 
     reward = fit_reward(np.ones(len(fold_items), dtype=bool))
     valid_lv = levels_of(valid_log, full, req["valid"][0])
@@ -281,7 +281,7 @@ def align_bundle(
         beams1, lp1, ids1 = beams_of(ex1)
         X1 = _pair_features(fold_cascade, fold_req, ids1)
         half = np.zeros(ex1.size, dtype=bool)
-        half[np.random.default_rng([cfg.align_seed, 2]).permutation(ex1.size)[: ex1.size // 2]] = True
+        half[np.random.default_rng([cfg.seed, 2]).permutation(ex1.size)[: ex1.size // 2]] = True
         r = np.empty(ids1.shape, np.float32)
         for h in (half, ~half):
             r[h] = fit_reward(~h).reward(X1[h])
@@ -388,7 +388,7 @@ def main(cfg: Config) -> dict:
         path = (
             tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(cfg.trainer)["model_uri"]
         )
-        out = output_dir(cfg.output, ds.name, path, cfg.align.align_seed)
+        out = output_dir(cfg.output, ds.name, path, cfg.align.seed)
         res = align_bundle(cfg.align, path, ds, out)
         tracking.log_json(res, "align.json")
         tracking.log_artifacts(out, "generator")
