@@ -28,6 +28,7 @@ import polars as pl
 
 from onesearch.align.dpo import PRESETS as ALIGN_PRESETS
 from onesearch.align.dpo import AlignConfig
+from onesearch.align.pipeline import align_bundle, output_dir
 from onesearch.cascade.ranker import Cascade, CascadeConfig, CascadeRecall
 from onesearch.cascade.sasrec import SASRec, SASRecConfig
 from onesearch.cascade.sources import BM25Source, Catalog, CovisitSource, DenseSource, Popularity
@@ -256,11 +257,9 @@ def build_systems(cfg: Config) -> Systems:
         systems["generative"] = GenerativeRetriever(bundle, beam=cfg.beam)
         extra["generative"] = {"model_uri": path, "train_minutes": bundle.meta.get("train_minutes")}
         if cfg.aligned:
-            from pipelines import align
-
             _log("aligning the generator (reward model + list-wise DPO)")
-            out = align.output_dir(t.output, ds.name, path, cfg.align.seed)
-            res = align.align_bundle(cfg.align, path, ds, out)
+            out = output_dir(t.output, ds.name, path, cfg.align.seed)
+            res = align_bundle(cfg.align, path, ds, out, on_eval=tracking.log_step_metrics)
             systems["generative_aligned"] = GenerativeRetriever(GeneratorBundle.load(out), beam=cfg.beam)
             extra["generative_aligned"] = {k: v for k, v in res.items() if k != "history"}
     return Systems(ds, train, test, target, catalog, buckets, systems, extra, cold_ids)

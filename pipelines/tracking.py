@@ -122,6 +122,12 @@ def metric_name(key: str) -> str:
     return key.replace("@", "_at_")
 
 
+def log_step_metrics(entry: dict) -> None:
+    """Log one progress entry (``{"step": n, ...numbers}``, e.g. a validation of the alignment) at its step; keys
+    that are not numbers (``phase``) are left out."""
+    log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+
 def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
     """Log every numeric entry of ``metrics`` (nested dicts flattened, lists as ``key.0``, ``key.1``, ...;
     non-numbers skipped), at ``step`` when given (training curves)."""

@@ -14,8 +14,7 @@ model already retrieves (hr@50): ``anchor_weight`` × the KL divergence of the p
 reference's (``anchor = kl``) or × the supervised cross-entropy of the targets (``anchor = sft``).
 
 Lists come from two phases (:func:`reward_lists`, :func:`level_lists`): the SFT model's own beams ranked by the
-reward model, then the logged interaction levels. With soft labels (:func:`soft_reward_lists`) a phase-1 list is
-all of a request's beams and the loss the cross-entropy of the labels against ``softmax(z)``. By default only lists whose order the reference disagrees with
+reward model, then the logged interaction levels. By default only lists whose order the reference disagrees with
 are kept (some rejected item scored at least as high as the preferred one): the others teach nothing new.
 """
 
@@ -67,15 +66,6 @@ class AlignConfig:
     """Beam width of the SFT model's lists (phase 1) and of its hard negatives (phase 2)."""
     list_requests: int = 0
     """Training requests sampled for the lists (0 = all)."""
-    list_source: str = "sample"
-    """Requests of phase 1: sample (the sampled training requests, their features counting their own purchases),
-    holdout (each user's last training request, with features of the purchases before it and rewards from a
-    reward model fitted on the other half of the users) or valid (the validation requests outside the evaluation
-    sample, unlabelled: phase 1 reads only their query and history, requests the SFT model never trained on)."""
-    reward_scale: float = 0.0
-    """Phase 1 with soft labels: each request's list is all its beams, labelled softmax(β · reward_scale · reward),
-    which pulls the policy to the reference re-ranked by log π_ref + reward_scale · reward; rejected, reward_margin
-    and disagreeing_only then apply to phase 2 only (0 = one preferred beam against the beams of lower reward)."""
     reward_margin: float = 0.0
     """Phase 1: a rejected beam's reward is below the preferred one's by more than this."""
     disagreeing_only: bool = True
@@ -126,11 +116,9 @@ class AlignConfig:
             ("anchor_weight", self.anchor_weight >= 0, ">= 0"),
             ("anchor", self.anchor in ("kl", "sft"), "kl or sft"),
             ("reward_objective", self.reward_objective in ("lambdarank", "binary"), "lambdarank or binary"),
-            ("reward_scale", self.reward_scale >= 0, ">= 0"),
             ("rejected", self.rejected >= 1, ">= 1"),
             ("list_beam", self.list_beam >= 2, ">= 2"),
             ("list_requests", self.list_requests >= 0, ">= 0"),
-            ("list_source", self.list_source in ("sample", "holdout", "valid"), "sample, holdout or valid"),
             ("retrieved_negatives", self.retrieved_negatives >= 0, ">= 0"),
             ("eval_every", self.eval_every >= 1, ">= 1"),
             ("eval_beam", self.eval_beam >= 50, ">= 50"),
@@ -159,15 +147,11 @@ PRESETS: dict[str, AlignConfig] = {
 
 
 # ------------------------------------------------------------------------ loss
-def listwise_dpo_loss(
-    policy_logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float, target: Tensor | None = None
-) -> Tensor:
+def listwise_dpo_loss(policy_logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float) -> Tensor:
     """Mean over lists of ``logsumexp_j z_j − z_0``, ``z = β (policy − ref)`` over the valid items of each list.
 
     ``policy_logp``, ``ref_logp``: (N, 1 + R) sequence log-probabilities, column 0 the preferred item;
-    ``mask`` (N, 1 + R) bool, True for real items (column 0 must be True). With ``target`` (N, 1 + R), soft
-    labels (each row a probability distribution over its valid items), the loss is the cross-entropy
-    ``−Σ_j target_j log softmax_j(z)``: the one-hot row on column 0 gives the loss above.
+    ``mask`` (N, 1 + R) bool, True for real items (column 0 must be True).
     """
     if policy_logp.shape != ref_logp.shape or policy_logp.shape != mask.shape:
         raise ValueError(
@@ -177,12 +161,7 @@ def listwise_dpo_loss(
         raise ValueError("every list needs its preferred item (mask[:, 0] must be True)")
     z = beta * (policy_logp - ref_logp)
     z = z.masked_fill(~mask, float("-inf"))
-    if target is None:
-        return (torch.logsumexp(z, dim=1) - z[:, 0]).mean()
-    if target.shape != mask.shape:
-        raise ValueError(f"target {tuple(target.shape)} differs from the lists {tuple(mask.shape)}")
-    logp = (z - torch.logsumexp(z, dim=1, keepdim=True)).masked_fill(~mask, 0.0)
-    return -(target.to(logp.dtype) * logp).sum(1).mean()
+    return (torch.logsumexp(z, dim=1) - z[:, 0]).mean()
 
 
 def sequence_logprob(model: Generator, batch: Batch, rows: Tensor) -> Tensor:
@@ -218,8 +197,6 @@ class PreferenceLists(NamedTuple):
     """(M, 1 + R) int64 SID-table rows, column 0 preferred, -1 = padding."""
     ref_logp: np.ndarray
     """(M, 1 + R) float32 reference log-probabilities of the items (-inf at padding)."""
-    target: np.ndarray | None = None
-    """(M, 1 + R) float32 soft labels (rows sum to 1, 0 at padding), or None: the preferred item first."""
 
     @property
     def size(self) -> int:
@@ -274,42 +251,6 @@ def reward_lists(
         rr.append(beam_logp[i, worse])
     return _assemble(examples.take(np.asarray(keep, dtype=np.int64)), np.asarray(pref, np.int64), rej,
                      np.asarray(rp, np.float32), rr, rejected)  # fmt: skip
-
-
-def soft_reward_lists(
-    examples: Examples,
-    beams: np.ndarray,
-    beam_logp: np.ndarray,
-    reward: np.ndarray,
-    scale: float,
-    beta: float,
-    protected: np.ndarray | None = None,
-) -> PreferenceLists:
-    """Phase-1 lists with soft labels: each request's beams (N, K) (best first, -1 = none; at least 2 needed) form
-    one list whose labels are ``softmax_j(β · scale · reward_j)`` over its beams. The list-wise loss is lowest
-    where ``β (log π − log π_ref) = β · scale · reward + const`` on the list: the policy is pulled to the reference
-    re-ranked by ``log π_ref + scale · reward``, by as much as the reward differs and no further (where
-    :func:`reward_lists` only says which beam comes first). A ``protected`` beam (N, K) bool, one of the request's
-    logged clicks or purchases, gets at least the list's highest reward. Column 0 holds the highest-labelled beam."""
-    if not (scale > 0 and beta > 0):
-        raise ValueError(f"soft labels need scale > 0 and beta > 0, got scale={scale}, beta={beta}")
-    ok = beams >= 0
-    if not np.isfinite(reward[ok]).all():
-        bad = int((~np.isfinite(reward[ok])).sum())
-        raise ValueError(f"{bad} beams have a non-finite reward (NaN or inf): their labels would be NaN")
-    keep = np.flatnonzero(ok.sum(1) >= 2)
-    r = np.where(ok, reward, -np.inf).astype(np.float64)[keep]
-    if protected is not None:
-        top = r.max(1, keepdims=True)
-        r = np.where(protected[keep] & ok[keep], np.maximum(r, top), r)
-    logits = beta * scale * r
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    order = np.argsort(-np.where(ok[keep], p, -1.0), axis=1, kind="stable")
-    items = np.take_along_axis(beams[keep], order, 1)
-    ref = np.take_along_axis(np.where(ok, beam_logp, -np.inf)[keep], order, 1).astype(np.float32)
-    target = np.take_along_axis(p, order, 1).astype(np.float32)
-    return PreferenceLists(examples.take(keep), items, ref, target)
 
 
 def level_lists(
@@ -384,11 +325,8 @@ def frozen_copy(model: Generator) -> Generator:
 
 
 def eval_rows(n: int, cfg: AlignConfig) -> np.ndarray:
-    """Rows of the ``n`` validation requests that each evaluation decodes (a fixed seeded sample, sorted). With
-    ``list_source = "valid"`` the sample is at most half of them: phase 1's lists come from the others."""
+    """Rows of the ``n`` validation requests that each evaluation decodes (a fixed seeded sample, sorted)."""
     want = cfg.eval_examples or n
-    if cfg.list_source == "valid":
-        want = min(want, n // 2)
     if want < n:
         return np.sort(np.random.default_rng(cfg.seed).choice(n, want, False))
     return np.arange(n)
@@ -398,7 +336,7 @@ def rerank_ndcg(beams: np.ndarray, beam_logp: np.ndarray, reward: np.ndarray, ta
                 scales: tuple[float, ...], k: int = 10) -> dict[str, float]:  # fmt: skip
     """ndcg@k of the target (N,) among the beams (N, K) (-1 = none, never a hit) re-ranked by
     ``beam_logp + s · reward``, per scale ``s`` (0 = the beams' own order): with K = the list width, what phase 1
-    could teach at most on these requests, with ``reward_scale = s``. Ties keep the beam order."""
+    could teach at most on these requests. Ties keep the beam order."""
     ok = beams >= 0
     out = {}
     for sc in scales:
@@ -414,8 +352,7 @@ def fit_report(beams: np.ndarray, ref_logp: np.ndarray, policy_logp: np.ndarray,
     """How much of the reward the policy took on the reference's beams (N, K) (-1 = none): ``policy_ndcg@k``, the
     target's ndcg@k among the beams ordered by the policy's log-probabilities (against :func:`rerank_ndcg`'s
     ceiling), and the ``shift_reward_corr`` / ``shift_reward_slope`` of the policy's shift ``log π − log π_ref``
-    against the reward, both centred within each request and pooled: slope = Σ shift·reward / Σ reward², the
-    soft labels' optimum being ``reward_scale``."""
+    against the reward, both centred within each request and pooled: slope = Σ shift·reward / Σ reward²."""
     ok = beams >= 0
     shift = np.where(ok, policy_logp, 0.0).astype(np.float64) - np.where(ok, ref_logp, 0.0)  # no -inf - -inf
     rew = np.where(ok, reward.astype(np.float64), 0.0)
@@ -527,9 +464,8 @@ def align(
             items = torch.from_numpy(lists.items[idx]).to(device)
             ref = torch.from_numpy(lists.ref_logp[idx]).to(device)
             mask = items >= 0
-            target = None if lists.target is None else torch.from_numpy(lists.target[idx]).to(device)
             pol = sequence_logprob(policy, b, items)
-            loss_dpo = listwise_dpo_loss(pol, ref.masked_fill(~mask, 0.0), mask, cfg.beta, target)
+            loss_dpo = listwise_dpo_loss(pol, ref.masked_fill(~mask, 0.0), mask, cfg.beta)
             loss = loss_dpo
             ce = torch.zeros(())
             if cfg.anchor_weight > 0:

@@ -21,7 +21,6 @@ from onesearch.align.dpo import (
     rerank_ndcg,
     reward_lists,
     sequence_logprob,
-    soft_reward_lists,
 )
 from onesearch.align.levels import CLICKED, PURCHASED, PURCHASED_ELSEWHERE, RANDOM, SHOWN
 from onesearch.decode import SIDTrie
@@ -54,64 +53,6 @@ def test_one_rejected_item_is_dpo_and_equal_ratios_give_log_of_the_list_length()
     )
     with pytest.raises(ValueError, match="preferred"):
         listwise_dpo_loss(p, r, torch.tensor([[False, True]]), 0.1)
-
-
-def test_soft_labels_give_the_cross_entropy_and_one_hot_labels_the_hard_loss():
-    policy = torch.tensor([[1.0, 0.0, 5.0], [0.0, 0.0, 0.0]])
-    ref = torch.zeros(2, 3)
-    mask = torch.tensor([[True, True, False], [True, True, True]])
-    target = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
-    # list 1: z = (1, 0); softmax = (e/(e+1), 1/(e+1)) = (0.7311, 0.2689); loss = -(0.5 log 0.7311 + 0.5 log 0.2689)
-    # list 2: z = 0, softmax = 1/3 each; loss = log 3 whatever the labels
-    l1 = -0.5 * (math.log(math.e / (math.e + 1)) + math.log(1 / (math.e + 1)))
-    assert abs(l1 - 0.813262) < 1e-5
-    got = listwise_dpo_loss(policy, ref, mask, beta=1.0, target=target)
-    assert got.item() == pytest.approx((l1 + math.log(3)) / 2, abs=1e-6)
-    one_hot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    assert listwise_dpo_loss(policy, ref, mask, 1.0, one_hot).item() == pytest.approx(
-        listwise_dpo_loss(policy, ref, mask, 1.0).item(), abs=1e-6
-    )
-    with pytest.raises(ValueError, match="target"):
-        listwise_dpo_loss(policy, ref, mask, 1.0, target[:, :2])
-
-
-def test_soft_reward_lists_label_by_the_scaled_reward_and_their_optimum_is_the_reranked_reference():
-    ex = Examples(
-        np.ones(2, np.int64), np.zeros((2, 0), np.int64), np.full((2, 1), -1, np.int32), np.zeros(2)
-    )
-    beams = np.array([[5, 7, 9], [4, -1, -1]])  # the second request has one beam: no list
-    lp = np.array([[-1.0, -2.0, -3.0], [-1.0, -np.inf, -np.inf]], np.float32)
-    reward = np.array([[0.0, math.log(3), 0.0], [1.0, 0.0, 0.0]])
-    got = soft_reward_lists(ex, beams, lp, reward, scale=0.5, beta=2.0)  # labels ∝ exp(2·0.5·r) = (1, 3, 1)
-    assert got.size == 1
-    assert got.items.tolist() == [[7, 5, 9]]  # highest label first, then the beam order among equals
-    np.testing.assert_allclose(got.ref_logp, [[-2.0, -1.0, -3.0]])
-    np.testing.assert_allclose(got.target, [[0.6, 0.2, 0.2]], atol=1e-6)
-    # a logged purchase (beam 9) gets at least the list's highest reward: labels ∝ (1, 3, 3)
-    prot = soft_reward_lists(
-        ex, beams, lp, reward, 0.5, 2.0, protected=np.array([[0, 0, 1], [0, 0, 0]], bool)
-    )
-    assert prot.items.tolist() == [[7, 9, 5]]
-    np.testing.assert_allclose(prot.target, [[3 / 7, 3 / 7, 1 / 7]], atol=1e-6)
-    for bad in (dict(scale=0.0, beta=2.0), dict(scale=0.5, beta=0.0)):
-        with pytest.raises(ValueError, match="scale > 0 and beta > 0"):
-            soft_reward_lists(ex, beams, lp, reward, **bad)
-    with pytest.raises(ValueError, match="1 beams have a non-finite reward"):
-        soft_reward_lists(ex, beams, lp, np.where(beams == 9, np.nan, reward), 0.5, 2.0)
-    # minimising the loss over free log-probabilities lands on log π_ref + scale · reward (+ a constant)
-    pol = torch.tensor(got.ref_logp, dtype=torch.float64).clone().requires_grad_(True)
-    ref, mask = torch.tensor(got.ref_logp, dtype=torch.float64), torch.ones(1, 3, dtype=torch.bool)
-    opt = torch.optim.LBFGS([pol], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14)
-
-    def closure():
-        opt.zero_grad()
-        loss = listwise_dpo_loss(pol, ref, mask, 2.0, torch.tensor(got.target, dtype=torch.float64))
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    shift = (pol - ref).detach().numpy()[0] - 0.5 * np.array([math.log(3), 0.0, 0.0])
-    np.testing.assert_allclose(shift - shift[0], 0.0, atol=1e-5)
 
 
 def test_rerank_ndcg_by_hand():

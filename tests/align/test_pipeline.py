@@ -1,4 +1,5 @@
-"""The align job and bench-search --aligned end to end on the tiny synthetic world."""
+"""The alignment pipeline (onesearch.align.pipeline), the align job and bench-search --aligned, end to end on the
+tiny synthetic world."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from onesearch.align.pipeline import align_bundle
 from onesearch.model.bundle import GeneratorBundle
 from pipelines import align, bench_search, tokenize, train_generator
 from pipelines.cli import build_parser
@@ -73,46 +75,14 @@ def test_a_purchase_only_log_gets_retrieved_items_as_its_shown_level(sft, tmp_pa
         pl.lit(None, dtype=pl.Int64).alias(S.REQUEST_ID)
     )  # as the Amazon sets: purchases only, no request ids
     amazon_like = Dataset(ds.name, ds.items, buys, ds.search_log)
-    cfg = replace(align.PRESETS["tiny"].align, retrieved_negatives=4, list_source="holdout", reward_scale=1.0)
-    res = align.align_bundle(cfg, path, amazon_like, tmp_path / "aligned", log_metrics=False)
+    cfg = replace(align.PRESETS["tiny"].align, retrieved_negatives=4)
+    seen = []
+    res = align_bundle(cfg, path, amazon_like, tmp_path / "aligned", on_eval=seen.append)
     lv = res["reward"]["train_levels"]
     assert 0 < lv["shown"] <= 4 * (lv["purchased"] + lv["clicked"])  # at most 4 per request
     assert res["reward"]["valid_levels"]["shown"] > 0 and 0.0 < res["reward"]["purchase_ndcg@10"] <= 1.0
-    assert (
-        res["lists"]["phase1"] > 0
-    )  # from each user's last training request, cross-fitted rewards, soft labels
-
-
-def test_phase1_can_read_unlabelled_validation_requests_outside_the_evaluation_sample(
-    sft, tmp_path, monkeypatch
-):
-    from onesearch.align import dpo
-    from onesearch.data.registry import load_dataset
-
-    out, trainer, path = sft
-    cfg = replace(align.PRESETS["tiny"].align, list_source="valid", reward_scale=1.0, eval_examples=0)
-    seen = {}
-    real = dpo.soft_reward_lists
-
-    def spy(examples, *a, **kw):
-        seen["examples"] = examples
-        return real(examples, *a, **kw)
-
-    monkeypatch.setattr(align, "soft_reward_lists", spy)
-    from onesearch.model.data import search_examples
-
-    ds = load_dataset("synthetic-tiny")
-    res = align.align_bundle(cfg, path, ds, tmp_path / "aligned", log_metrics=False)
-    b = GeneratorBundle.load(path)
-    valid = search_examples(ds, b.table, b.vocab, b.model.cfg.max_history, b.model.cfg.max_query_tokens).valid
-    evaluated = dpo.eval_rows(valid.size, cfg)
-    assert len(evaluated) == valid.size // 2
-    listed = np.setdiff1d(np.arange(valid.size), evaluated)  # the other half, not one evaluated request
-    got = seen["examples"]
-    np.testing.assert_array_equal(got.query, valid.query[listed])
-    np.testing.assert_array_equal(got.history, valid.history[listed])
-    assert (got.target == -1).all()  # the lists never see the validation targets
-    assert 0 < res["lists"]["phase1"] <= got.size
+    assert res["lists"]["phase1"] > 0
+    assert [e["phase"] for e in seen][:2] == ["sft", "phase1"]  # every validation reached on_eval, in order
 
 
 def test_bench_search_aligned_adds_the_aligned_row(sft):
@@ -141,8 +111,6 @@ def test_align_options_are_on_the_command_line():
         "--align.phase2-steps",
         "--align.reward-objective",
         "--align.retrieved-negatives",
-        "--align.list-source",
-        "--align.reward-scale",
         "--aligned",
         "--model",
     } <= opts
@@ -150,7 +118,7 @@ def test_align_options_are_on_the_command_line():
 
     for bad, opt in ((dict(reward_objective="softmax"), "--align.reward-objective"),
                      (dict(retrieved_negatives=-1), "--align.retrieved-negatives"),
-                     (dict(list_source="all"), "--align.list-source")):  # fmt: skip
+                     (dict(rejected=0), "--align.rejected")):  # fmt: skip
         with pytest.raises(ValueError, match=opt):
             AlignConfig(**bad)
     with pytest.raises(ValueError, match="--trainer.task must be search"):
