@@ -173,15 +173,12 @@ def main(cfg: Config) -> dict:
         sids = {}
         if cfg.tokenizer != "none":
             for name, st in stats.items():
-                small = st["items"] < 2000  # codebooks sized to the catalogue
                 with _step(f"tokenizing {name} with {cfg.tokenizer}", seconds):
                     sids[name] = tokenize.main(
                         tokenize.Config(
                             dataset=st["output"],
                             method=cfg.tokenizer,
                             output=str(out / "tokenizers"),
-                            codebook_sizes=(64, 64) if small else None,
-                            pq_codes=64 if small else None,
                         )
                     )
         gen = {}

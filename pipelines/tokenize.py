@@ -32,11 +32,12 @@ class Config:
     keyword_weight: float = 0.5
     """khqe: w in normalize((1-w)·item + w·keywords)."""
     codebook_sizes: tuple[int, ...] | None = None
-    """Codes per residual level (None = the method's default: khqe 256 256, rqkmeans / rqvae 256 256 256)."""
+    """Codes per residual level (None = the method's default: khqe 256 256, rqkmeans / rqvae 256 256 256; 64 64 for
+    a catalogue under 2,000 items)."""
     pq_subspaces: int | None = None
     """khqe / rqkmeans: OPQ sub-vectors after the residual levels (None = method default: khqe 2, rqkmeans 0)."""
     pq_codes: int | None = None
-    """Codes per OPQ sub-vector (None = 256)."""
+    """Codes per OPQ sub-vector (None = 256; 64 under 2,000 items)."""
     balanced: str | None = None
     """Balanced assignment: none, last, residual (None = method default: khqe residual, rqkmeans none)."""
     spread_collisions: bool | None = None

@@ -118,14 +118,7 @@ def resolve_tokenizer(
             f"--tokenizer {tokenizer}: folder has no {SID_META_FILE} (not a tokenize output)"
         )
     folder = Path(tokenizer_dir) / ds.name / tokenizer.replace(":", "_")
-    small = ds.items.height < 2000 and not tokenizer.startswith("index:")
-    want = tokenize.Config(
-        dataset=cfg_dataset,
-        method=tokenizer,
-        output=tokenizer_dir,
-        codebook_sizes=(64, 64) if small else None,
-        pq_codes=64 if small else None,
-    )
+    want = tokenize.Config(dataset=cfg_dataset, method=tokenizer, output=tokenizer_dir)
     if not (folder / SID_META_FILE).exists():
         print(f"[{JOB}] no {tokenizer} IDs under {folder}; running tokenize", file=sys.stderr, flush=True)
         tokenize.main(want)

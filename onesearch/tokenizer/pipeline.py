@@ -118,6 +118,10 @@ KHQE_DEFAULT = RQKMeansConfig(
     codebook_sizes=(256, 256), balanced="residual", pq_subspaces=2, pq_codes=256, spread_collisions=True
 )
 RQKMEANS_DEFAULT = RQKMeansConfig(codebook_sizes=(256, 256, 256))
+SMALL_CATALOGUE = 2000
+"""Under this many items the learned methods default to two levels of 64 codes (and 64 codes per OPQ sub-vector):
+256 codes a level would leave most codes with one item or none, so no prefix would be shared."""
+SMALL_CODEBOOKS = (64, 64)
 
 
 @dataclass
@@ -134,8 +138,13 @@ def make_quantizer(
     pq_codes: int | None,
     balanced: str | None,
     spread_collisions: bool | None = None,
+    n_items: int | None = None,
 ):
-    """The quantizer of ``method``, its defaults overridden by the non-None arguments."""
+    """The quantizer of ``method``, its defaults overridden by the non-None arguments. For a catalogue of
+    ``n_items`` < :data:`SMALL_CATALOGUE` the default codebooks are :data:`SMALL_CODEBOOKS` (and 64 PQ codes)."""
+    if n_items is not None and n_items < SMALL_CATALOGUE:
+        codebook_sizes = codebook_sizes or SMALL_CODEBOOKS
+        pq_codes = pq_codes or SMALL_CODEBOOKS[-1]
     if method in ("khqe", "rqkmeans"):
         base = KHQE_DEFAULT if method == "khqe" else RQKMEANS_DEFAULT
         over = {
@@ -214,7 +223,8 @@ def tokenize(
             table, None, {**quality(table, ds), "seconds": time.perf_counter() - t0, "embed_seconds": 0.0}
         )
 
-    quantizer = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced, spread_collisions)
+    sizing = (method, codebook_sizes, pq_subspaces, pq_codes, balanced, spread_collisions, len(item_ids))
+    quantizer = make_quantizer(*sizing)
     _log(f"embedding {len(item_ids)} items ({ecfg.source})")
     emb = build_embeddings(ds, ecfg)
     x, embed_seconds = emb.base, emb.seconds
@@ -223,7 +233,7 @@ def tokenize(
         embed_seconds += kw_seconds
     incremental = None
     if incremental_share > 0:
-        fresh = make_quantizer(method, codebook_sizes, pq_subspaces, pq_codes, balanced, spread_collisions)
+        fresh = make_quantizer(*sizing)
         incremental = _incremental(fresh, x, item_ids, incremental_share, seed, ds)
     _log(f"fitting {method} on {x.shape}")
     t0 = time.perf_counter()

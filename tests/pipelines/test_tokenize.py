@@ -75,3 +75,14 @@ def test_job_writes_artifacts_and_reports_the_contract(tmp_path):
     assert res["levels"] == 5 and len(res["utilization"]) == 5 and res["unique_rate"] == 1.0
     table = SIDTable.load(res["output"])
     assert table.content_hash() == res["sid_hash"] and table.n_items == res["items"]
+
+
+def test_codebooks_follow_the_catalogue_size_unless_given():
+    from onesearch.tokenizer.pipeline import SMALL_CATALOGUE, make_quantizer
+
+    small = make_quantizer("khqe", None, None, None, None, None, n_items=SMALL_CATALOGUE - 1).cfg
+    big = make_quantizer("khqe", None, None, None, None, None, n_items=SMALL_CATALOGUE).cfg
+    assert (small.codebook_sizes, small.pq_codes) == ((64, 64), 64)
+    assert (big.codebook_sizes, big.pq_codes) == ((256, 256), 256)
+    given = make_quantizer("rqkmeans", (8, 8, 8), None, None, None, None, n_items=100).cfg
+    assert given.codebook_sizes == (8, 8, 8)
