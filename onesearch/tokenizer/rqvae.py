@@ -44,7 +44,6 @@ from onesearch.tokenizer.base import (
 
 NORMALIZATIONS = ("standardize", "l2", "none")
 """Input normalisations :class:`RQVAEConfig` accepts."""
-OPTIMIZERS = ("adamw", "adagrad")
 """Optimisers :class:`RQVAEConfig` accepts."""
 FORMAT_VERSION = 1
 """Version of the saved ``quantizer.json`` layout."""
@@ -71,8 +70,6 @@ class RQVAEConfig:
     """Stop after this many optimiser steps even if epochs remain (None: no cap; bounds time on big catalogues)."""
     batch_size: int = 512
     """Items per optimiser step (capped at the number of items)."""
-    optimizer: str = "adamw"
-    """``adamw`` (default: stable) or ``adagrad`` (TIGER's choice with lr 0.4, which diverged on standardised inputs)."""
     lr: float = 1e-3
     """Learning rate."""
     weight_decay: float = 0.0
@@ -125,8 +122,6 @@ class RQVAEConfig:
             raise ValueError(
                 f"RQVAEConfig: normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}"
             )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"RQVAEConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -351,16 +346,14 @@ class RQVAEQuantizer:
         data = model.prepare(x_all)
 
         params = [p for name, p in model.named_parameters() if not name.startswith("codebooks")]
-        if cfg.optimizer == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW(
-                [
-                    {"params": params, "weight_decay": cfg.weight_decay},
-                    {"params": list(model.codebooks), "weight_decay": 0.0},
-                ],
-                lr=cfg.lr,
-            )
-        else:
-            opt = torch.optim.Adagrad(model.parameters(), lr=cfg.lr)
+        # AdamW: TIGER's Adagrad at lr 0.4 diverged on standardised inputs here
+        opt: torch.optim.Optimizer = torch.optim.AdamW(
+            [
+                {"params": params, "weight_decay": cfg.weight_decay},
+                {"params": list(model.codebooks), "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+        )
 
         bs = min(cfg.batch_size, n)
         usage = [torch.zeros(k, dtype=torch.long, device=dev) for k in cfg.codebook_sizes]

@@ -261,8 +261,6 @@ def test_config_validation() -> None:
         RQVAEConfig(normalize="zscore")
     with pytest.raises(ValueError, match="codebook_sizes"):
         RQVAEConfig(codebook_sizes=())
-    with pytest.raises(ValueError, match="optimizer"):
-        RQVAEConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="warmup_epochs"):
         RQVAEConfig(epochs=5, warmup_epochs=5)
     with pytest.raises(ValueError, match="unknown field"):
