@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in JOBS.items():
         mod = importlib.import_module(module_name)
         doc = (mod.__doc__ or "").strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc)
+        p = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else name,
+            description=doc,
+            usage=f"python -m pipelines {name} [--preset NAME] [--<option> VALUE ...]",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_arguments(p, mod.Config, getattr(mod, "PRESETS", None))
     return parser
 

@@ -78,8 +78,20 @@ def option_name(path: tuple[str, ...]) -> str:
     return "--" + ".".join(name.replace("_", "-") for name in path)
 
 
+def _sections(cls: type, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """{path of every nested dataclass field: its docstring}, outermost first."""
+    docs, hints, out = field_docs(cls), typing.get_type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        tp = _base_type(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            out[(*path, f.name)] = docs.get(f.name, "")
+            out.update(_sections(tp, (*path, f.name)))
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None) -> None:
-    """Add one option per field of ``cls`` (defaults None: only what the user types overrides the preset)."""
+    """Add one option per field of ``cls`` (defaults None: only what the user types overrides the preset); the
+    fields of each nested section are listed under their own heading in ``--help``."""
     if presets:
         parser.add_argument(
             "--preset",
@@ -88,9 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
             help=f"start from a named preset (default: {next(iter(presets))}); options below override it",
         )
     default_cfg = next(iter(presets.values())) if presets else None
+    groups = {
+        section: parser.add_argument_group(option_name(section) + ".*", doc or None)
+        for section, doc in _sections(cls).items()
+    }
     for path, tp, default, doc in _leaves(cls, default_cfg):
         name = option_name(path)
         dest = name[2:]
+        add = groups[path[:-1]].add_argument if len(path) > 1 else parser.add_argument
         shown = "" if default is dataclasses.MISSING else f" (default: {default})"
         help_ = doc + shown
         if tp is bool:
@@ -108,12 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
                 negative, dest=dest, action="store_const", const=False, help=argparse.SUPPRESS
             )
         elif tp in (int, float, str):
-            parser.add_argument(
-                name, dest=dest, type=tp, default=None, help=help_, metavar=tp.__name__.upper()
-            )
+            add(name, dest=dest, type=tp, default=None, help=help_, metavar=tp.__name__.upper())
         elif typing.get_origin(tp) is tuple:
             elem = typing.get_args(tp)[0]
-            parser.add_argument(name, dest=dest, type=elem, nargs="+", default=None, help=help_)
+            add(
+                name, dest=dest, type=elem, nargs="+", default=None, help=help_, metavar=elem.__name__.upper()
+            )
         else:
             raise TypeError(f"{cls.__name__}.{'.'.join(path)}: type {tp!r} has no command-line form")
 
