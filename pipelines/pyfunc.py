@@ -8,8 +8,11 @@ dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,6 +61,20 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         return pl.concat([good, bad.cast(good.schema)]).to_pandas()
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Raise the level of MLflow's loggers to ERROR inside the block: logging this model (a Python object, kept
+    by cloudpickle) otherwise warns of the pickle on every run."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def log_generator_model(
     bundle_dir: str | Path, settings: ScoreSettings | None = None, registered_name: str | None = None
 ):
@@ -75,12 +92,18 @@ def log_generator_model(
     out_example = pd.DataFrame(
         dict(zip((*OUTPUT_COLUMNS, REASON), (["r1"], [1], [1], [-0.5], ["1-2-3"], [None]), strict=True))
     )
-    with tmp:
+    with (
+        warnings.catch_warnings()
+    ):  # infer_signature's hint on integer columns: ids and ranks are never missing
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, out_example)
+    with tmp, _quiet("mlflow.pyfunc", "mlflow.models.model"):
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=GeneratorModel(),
             artifacts={"bundle": str(bundle_dir), "settings": str(settings_path)},
-            signature=infer_signature(example, out_example),
+            signature=signature,
+            input_example=example,
             pip_requirements=["onesearch-toolkit"],
             registered_model_name=registered_name,
         )

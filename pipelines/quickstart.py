@@ -37,11 +37,11 @@ JOB = "quickstart"
 class Config:
     """Settings of the quickstart."""
 
-    world: str = "small"
+    world: str = "tiny"
     """Synthetic world preset to generate: tiny, small, medium or large."""
-    scientific: str = "auto"
-    """Scientific data: 'auto' (the full set when ../shared/data is there, else the vendored slice),
-    'scientific', 'scientific-mini', or 'none'."""
+    scientific: str = "scientific-mini"
+    """Scientific data: 'scientific-mini' (the vendored slice), 'scientific' (the full set in ../shared/data),
+    'auto' (the full set when ../shared/data is there, else the slice), or 'none'."""
     output: str = "artifacts/quickstart"
     """Folder for everything the quickstart writes."""
     seed: int = 0
@@ -58,8 +58,11 @@ class Config:
 
 PRESETS = {
     "default": Config(),
-    "tiny": Config(world="tiny", scientific="scientific-mini", generator_epochs=2, bidding=False),
+    "full": Config(world="small", scientific="auto"),
+    "tiny": Config(generator_epochs=2, bidding=False),
 }
+"""default: every half on the tiny world and the vendored Scientific slice, in about a minute; full: the small world
+(5,000 items) and the full Scientific set when it is there (several minutes); tiny: what the tests run."""
 
 _COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
 _SID_COLUMNS = ("levels", "collision_rate", "unique_rate", "purity_l1", "seconds")

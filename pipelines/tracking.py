@@ -29,6 +29,10 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
 
+# MLflow's "Downloading artifacts" bars on every model load clutter the jobs' logs (set it to true to see them)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def tracking_uri() -> str:
     """The tracking URI in force: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
@@ -47,7 +51,7 @@ def ui_command() -> str:
     import shlex
 
     return (
-        f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(tracking_uri())} "
+        f"{shlex.quote(os.path.abspath(sys.executable))} -m mlflow ui --backend-store-uri {shlex.quote(tracking_uri())} "
         "--host 127.0.0.1 --port 5000"
     )
 

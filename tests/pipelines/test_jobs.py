@@ -81,7 +81,7 @@ def test_default_store_is_sqlite_in_the_working_directory(tmp_path):
 
 
 def test_quickstart_tiny(tmp_path, capsys):
-    res = quickstart.main(quickstart.Config(world="tiny", scientific="scientific-mini", output=str(tmp_path)))
+    res = quickstart.main(quickstart.Config(output=str(tmp_path)))  # the default: tiny world, vendored slice
     out = capsys.readouterr().out
     assert set(res["datasets"]) == {"synthetic-tiny", "scientific-mini"}
     assert res["datasets"]["scientific-mini"]["users"] == 300
