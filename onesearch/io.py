@@ -32,6 +32,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def remove_temporaries(folder: str | os.PathLike, names: str = "*") -> int:
+    """Delete what :func:`atomic_write` leaves in ``folder`` when a process is killed mid-write (``.<name>.<random>``
+    for files matching ``names``); returns how many. Call it before resuming into a folder."""
+    gone = 0
+    for p in Path(folder).glob(f".{names}.*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole.

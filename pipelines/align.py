@@ -54,7 +54,9 @@ def main(cfg: Config) -> dict:
     with tracking.job_run(JOB, cfg) as run:
         ds = load_dataset(cfg.trainer.dataset)
         path = (
-            tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(cfg.trainer)["model_uri"]
+            tracking.resolve_model(cfg.model)
+            if cfg.model
+            else train_generator.main_nested(cfg.trainer)["model_uri"]
         )
         out = output_dir(cfg.output, ds.name, path, cfg.align.seed)
         res = align_bundle(cfg.align, path, ds, out, on_eval=tracking.log_step_metrics)

@@ -69,13 +69,14 @@ def _qps(bundle: GeneratorBundle, ex, beam: int, batch: int, device, amp: bool) 
 
 
 def _dataset_of(meta: dict, given: str, model_path: str):
-    """The dataset a bundle was trained on: where it was read from (recorded), else by its recorded name, else
-    ``given``; a bundle that records its data's fingerprint is refused beside other data."""
+    """The dataset a bundle was trained on. Tried in turn: where it was read from (recorded), ``given``, its recorded
+    name; the first that loads, is named like the training data and (when the bundle records one) has its
+    fingerprint is used. A bundle that records no dataset is evaluated on ``given``."""
     name = meta.get("dataset")
-    if name is None:  # a bundle that records nothing: the dataset given
+    if name is None:
         return load_dataset(given)
-    tried = []
-    for spec in dict.fromkeys(s for s in (meta.get("dataset_source"), name, given) if s):
+    want, tried = meta.get("data_fingerprint"), []
+    for spec in dict.fromkeys(s for s in (meta.get("dataset_source"), given, name) if s):
         try:
             ds = load_dataset(spec)
         except (FileNotFoundError, ValueError) as e:
@@ -83,17 +84,13 @@ def _dataset_of(meta: dict, given: str, model_path: str):
             continue
         if ds.name != name:
             tried.append(f"{spec}: that is {ds.name!r}")
-            continue
-        want = meta.get("data_fingerprint")
-        if want is not None and ds.fingerprint() != want:
-            raise ValueError(
-                f"{model_path}: {spec} is named {name!r} like the model's training data but holds other rows "
-                "(its fingerprint differs): pass the folder the model was trained on as --trainer.dataset"
-            )
-        return ds
+        elif want is not None and ds.fingerprint() != want:
+            tried.append(f"{spec}: named {name!r} but holds other rows (its fingerprint differs)")
+        else:
+            return ds
     raise ValueError(
         f"{model_path}: the model was trained on {name!r}, which is not found here ({'; '.join(tried)}); "
-        "pass its folder as --trainer.dataset"
+        "pass the folder it was trained on as --trainer.dataset"
     )
 
 
@@ -106,7 +103,7 @@ def main(cfg: Config) -> dict:
     with tracking.job_run(JOB, cfg) as run:
         trained = None
         if not cfg.model:
-            trained = train_generator.main(tcfg)
+            trained = train_generator.main_nested(tcfg)
             model_path = trained["model_uri"]
         else:
             model_path = tracking.resolve_model(cfg.model)

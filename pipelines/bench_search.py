@@ -247,7 +247,7 @@ def build_systems(cfg: Config) -> Systems:
         extra["sasrec"] = sas.fit(training_sequences(train), *req["valid"])
         systems["sasrec"] = sas
     if "generative" in cfg.systems:
-        path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main(t)["model_uri"]
+        path = tracking.resolve_model(cfg.model) if cfg.model else train_generator.main_nested(t)["model_uri"]
         bundle = GeneratorBundle.load(path)
         if bundle.meta.get("dataset") != ds.name or t.task not in bundle.meta.get("tasks", [t.task]):
             raise ValueError(

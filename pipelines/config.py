@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
         if tp is bool:
             *section, last = path
             negative = option_name((*section, "no_" + last))  # --train.no-progress, as tyro names it
-            parser.add_argument(
+            add(
                 name,
                 dest=dest,
                 action="store_const",
@@ -121,9 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, presets: dict[str,
                 default=None,
                 help=f"{help_}; {negative} turns it off",
             )
-            parser.add_argument(
-                negative, dest=dest, action="store_const", const=False, help=argparse.SUPPRESS
-            )
+            add(negative, dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)
         elif tp in (int, float, str):
             add(name, dest=dest, type=tp, default=None, help=help_, metavar=tp.__name__.upper())
         elif typing.get_origin(tp) is tuple:

@@ -97,7 +97,7 @@ def log_generator_model(
     ):  # infer_signature's hint on integer columns: ids and ranks are never missing
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, out_example)
-    with tmp, _quiet("mlflow.pyfunc", "mlflow.models.model"):
+    with tmp, _quiet("mlflow.pyfunc"):
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=GeneratorModel(),

@@ -62,7 +62,7 @@ PRESETS = {
     "tiny": Config(generator_epochs=2, bidding=False),
 }
 """default: every half on the tiny world and the vendored Scientific slice, in about a minute; full: the small world
-(5,000 items) and the full Scientific set when it is there (several minutes); tiny: what the tests run."""
+(5,000 items) and the full Scientific set when it is there (several minutes); tiny: a quicker check (2 epochs, no bidding)."""
 
 _COLUMNS = ("users", "items", "interactions", "search_requests", "items_without_interactions")
 _SID_COLUMNS = ("levels", "collision_rate", "unique_rate", "purity_l1", "seconds")

@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 
 from onesearch.data.schema import REQUEST_ID, USER_ID
-from onesearch.io import atomic_write
+from onesearch.io import atomic_write, remove_temporaries
 from onesearch.scoring import (
     META_CATALOGUE,
     META_DATASET,
@@ -216,6 +216,7 @@ def main(cfg: Config) -> dict:
                 f"{out} holds scores of another input, model or settings (see its manifest.json); "
                 "use another --output or delete it"
             )
+        remove_temporaries(out)  # half-written files of a run that was killed
     else:
         # a score output starts empty: anything else there (a model bundle, other files) is not ours to mix into
         if out.exists() and any(not p.name.startswith(f".{manifest_path.name}.") for p in out.iterdir()):

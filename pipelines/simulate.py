@@ -25,7 +25,7 @@ import polars as pl
 
 from bidding.auctionnet import RawLog, to_training
 from bidding.online import OnlineConfig, SB3Bidder, train_online
-from onesearch.io import atomic_write
+from onesearch.io import atomic_write, remove_temporaries
 from pipelines import tracking
 from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, check_alpha_range, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
@@ -166,6 +166,7 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
+    remove_temporaries(out, "part-*")  # half-written parts of a run that was killed
     with tracking.job_run(JOB, cfg):
         t0 = time.perf_counter()
         ppo = train_ppo(cfg, out / "ppo") if "ppo" in cfg.policies else None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from onesearch.data.registry import load_dataset
 from onesearch.io import atomic_dir
 from onesearch.tokenizer.keywords import KeywordConfig
-from onesearch.tokenizer.pipeline import EmbeddingConfig, tokenize
+from onesearch.tokenizer.pipeline import EmbeddingConfig, catalogue_sizes, tokenize
 from pipelines import tracking
 
 JOB = "tokenize"
@@ -57,9 +57,11 @@ PRESETS = {
 }
 
 
-def table_settings(cfg: Config) -> dict:
-    """The settings that shape the SID table (not where it is written, nor the incremental report)."""
-    d = asdict(cfg)
+def table_settings(cfg: Config, n_items: int) -> dict:
+    """The settings that shape the SID table of a catalogue of ``n_items`` (not where it is written, nor the
+    incremental report), with the codebook sizes the catalogue's size gives where the config leaves them None."""
+    sizes, pq = catalogue_sizes(cfg.method, n_items, cfg.codebook_sizes, cfg.pq_codes)
+    d = asdict(replace(cfg, codebook_sizes=sizes, pq_codes=pq))
     for k in ("output", "incremental_share", "dataset"):
         d.pop(k)
     return json.loads(json.dumps(d))  # tuples as lists, as the file holds them
@@ -67,7 +69,11 @@ def table_settings(cfg: Config) -> dict:
 
 def fitted_on(ds, cfg: Config) -> dict:
     """The record written beside a SID table (``fitted_on.json``)."""
-    return {"dataset": ds.name, "data_fingerprint": ds.fingerprint(), "settings": table_settings(cfg)}
+    return {
+        "dataset": ds.name,
+        "data_fingerprint": ds.fingerprint(),
+        "settings": table_settings(cfg, ds.items.height),
+    }
 
 
 def main(cfg: Config) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
@@ -149,10 +150,9 @@ def _check_fitted_on(folder: Path, ds: Dataset, want: tokenize.Config | None) ->
             f"this run's {ds.name!r} (fingerprint {here[:12]}): other data or another split; "
             f"run tokenize on this dataset"
         )
-    if want is not None and got_set != tokenize.table_settings(want):
-        diff = {
-            k: (got_set.get(k), v) for k, v in tokenize.table_settings(want).items() if got_set.get(k) != v
-        }
+    wanted = None if want is None else tokenize.table_settings(want, ds.items.height)
+    if wanted is not None and got_set != wanted:
+        diff = {k: (got_set.get(k), v) for k, v in wanted.items() if got_set.get(k) != v}
         raise ValueError(
             f"cached semantic IDs {folder} were fitted with other settings than this run would use "
             f"(setting: (there, here)) {diff}; pass the folder as --tokenizer to use them, or remove it"
@@ -315,3 +315,15 @@ def _trie(p: Prepared):
     from onesearch.decode import SIDTrie
 
     return SIDTrie.build(p.table.codes, p.table.codebook_sizes)
+
+
+def main_nested(cfg: Config, section: str = "trainer") -> dict:
+    """:func:`main` for a job that nests these settings as ``section`` (align, bench-generative, bench-search): the
+    options its errors name are given as that job spells them (``--task`` -> ``--trainer.task``)."""
+    try:
+        return main(cfg)
+    except ValueError as e:
+        raise ValueError(_OPTION.sub(lambda m: f"--{section}.{m.group(1)}", str(e))) from e
+
+
+_OPTION = re.compile(r"(?<![\w.-])--([a-z][a-z0-9-]*)")

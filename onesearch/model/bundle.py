@@ -17,7 +17,7 @@ import torch
 
 from onesearch.decode import SIDTrie
 from onesearch.io import atomic_dir
-from onesearch.model.beam import Decoded, K, beam_search
+from onesearch.model.beam import BEAM, Decoded, K, beam_search
 from onesearch.model.data import Examples, requests
 from onesearch.model.generator import CONFIG_FILE, Generator, load_checkpoint, save_checkpoint
 from onesearch.model.text import VOCAB_FILE, QueryTokenizer
@@ -100,7 +100,7 @@ class GeneratorBundle:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item ids (-1 where fewer exist) and their log-probabilities for each request."""
         ex = self.requests(histories, queries)
-        beam = max(k, beam or 20)
+        beam = max(k, beam or BEAM)
         ids, scores = [], []
         self.model.eval()
         for s in range(0, ex.size, batch_size):

@@ -124,6 +124,16 @@ SMALL_CATALOGUE = 2000
 SMALL_CODEBOOKS = (64, 64)
 
 
+def catalogue_sizes(
+    method: str, n_items: int, codebook_sizes: tuple[int, ...] | None, pq_codes: int | None
+) -> tuple[tuple[int, ...] | None, int | None]:
+    """The codebook sizes and PQ codes a learned ``method`` uses on ``n_items`` items: those given, else
+    :data:`SMALL_CODEBOOKS` under :data:`SMALL_CATALOGUE` items (None = the method's own default)."""
+    if n_items < SMALL_CATALOGUE and not method.startswith("index:"):
+        return tuple(codebook_sizes or SMALL_CODEBOOKS), pq_codes or SMALL_CODEBOOKS[-1]
+    return codebook_sizes, pq_codes
+
+
 @dataclass
 class TokenizeResult:
     table: SID.SIDTable
@@ -142,9 +152,8 @@ def make_quantizer(
 ):
     """The quantizer of ``method``, its defaults overridden by the non-None arguments. For a catalogue of
     ``n_items`` < :data:`SMALL_CATALOGUE` the default codebooks are :data:`SMALL_CODEBOOKS` (and 64 PQ codes)."""
-    if n_items is not None and n_items < SMALL_CATALOGUE:
-        codebook_sizes = codebook_sizes or SMALL_CODEBOOKS
-        pq_codes = pq_codes or SMALL_CODEBOOKS[-1]
+    if n_items is not None:
+        codebook_sizes, pq_codes = catalogue_sizes(method, n_items, codebook_sizes, pq_codes)
     if method in ("khqe", "rqkmeans"):
         base = KHQE_DEFAULT if method == "khqe" else RQKMEANS_DEFAULT
         over = {

@@ -44,7 +44,6 @@ from onesearch.tokenizer.base import (
 
 NORMALIZATIONS = ("standardize", "l2", "none")
 """Input normalisations :class:`RQVAEConfig` accepts."""
-"""Optimisers :class:`RQVAEConfig` accepts."""
 FORMAT_VERSION = 1
 """Version of the saved ``quantizer.json`` layout."""
 
@@ -129,6 +128,10 @@ class RQVAEConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RQVAEConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        d = dict(d)
+        d.pop(
+            "optimizer", None
+        )  # a training-only option (adagrad) that was removed: saves before it name adamw
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

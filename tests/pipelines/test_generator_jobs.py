@@ -299,5 +299,14 @@ def test_bench_generative_evaluates_a_bundle_on_the_dataset_it_records():
     assert bench_generative._dataset_of(meta, "scientific", "m").fingerprint() == ds.fingerprint()
     with pytest.raises(ValueError, match="holds other rows"):
         bench_generative._dataset_of({**meta, "data_fingerprint": "0" * 64}, "", "m")
+    # a recorded source that moved: the dataset given is used when it is the same data
+    moved = {**meta, "dataset_source": "/no/such/folder"}
+    assert bench_generative._dataset_of(moved, "synthetic-tiny", "m").fingerprint() == ds.fingerprint()
     with pytest.raises(ValueError, match=r"trained on 'my-shop', which is not found here.*--trainer.dataset"):
         bench_generative._dataset_of({"dataset": "my-shop", "dataset_source": "/no/such/folder"}, "", "m")
+
+
+def test_a_job_that_nests_the_trainer_names_its_own_options_in_errors():
+    cfg = bench_generative.PRESETS["tiny"]
+    with pytest.raises(ValueError, match=r"--trainer\.task must be one of"):
+        bench_generative.main(replace(cfg, trainer=replace(cfg.trainer, task="browse")))
