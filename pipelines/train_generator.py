@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -35,7 +36,7 @@ from onesearch.model.data import (
     search_examples,
 )
 from onesearch.model.text import QueryTokenizer
-from onesearch.model.train import TrainConfig, train, tune_dense_weight, tune_popularity_weight
+from onesearch.model.train import TrainConfig, distributed, train, tune_dense_weight, tune_popularity_weight
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
@@ -231,8 +232,40 @@ def _settings_hash(cfg: Config, p: Prepared) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _join_process_group(cfg: Config) -> tuple[int, int]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join its process group: nccl when training on CUDA, else gloo.
+    Returns (rank, world size); (0, 1) when run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dist = torch.distributed
+    if world > 1 and not dist.is_initialized():
+        cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return distributed()
+
+
+def _worker(cfg: Config, rank: int) -> dict:
+    """A process of rank > 0 under torchrun: it trains its share of every batch beside rank 0, which alone logs,
+    evaluates for the record and writes the bundle."""
+    torch.distributed.barrier()  # rank 0 has prepared the data (running tokenize if the IDs were missing)
+    p = prepare(cfg)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    model = G.Generator(p.model_cfg, p.table.codes, p.item_tokens, p.item_purchases)
+    work = Path(cfg.output) / p.ds.name / ".work" / f"{run_name(cfg)}-{_settings_hash(cfg, p)}"
+    res = train(model, p.splits, _trie(p), cfg.train, work)
+    return {"rank": rank, "steps": res.steps}
+
+
 def main(cfg: Config) -> dict:
-    """Train, save the bundle, log it to MLflow; return the validation metrics and where the model is."""
+    """Train, save the bundle, log it to MLflow; return the validation metrics and where the model is.
+
+    Under ``torchrun --nproc-per-node N -m pipelines train-generator ...`` the N processes share every batch
+    (DistributedDataParallel, :func:`onesearch.model.train.train`); rank 0 does everything else."""
+    rank, world = _join_process_group(cfg)
+    if rank > 0:
+        return _worker(cfg, rank)
     with tracking.job_run(JOB, cfg) as run:
         p = prepare(cfg)
         torch.manual_seed(cfg.train.seed)
@@ -243,6 +276,8 @@ def main(cfg: Config) -> dict:
         work = Path(cfg.output) / p.ds.name / ".work" / f"{name}-{_settings_hash(cfg, p)}"
         if not cfg.resume and work.exists():
             shutil.rmtree(work)
+        if world > 1:
+            torch.distributed.barrier()  # the others may read the prepared data (and the state to resume) now
         sizes = p.splits.sizes()
         print(
             f"[{JOB}] {p.ds.name} {cfg.task}: {sizes} examples, {p.table.n_items} items, "
@@ -256,6 +291,8 @@ def main(cfg: Config) -> dict:
             tracking.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
 
         res = train(model, p.splits, _trie(p), cfg.train, work, on_eval=on_eval)
+        if world > 1:
+            print(f"[{JOB}] trained on {world} processes sharing each batch", file=sys.stderr, flush=True)
         tuned = {}  # decoding weights picked on validation after training
         if res.model.cfg.dense_head:
             w, grid = tune_dense_weight(res.model, p.splits.valid, _trie(p), cfg.train)

@@ -306,6 +306,26 @@ def swapped_weights(params: list[torch.Tensor], weights: list[torch.Tensor] | No
             torch._foreach_copy_(params, saved)
 
 
+class _Loss(torch.nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it (its gradient hooks fire
+    on the backward of what forward returns)."""
+
+    def __init__(self, model: Generator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, label_smoothing: float) -> torch.Tensor:
+        return self.model.loss(batch, label_smoothing=label_smoothing)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group in force, (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up to 1, then cosine to 0.05 at ``total``."""
     if step < warmup:
@@ -337,7 +357,12 @@ def train(
     on_eval=None,
 ) -> TrainResult:
     """Train ``model`` on ``splits.train``, early-stopping on ``splits.valid``; resumes from ``workdir`` if it
-    holds a state file. ``on_eval(entry)`` is called after each evaluation (the jobs log it to MLflow)."""
+    holds a state file. ``on_eval(entry)`` is called after each evaluation (the jobs log it to MLflow).
+
+    Under torch.distributed (``torchrun``; gloo on CPU, nccl on CUDA) every process takes its share of each global
+    batch of ``cfg.batch_size`` and DistributedDataParallel averages the gradients, each share's loss weighted by
+    its size, so the step is the single-process step on the whole batch; every process evaluates the same
+    validation sample and stops together; only rank 0 writes the state file."""
     train_ex = splits.train
     if train_ex.size == 0:
         raise ValueError(f"no training examples for task {splits.task!r}")
@@ -348,6 +373,17 @@ def train(
     device = pick_device(cfg.device)
     amp = use_amp(device, cfg.amp)
     model.to(device)
+    rank, world = distributed()
+    if world > 1 and cfg.batch_size < world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is smaller than the {world} processes sharing each batch"
+        )
+    step_loss = _Loss(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # broadcasts rank 0's weights; a static graph tolerates parameters a configuration leaves unused
+        step_loss = DistributedDataParallel(step_loss, static_graph=True)
     codes = model.item_codes  # on device; the last row is padding, targets never index it
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     lengths = train_ex.history_lengths()
@@ -380,7 +416,7 @@ def train(
         print(f"[train] resumed from {state_path} at step {step}", file=sys.stderr, flush=True)
 
     def save_state() -> None:
-        if state_path is None:
+        if state_path is None or rank != 0:
             return
         st = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -426,20 +462,26 @@ def train(
             best_score, bad_evals = score, 0
         else:
             bad_evals += 1
-        if on_eval is not None:
+        if on_eval is not None and rank == 0:
             on_eval(entry)
-        bar.write(
-            f"[train] epoch {entry['epoch']:.2f} step {step} loss {loss_avg:.4f} "
-            f"val {key} {score:.4f} ndcg@{eval_k} {ev.metrics[f'ndcg@{eval_k}']:.4f} (best {best_score:.4f})",
-            file=sys.stderr,
-        )
+        if rank == 0:
+            bar.write(
+                f"[train] epoch {entry['epoch']:.2f} step {step} loss {loss_avg:.4f} "
+                f"val {key} {score:.4f} ndcg@{eval_k} {ev.metrics[f'ndcg@{eval_k}']:.4f} (best {best_score:.4f})",
+                file=sys.stderr,
+            )
         model.train()
         return cfg.patience > 0 and bad_evals >= cfg.patience
 
     t0 = time.perf_counter()
     stopped = "epochs"
     bar = tqdm(
-        total=total, initial=step, desc="train", disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True
+        total=total,
+        initial=step,
+        desc="train",
+        disable=not cfg.progress or rank != 0,
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
     loss_sum, loss_n = 0.0, 0
     model.train()
@@ -451,13 +493,16 @@ def train(
             for b_i in range(pos, steps_per_epoch):
                 torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of step ``step``, resumable anywhere
                 idx = batches[b_i]
-                batch = train_ex.batch(idx, None).to(device)
-                rows = torch.from_numpy(train_ex.target[idx]).to(device)
+                share = np.array_split(idx, world)[rank] if world > 1 else idx
+                batch = train_ex.batch(share, None).to(device)
+                rows = torch.from_numpy(train_ex.target[share]).to(device)
                 batch = batch._replace(target=codes[rows], target_item=rows)
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, total)
                 with autocast(device, amp):
-                    loss = model.loss(batch, label_smoothing=cfg.label_smoothing)
+                    loss = step_loss(batch, cfg.label_smoothing)
+                    if world > 1:  # DDP averages over processes: weigh each share's mean by its size
+                        loss = loss * (len(share) * world / len(idx))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -473,6 +518,10 @@ def train(
                     cfg.max_minutes > 0
                     and minutes_before + (time.perf_counter() - t0) / 60 >= cfg.max_minutes
                 )
+                if world > 1:  # every process stops at the same step: the first out of time decides
+                    flag = torch.tensor([float(out_of_time)], device=device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                    out_of_time = bool(flag.item())
                 if step % eval_steps == 0 or step == total or out_of_time:
                     done = run_eval(loss_sum / loss_n)
                     loss_sum, loss_n = 0.0, 0

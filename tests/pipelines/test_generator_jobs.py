@@ -310,3 +310,27 @@ def test_a_job_that_nests_the_trainer_names_its_own_options_in_errors():
     cfg = bench_generative.PRESETS["tiny"]
     with pytest.raises(ValueError, match=r"--trainer\.task must be one of"):
         bench_generative.main(replace(cfg, trainer=replace(cfg.trainer, task="browse")))
+
+
+def test_train_generator_runs_under_torchrun_with_two_processes(sids, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    assert torchrun.exists() or shutil.which("torchrun"), "torch installs torchrun beside the interpreter"
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pipelines", "train-generator",
+         "--preset", "tiny", "--tokenizer", sids[0], "--output", str(tmp_path / "gen"), "--train.no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1",
+             "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.strip().splitlines() if x.startswith("{")]
+    ranks = {x.get("rank", 0) for x in lines}
+    assert ranks == {0, 1} and "trained on 2 processes sharing each batch" in r.stderr
+    bundles = list((tmp_path / "gen").rglob("generator.safetensors"))
+    assert len(bundles) == 1  # rank 0 alone writes the bundle
+    GeneratorBundle.load(bundles[0].parent)
