@@ -58,6 +58,7 @@ from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
 from bidding.stats import paired_bootstrap
 from pipelines import simulate, tracking
+from pipelines.engines import RayExecutor
 from simulators.bidders import DualPIDBidder, FixedBidder
 from simulators.market import MarketConfig
 from simulators.regimes import REGIMES, regime
@@ -108,6 +109,13 @@ class Config:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(periods=20, rotate=4, workers=2))
     """Test periods, slots and worker processes (--evaluation.test-seed 0 is the development seed; final figures use a
     fresh one, docs/bidding.md)."""
+    engine: str = "local"
+    """Where training and the plays run in parallel: local (--evaluation.workers spawned processes) or ray (Ray
+    tasks on a local cluster of --evaluation.workers CPUs, or on --ray-address); the figures are the same."""
+    ray_address: str = ""
+    """An existing Ray cluster to use with --engine ray (empty: start a local one)."""
+    ray_temp_dir: str = ""
+    """Ray's session folder for a local cluster (empty: Ray's default)."""
     tuning_periods: int = 4
     """Training periods on which constant and pid are tuned (numbered from 0, drawn from --tuning-seed)."""
     tuning_rotate: int = 8
@@ -187,6 +195,8 @@ def tuning_of(cfg: Config) -> EvalConfig:
 
 
 def _check(cfg: Config) -> None:
+    if cfg.engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     for what, given, known in (("bidders", cfg.bidders, BIDDERS), ("regimes", cfg.regimes, tuple(REGIMES))):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
@@ -228,7 +238,10 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.output)
     regimes: dict[str, dict] = {}
     workers = cfg.evaluation.workers
-    pool = process_pool(workers) if workers > 1 else None
+    if cfg.engine == "ray":
+        pool = RayExecutor(workers, cfg.ray_address, cfg.ray_temp_dir)
+    else:
+        pool = process_pool(workers) if workers > 1 else None
     try:
         with tracking.job_run(JOB, cfg):
             for name in cfg.regimes:

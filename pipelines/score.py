@@ -43,6 +43,7 @@ from onesearch.scoring import (
     output_schema,
 )
 from pipelines import tracking
+from pipelines.engines import start_ray
 
 JOB = "score"
 
@@ -291,52 +292,6 @@ class RayScorer:
             [scored.with_columns(pl.lit(None, dtype=pl.String).alias(REASON)), errors],
             how="diagonal_relaxed",
         ).to_arrow()
-
-
-LOOPBACK = "127.0.0.1"
-
-
-def start_ray(init: dict) -> None:
-    """``ray.init(**init)``. Without an ``address`` it starts a local cluster whose every service (GCS, raylet,
-    workers, object manager) binds 127.0.0.1, never the machine's network address, and checks that from the
-    cluster's own node table; Ray's token authentication stays as Ray sets it (on for a new local cluster unless
-    ``RAY_AUTH_MODE`` says otherwise). With an ``address`` it joins that cluster as Ray is told."""
-    import ray
-
-    if init.get("address"):
-        ray.init(**init)
-        return
-    if ray.is_initialized():
-        raise RuntimeError(
-            "Ray is already initialised in this process; pass --ray-address to use that cluster"
-        )
-    if os.environ.get("RAY_ADDRESS"):
-        raise RuntimeError(
-            f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} is set, so Ray would join that cluster instead of starting a "
-            "local one: pass it as --ray-address, or unset it"
-        )
-    # Ray picks the node's address from the route to the outside unless clusters are "disabled" (its switch for
-    # laptops), in which case it takes loopback; the switch is a module constant read at call time.
-    from ray._private import ray_constants
-
-    env_name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    old_flag, old_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(env_name)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[env_name] = "0"
-    try:
-        ray.init(_node_ip_address=LOOPBACK, **init)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(env_name, None)
-        else:
-            os.environ[env_name] = old_env
-    where = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
-    if where != [LOOPBACK]:
-        ray.shutdown()
-        raise RuntimeError(
-            f"the local Ray cluster came up on {where}, not on {LOOPBACK} only; refusing to use it"
-        )
 
 
 def _ray_scored(cfg: Config, bundle_dir: str, chunks, done: dict, seen: set):

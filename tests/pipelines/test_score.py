@@ -22,7 +22,7 @@ import pytest
 from onesearch.data.registry import load_dataset
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.scoring import MALFORMED_TEXT_HISTORY, ScoreSettings
-from pipelines import score, tokenize, train_generator
+from pipelines import engines, score, tokenize, train_generator
 from pipelines.pyfunc import log_generator_model
 
 
@@ -199,7 +199,7 @@ def test_requests_that_record_another_dataset_or_catalogue_are_refused(bundle_di
 def test_a_local_ray_cluster_is_not_started_where_ray_would_join_another(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     with pytest.raises(RuntimeError, match="RAY_ADDRESS=10.0.0.1:6379 is set"):
-        score.start_ray({"include_dashboard": False})
+        engines.start_ray({"include_dashboard": False})
 
 
 def test_kill_9_then_resume_scores_every_row_exactly_once(bundle_dir, tmp_path):
@@ -308,7 +308,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(bundle_dir, tmp_path):
 
 _RAY_WHERE = """
 import json, subprocess, sys
-from pipelines.score import start_ray
+from pipelines.engines import start_ray
 import ray
 start_ray({"include_dashboard": False, "_temp_dir": sys.argv[1], "num_cpus": 1})
 nodes = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
