@@ -72,6 +72,15 @@ class Config:
     """Seed of the whole dataset."""
     progress: bool = True
     """Show progress on stderr."""
+    workers: int = 1
+    """Parts simulated at once: spawned processes (engine local) or Ray tasks (engine ray); the data are the
+    same whatever the number."""
+    engine: str = "local"
+    """local (this machine's processes) or ray (a local loopback-only Ray cluster, or --ray-address)."""
+    ray_address: str = ""
+    """An existing Ray cluster to use with --engine ray (empty: start a local one of --workers CPUs)."""
+    ray_temp_dir: str = ""
+    """Ray's session folder for a local cluster (empty: Ray's default)."""
 
 
 PRESETS = {
@@ -106,6 +115,39 @@ def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
     bidder, _ = train_online(cfg.market, ocfg)
     bidder.save(path)
     return bidder
+
+
+def _simulate_part(cfg: Config, out: Path, part: int, ppo) -> float:
+    """Simulate the periods of part ``part`` and write it (and its AuctionNet copies); returns the seconds it took.
+    ``ppo`` is the PPO behaviour policy, or the folder it is saved in (a worker process loads it)."""
+    t1 = time.perf_counter()
+    if isinstance(ppo, (str, Path)):
+        ppo = SB3Bidder.load(ppo)
+    path = out / f"part-{part:05d}.parquet"
+    first = part * cfg.part_periods
+    frames, expected = [], []
+    for p in range(first, min(cfg.periods, first + cfg.part_periods)):
+        # one generator per period: a resumed run draws exactly what a straight run would
+        rng = np.random.default_rng([cfg.seed, p])
+        if ppo is not None:
+            import torch
+
+            torch.manual_seed(cfg.seed * 1_000_003 + p)  # PPO samples its actions with torch
+        bidders, names = _bidders(cfg, rng, ppo)
+        raw = RawLog(p) if p < cfg.raw_log_periods else None
+        traj = run_period(cfg.market, bidders, rng, after_step=raw)
+        frames.append(period_frame(p, traj, names))
+        if cfg.auctionnet:
+            expected.append(_expected_frame(p, traj))
+        if raw is not None:
+            _write(raw.frame(), out / "auctionnet" / "raw" / f"period-{p:05d}.parquet")
+    if cfg.auctionnet:  # before the native part: its presence marks the part done
+        native = pl.concat(frames)
+        _write(
+            to_training(native, cfg.market.n_categories, pl.concat(expected)), out / "auctionnet" / path.name
+        )
+    _write(pl.concat(frames), path)
+    return time.perf_counter() - t1
 
 
 def _bidders(cfg: Config, rng: np.random.Generator, ppo) -> tuple[list[Bidder], list[str]]:
@@ -163,6 +205,10 @@ def main(cfg: Config) -> dict:
             f"{cfg.part_periods} and {cfg.raw_log_periods}"
         )
     check_alpha_range(cfg.fixed_alpha)  # before the output folder is made
+    if cfg.engine not in ("local", "ray") or cfg.workers < 1:
+        raise ValueError(
+            f"engine must be 'local' or 'ray' and workers >= 1, got {cfg.engine!r} and {cfg.workers}"
+        )
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
@@ -172,44 +218,36 @@ def main(cfg: Config) -> dict:
         ppo = train_ppo(cfg, out / "ppo") if "ppo" in cfg.policies else None
         ppo_seconds = time.perf_counter() - t0
         n_parts = -(-cfg.periods // cfg.part_periods)
-        written = skipped = 0
+        todo = [part for part in range(n_parts) if not (out / f"part-{part:05d}.parquet").exists()]
+        skipped = n_parts - len(todo)
         sim_seconds = 0.0
-        for part in range(n_parts):
-            path = out / f"part-{part:05d}.parquet"
-            first = part * cfg.part_periods
-            periods = range(first, min(cfg.periods, first + cfg.part_periods))
-            if path.exists():
-                skipped += 1
-                continue
-            t1 = time.perf_counter()
-            frames, expected = [], []
-            for p in periods:
-                # one generator per period: a resumed run draws exactly what a straight run would
-                rng = np.random.default_rng([cfg.seed, p])
-                if ppo is not None:
-                    import torch
+        pool = None
+        if len(todo) > 1 and (cfg.workers > 1 or cfg.engine == "ray"):
+            if cfg.engine == "ray":
+                from pipelines.engines import RayExecutor
 
-                    torch.manual_seed(cfg.seed * 1_000_003 + p)  # PPO samples its actions with torch
-                bidders, names = _bidders(cfg, rng, ppo)
-                raw = RawLog(p) if p < cfg.raw_log_periods else None
-                traj = run_period(cfg.market, bidders, rng, after_step=raw)
-                frames.append(period_frame(p, traj, names))
-                if cfg.auctionnet:
-                    expected.append(_expected_frame(p, traj))
-                if raw is not None:
-                    _write(raw.frame(), out / "auctionnet" / "raw" / f"period-{p:05d}.parquet")
-            if cfg.auctionnet:  # before the native part: its presence marks the part done
-                native = pl.concat(frames)
-                table = to_training(native, cfg.market.n_categories, pl.concat(expected))
-                _write(table, out / "auctionnet" / path.name)
-            _write(pl.concat(frames), path)
-            written += 1
-            sim_seconds += time.perf_counter() - t1
-            if cfg.progress:
-                print(
-                    f"[simulate] part {part + 1}/{n_parts}: periods {periods.start}-{periods.stop - 1}",
-                    file=sys.stderr,
-                )
+                pool = RayExecutor(cfg.workers, cfg.ray_address, cfg.ray_temp_dir)
+            else:
+                from bidding.evaluate import process_pool
+
+                pool = process_pool(cfg.workers)
+        try:
+            if pool is None:
+                done = ((part, _simulate_part(cfg, out, part, ppo)) for part in todo)
+            else:  # the workers read the PPO policy from its folder
+                futures = [(part, pool.submit(_simulate_part, cfg, out, part, out / "ppo" if ppo else None))
+                           for part in todo]  # fmt: skip
+                done = ((part, f.result()) for part, f in futures)
+            for part, seconds in done:
+                sim_seconds += seconds
+                if cfg.progress:
+                    first = part * cfg.part_periods
+                    last = min(cfg.periods, first + cfg.part_periods) - 1
+                    print(f"[simulate] part {part + 1}/{n_parts}: periods {first}-{last}", file=sys.stderr)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        written = len(todo)
         summary = summarise(out)
         result = {
             "output": str(out),
@@ -247,7 +285,16 @@ def _expected_frame(period: int, traj) -> pl.DataFrame:
 
 def _check_settings(out: Path, cfg: Config) -> None:
     """Parts are resumed only from a run with the same settings: ``simulate.json`` records them."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output", "progress", "periods")}
+    where = (
+        "output",
+        "progress",
+        "periods",
+        "workers",
+        "engine",
+        "ray_address",
+        "ray_temp_dir",
+    )  # not the data's
+    settings = {k: v for k, v in asdict(cfg).items() if k not in where}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as they read back
     path = out / "simulate.json"
     if path.exists():

@@ -124,3 +124,50 @@ def test_simulate_records_the_auction_rules_and_the_episodes_read_them(tmp_path)
     (out / "simulate.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="simulate.json: cannot read the auction rules.*beta must be"):
         load_trajectories(out)
+
+
+def test_parts_simulated_in_parallel_are_the_parts_simulated_in_turn(tmp_path):
+    kw = dict(policies=("fixed", "pid", "pacing", "lp"), periods=4, part_periods=1, auctionnet=True)
+    one = simulate.main(_cfg(tmp_path / "one", **kw))
+    two = simulate.main(_cfg(tmp_path / "two", workers=2, **kw))
+    assert one["parts_written"] == two["parts_written"] == 4
+    for name in ("part-00000.parquet", "part-00003.parquet", "auctionnet/part-00002.parquet"):
+        a, b = (pl.read_parquet(tmp_path / w / "offline" / name) for w in ("one", "two"))
+        assert a.equals(b), name
+    # the number of workers is not a setting of the data: a resume with another count is allowed
+    simulate.main(_cfg(tmp_path / "one", workers=3, **kw))
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("unshare") is None or __import__("os").geteuid() != 0,
+    reason="needs unshare as root (netns)",
+)
+def test_simulate_on_ray_writes_the_parts_of_the_local_engine(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    local = simulate.main(_cfg(tmp_path / "local", periods=4, part_periods=2))
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    root = str(Path(__file__).resolve().parents[2])
+    cmd = " ".join(
+        ["ip link set lo up;", "RAY_AUTH_MODE=disabled", sys.executable, "-m", "pipelines", "simulate",
+         "--preset", "tiny", "--periods", "4", "--part-periods", "2", "--no-progress", "--engine", "ray",
+         "--workers", "2", "--ray-temp-dir", ray_tmp, "--output", str(tmp_path / "ray")]
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # fmt: skip
+    try:
+        r = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, timeout=600,
+                           env=env, cwd=tmp_path)  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["rows"] == local["rows"]
+    for name in ("part-00000.parquet", "part-00001.parquet"):
+        assert pl.read_parquet(tmp_path / "ray" / name).equals(
+            pl.read_parquet(tmp_path / "local" / "offline" / name)
+        )
