@@ -51,3 +51,37 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     SNAPSHOT.write_text(json.dumps(job_flags(), indent=1) + "\n")
     print(f"wrote {SNAPSHOT}")
+
+
+def test_a_field_added_to_a_nested_config_renames_no_option_of_any_job():
+    """Give the trainer's TrainConfig a field named like a top-level option of train-generator (``dataset``): the
+    jobs that nest it gain exactly that one option, under its section, and every other option keeps its name."""
+    import argparse
+    from dataclasses import field, make_dataclass
+
+    from onesearch.model.train import TrainConfig
+    from pipelines import bench_generative, train_generator
+    from pipelines.config import add_arguments
+
+    def options(cls) -> set[str]:
+        p = argparse.ArgumentParser()
+        add_arguments(p, cls)
+        return {s for a in p._actions for s in a.option_strings} - {"-h", "--help"}
+
+    train2 = make_dataclass(
+        "TrainConfig2", [("dataset", str, field(default="x"))], bases=(TrainConfig,), frozen=True
+    )
+    trainer2 = make_dataclass(
+        "Config2",
+        [("train", train2, field(default_factory=train2))],
+        bases=(train_generator.Config,),
+        frozen=True,
+    )
+    bench2 = make_dataclass(
+        "Bench2", [("trainer", trainer2, field(default_factory=trainer2))], bases=(bench_generative.Config,),
+        frozen=True,
+    )  # fmt: skip
+    assert options(trainer2) - options(train_generator.Config) == {"--train.dataset"}
+    assert options(train_generator.Config) <= options(trainer2)  # --dataset is still --dataset
+    assert options(bench2) - options(bench_generative.Config) == {"--trainer.train.dataset"}
+    assert options(bench_generative.Config) <= options(bench2)
