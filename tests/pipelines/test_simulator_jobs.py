@@ -150,12 +150,16 @@ def test_simulate_on_ray_writes_the_parts_of_the_local_engine(tmp_path):
     import tempfile
     from pathlib import Path
 
-    local = simulate.main(_cfg(tmp_path / "local", periods=4, part_periods=2))
+    # heuristic policies only: a PPO behaviour policy is trained in each run, with this process's torch threads
+    # here and one thread there, so its weights (and so the data) would differ for that reason alone
+    policies = ("fixed", "pid", "pacing", "lp")
+    local = simulate.main(_cfg(tmp_path / "local", periods=4, part_periods=2, policies=policies))
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     root = str(Path(__file__).resolve().parents[2])
     cmd = " ".join(
         ["ip link set lo up;", "RAY_AUTH_MODE=disabled", sys.executable, "-m", "pipelines", "simulate",
          "--preset", "tiny", "--periods", "4", "--part-periods", "2", "--no-progress", "--engine", "ray",
+         "--policies", *policies,
          "--workers", "2", "--ray-temp-dir", ray_tmp, "--output", str(tmp_path / "ray")]
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1",
