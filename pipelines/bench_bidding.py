@@ -51,14 +51,14 @@ from bidding.dt import (
     plan_episodes,
     train_dt,
 )
-from bidding.evaluate import EvalConfig, _check_slots, evaluate, process_pool
+from bidding.evaluate import EvalConfig, _check_slots, evaluate
 from bidding.history_lp import HistoryLPBidder, log_history
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
 from bidding.stats import paired_bootstrap
 from pipelines import simulate, tracking
-from pipelines.engines import RayExecutor
+from pipelines.engines import executor
 from simulators.bidders import DualPIDBidder, FixedBidder
 from simulators.market import MarketConfig
 from simulators.regimes import REGIMES, regime
@@ -195,8 +195,6 @@ def tuning_of(cfg: Config) -> EvalConfig:
 
 
 def _check(cfg: Config) -> None:
-    if cfg.engine not in ("local", "ray"):
-        raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
     for what, given, known in (("bidders", cfg.bidders, BIDDERS), ("regimes", cfg.regimes, tuple(REGIMES))):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
@@ -237,11 +235,7 @@ def main(cfg: Config) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     regimes: dict[str, dict] = {}
-    workers = cfg.evaluation.workers
-    if cfg.engine == "ray":
-        pool = RayExecutor(workers, cfg.ray_address, cfg.ray_temp_dir)
-    else:
-        pool = process_pool(workers) if workers > 1 else None
+    pool = executor(cfg.engine, cfg.evaluation.workers, cfg.ray_address, cfg.ray_temp_dir)
     try:
         with tracking.job_run(JOB, cfg):
             for name in cfg.regimes:

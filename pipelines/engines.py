@@ -57,6 +57,20 @@ def start_ray(init: dict) -> None:
         )
 
 
+def executor(engine: str, workers: int, ray_address: str = "", ray_temp_dir: str = "") -> Executor | None:
+    """Where a job's parallel work goes: a :class:`RayExecutor` for ``engine`` ray, a pool of ``workers`` spawned
+    processes for local, or None (run in this process) for local with one worker."""
+    if engine not in ("local", "ray") or workers < 1:
+        raise ValueError(f"engine must be 'local' or 'ray' and workers >= 1, got {engine!r} and {workers}")
+    if engine == "ray":
+        return RayExecutor(workers, ray_address, ray_temp_dir)
+    if workers == 1:
+        return None
+    from bidding.evaluate import process_pool
+
+    return process_pool(workers)
+
+
 class _RayFuture(Future):
     """A Future whose result is a Ray object reference's value."""
 

@@ -27,6 +27,7 @@ from bidding.auctionnet import RawLog, to_training
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from onesearch.io import atomic_write, remove_temporaries
 from pipelines import tracking
+from pipelines.engines import executor
 from simulators.bidders import HEURISTICS, Bidder, ExploringBidder, check_alpha_range, heuristic
 from simulators.market import STATE_FEATURES, MarketConfig
 from simulators.rollout import TRAJECTORY_COLUMNS, run_period
@@ -221,16 +222,7 @@ def main(cfg: Config) -> dict:
         todo = [part for part in range(n_parts) if not (out / f"part-{part:05d}.parquet").exists()]
         skipped = n_parts - len(todo)
         sim_seconds = 0.0
-        pool = None
-        if len(todo) > 1 and (cfg.workers > 1 or cfg.engine == "ray"):
-            if cfg.engine == "ray":
-                from pipelines.engines import RayExecutor
-
-                pool = RayExecutor(cfg.workers, cfg.ray_address, cfg.ray_temp_dir)
-            else:
-                from bidding.evaluate import process_pool
-
-                pool = process_pool(cfg.workers)
+        pool = executor(cfg.engine, cfg.workers, cfg.ray_address, cfg.ray_temp_dir) if len(todo) > 1 else None
         try:
             if pool is None:
                 done = ((part, _simulate_part(cfg, out, part, ppo)) for part in todo)

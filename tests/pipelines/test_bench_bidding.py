@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from pipelines import bench_bidding
+from tests.netns import needs_netns, run_job
 
 
 def _tiny(tmp_path, **kw):
@@ -97,38 +98,17 @@ def test_bench_bidding_checks_vdt_data_before_training(tmp_path):
     assert not (tmp_path / "bidding" / "budget-bound" / "bc").exists()
 
 
-@pytest.mark.skipif(
-    __import__("shutil").which("unshare") is None or __import__("os").geteuid() != 0,
-    reason="needs unshare as root (netns)",
-)
+@needs_netns
 def test_the_ray_engine_gives_the_figures_of_local_processes(tmp_path):
     """Training, plays and the bound as Ray tasks on a local cluster (in a network namespace with only
     loopback, as docs/scoring.md describes) give the figures two local worker processes give."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-
     args = ["--preset", "tiny", "--regimes", "budget-bound", "--bidders", "dt",
             "--evaluation.workers", "2", "--simulate.no-progress"]  # fmt: skip
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root,
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # fmt: skip
 
     def run(engine: str, out: str) -> dict:
-        ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-        cmd = " ".join(
-            ["ip link set lo up;", "RAY_AUTH_MODE=disabled", sys.executable, "-m", "pipelines", "bench-bidding",
-             *args, "--engine", engine, "--ray-temp-dir", ray_tmp, "--output", out]
-        )  # fmt: skip
-        try:
-            r = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, timeout=600,
-                               env=env, cwd=tmp_path)  # fmt: skip
-        finally:
-            shutil.rmtree(ray_tmp, ignore_errors=True)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return json.loads(r.stdout.strip().splitlines()[-1])["regimes"]["budget-bound"]
+        return run_job("bench-bidding", *args, "--engine", engine, "--output", out, cwd=tmp_path)["regimes"][
+            "budget-bound"
+        ]
 
     local, ray = run("local", str(tmp_path / "local")), run("ray", str(tmp_path / "ray"))
     assert local["bound"] == ray["bound"]

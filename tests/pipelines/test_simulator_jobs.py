@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import bench_simulator, simulate
 from simulators.auction import conversion_score
+from tests.netns import needs_netns, run_job
 
 
 def _cfg(tmp_path, **kw):
@@ -138,39 +139,16 @@ def test_parts_simulated_in_parallel_are_the_parts_simulated_in_turn(tmp_path):
     simulate.main(_cfg(tmp_path / "one", workers=3, **kw))
 
 
-@pytest.mark.skipif(
-    __import__("shutil").which("unshare") is None or __import__("os").geteuid() != 0,
-    reason="needs unshare as root (netns)",
-)
+@needs_netns
 def test_simulate_on_ray_writes_the_parts_of_the_local_engine(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
     # heuristic policies only: a PPO behaviour policy is trained in each run, with this process's torch threads
     # here and one thread there, so its weights (and so the data) would differ for that reason alone
     policies = ("fixed", "pid", "pacing", "lp")
     local = simulate.main(_cfg(tmp_path / "local", periods=4, part_periods=2, policies=policies))
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    root = str(Path(__file__).resolve().parents[2])
-    cmd = " ".join(
-        ["ip link set lo up;", "RAY_AUTH_MODE=disabled", sys.executable, "-m", "pipelines", "simulate",
-         "--preset", "tiny", "--periods", "4", "--part-periods", "2", "--no-progress", "--engine", "ray",
-         "--policies", *policies,
-         "--workers", "2", "--ray-temp-dir", ray_tmp, "--output", str(tmp_path / "ray")]
-    )  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}  # fmt: skip
-    try:
-        r = subprocess.run(["unshare", "--net", "sh", "-c", cmd], capture_output=True, text=True, timeout=600,
-                           env=env, cwd=tmp_path)  # fmt: skip
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1])["rows"] == local["rows"]
+    ray = run_job("simulate", "--preset", "tiny", "--periods", "4", "--part-periods", "2", "--no-progress",
+                  "--policies", *policies, "--engine", "ray", "--workers", "2", "--output", str(tmp_path / "ray"),
+                  cwd=tmp_path)  # fmt: skip
+    assert ray["rows"] == local["rows"]
     for name in ("part-00000.parquet", "part-00001.parquet"):
         assert pl.read_parquet(tmp_path / "ray" / name).equals(
             pl.read_parquet(tmp_path / "local" / "offline" / name)
