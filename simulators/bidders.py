@@ -214,8 +214,8 @@ class OnlineLPBidder:
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
         self.spent = 0.0
-        self.values: list[np.ndarray] = []
-        self.costs: list[np.ndarray] = []
+        self.ratios: list[np.ndarray] = []  # per step of the window: the sample's cost / value ratios, sorted
+        self.costs: list[np.ndarray] = []  # and their costs, in the same order
         self.rng = np.random.default_rng(self.seed + 7919 * advertiser.index)
         self._cum_cost: np.ndarray | None = None
         self._ratio = np.zeros(0)
@@ -248,14 +248,17 @@ class OnlineLPBidder:
         value = feedback.p_value[pick, i].astype(np.float64) * self.advertiser.bid_scale
         if feedback.factor is not None:  # order value, or 0 for users an acquisition advertiser does not want
             value *= feedback.factor[pick, i]
-        self.values = (self.values + [value])[-self.window :]
-        self.costs = (self.costs + [feedback.least_winning_cost[pick].astype(np.float64)])[-self.window :]
-        v = np.concatenate(self.values)
-        c = np.concatenate(self.costs)
-        ratio = c / np.maximum(v, 1e-12)  # the α at which each sampled impression is just won
+        cost = feedback.least_winning_cost[pick].astype(np.float64)
+        ratio = cost / np.maximum(value, 1e-12)  # the α at which each sampled impression is just won
+        order = np.argsort(ratio, kind="stable")
+        # each step's sample is kept sorted by ratio: the stable sort of the window's runs below is then a merge, and
+        # gives the same order as sorting the window's samples from scratch (ties keep step, then sample order)
+        self.ratios = (self.ratios + [ratio[order]])[-self.window :]
+        self.costs = (self.costs + [cost[order]])[-self.window :]
+        ratio, cost = np.concatenate(self.ratios), np.concatenate(self.costs)
         order = np.argsort(ratio, kind="stable")
         self._ratio = ratio[order]
-        self._cum_cost = np.cumsum(c[order])
+        self._cum_cost = np.cumsum(cost[order])
 
 
 HEURISTICS: tuple[str, ...] = ("fixed", "pid", "pacing", "lp")
