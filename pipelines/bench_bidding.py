@@ -15,8 +15,9 @@ together):
    on the tuning periods (``--tuning-periods``, ``--tuning-seed``: not the test seed); ``onlinelp`` is AuctionNet's
    OnlineLP (:mod:`bidding.history_lp`) on the impressions of those days as the default competitors played them
    (kept by advertiser index: an index keeps its category, not its budget or level), its cap tuned the same way.
-   Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s> and reused while their settings are unchanged
-   (``--retrain`` trains again), so the evaluation alone can be rerun.
+   Trained bidders are kept under <output>/<regime>/<bidder>/seed-<s>, and the classic bidders' tuned choices under
+   <output>/<regime>/<bidder>/tuned.json; both are reused while what they depend on is unchanged (``--retrain``
+   trains and tunes again), so the evaluation alone can be rerun.
 3. **Evaluation.** Every bidder plays the same test periods (``--evaluation.*``; ``--evaluation.test-seed`` picks them: keep
    0 for development, use a fresh seed for final figures), every advertiser slot in turn (``--evaluation.rotate``), against
    the default heuristic competitors, with common random numbers; a learned bidder's seeds take the periods in turn.
@@ -58,6 +59,7 @@ from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
 from bidding.stats import paired_bootstrap
 from pipelines import simulate, tracking
+from onesearch.io import atomic_write
 from pipelines.engines import executor
 from simulators.bidders import DualPIDBidder, FixedBidder
 from simulators.market import MarketConfig
@@ -123,7 +125,8 @@ class Config:
     tuning_seed: int = 1
     """Seed of the tuning periods (never the test seed)."""
     retrain: bool = False
-    """Train every learned bidder again even when one trained with the same settings is kept."""
+    """Train and tune every bidder, and compute the hindsight bound, again even when one made with the same settings
+    is kept."""
     dt: DTConfig = field(default_factory=DTConfig)
     """Decision Transformer shape (vdt uses it with the vdt_* settings below)."""
     dt_train: DTTrainConfig = field(default_factory=lambda: DTTrainConfig(max_minutes=2.0))
@@ -302,8 +305,7 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
             makers = [_Factory(_load(bidder, out / bidder / f"seed-{s}")) for s in range(cfg.seeds)]
             minutes = sum(trained[bidder])
         else:
-            _say(name, f"{bidder}: tuning on training periods")
-            makers, minutes = _prepare(cfg, bidder, market, pool)
+            makers, minutes = _prepare(cfg, bidder, market, pool, out, lambda t: _say(name, f"{bidder}: {t}"))
         _say(name, f"{bidder}: evaluating")
         res = evaluate(makers, market, cfg.evaluation, curves=True, executor=pool)
         res["train_minutes"] = minutes
@@ -311,8 +313,7 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
         tracking.log_metrics(_numbers(f"{name}.{bidder}", res))
     bound = None
     if cfg.bound:
-        _say(name, "hindsight bound")
-        bound = hindsight_bound(market, cfg.evaluation, executor=pool)
+        bound = _bound(cfg, name, market, out, pool)
     plot_bidders(results, cfg.evaluation.budget_ratios, out / "bidding.png")
     tracking.log_file(out / "bidding.png")
     return summarise(results, bound, cfg.evaluation)
@@ -358,26 +359,71 @@ def summarise(results: dict[str, dict], bound: dict | None, ev: EvalConfig) -> d
 
 
 # ---- training and tuning ----------------------------------------------------------------------------------------
-def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool):
-    """(bidder factories, minutes of tuning) of the classic ``bidder`` in ``market``."""
+def _kept(path: Path, settings: str, retrain: bool) -> dict | None:
+    """The JSON object at ``path`` when it was written with ``settings`` (and ``retrain`` is off), else None."""
+    if retrain or not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a damaged file is made again, not trusted
+    return old if isinstance(old, dict) and old.get("settings") == settings else None
+
+
+def _keep(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _bound(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> dict:
+    """The hindsight bound of every test play, kept in <out>/bound.json and reused while the market and the test
+    plays are unchanged (it depends on nothing else)."""
+    path = out / "bound.json"
+    settings = _digest("bound", asdict(market), asdict(replace(cfg.evaluation, workers=1)))
+    old = _kept(path, settings, cfg.retrain)
+    if old is not None:
+        _say(name, "hindsight bound (kept from an earlier run)")
+        return old["bound"]
+    _say(name, "hindsight bound")
+    bound = hindsight_bound(market, cfg.evaluation, executor=pool)
+    _keep(path, {"settings": settings, "bound": bound})
+    return bound
+
+
+def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool, out: Path, say=lambda text: None):
+    """(bidder factories, minutes of tuning) of the classic ``bidder`` in ``market``. The choice of the tuning is
+    kept in <out>/<bidder>/tuned.json and reused while the market, the tuning periods and the grid are unchanged."""
     t = time.perf_counter()
+    tuning = tuning_of(cfg)
+    grid = {"constant": CONSTANT_GRID, "pid": PID_GRID, "onlinelp": LP_CAPS}.get(bidder)
+    if grid is None:
+        raise ValueError(f"{bidder} is not a classic bidder")
+    path = out / bidder / "tuned.json"
+    settings = _digest("tuned", bidder, asdict(market), asdict(tuning), grid)
+    old = _kept(path, settings, cfg.retrain)
+    chosen = old["choice"] if old is not None else None
     if bidder == "onlinelp":  # AuctionNet's OnlineLP: the training days' impressions, its cap tuned
-        tuning = tuning_of(cfg)
         history = log_history(
             market, tuning.test_seed, range(tuning.first_period, tuning.first_period + tuning.periods), 128
         )
-        cands = {c: HistoryLPBidder(history, cap=c, n_steps=market.n_steps) for c in LP_CAPS}
-        best = _tune(cands, market, tuning, pool)
-        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
-    if bidder == "constant":
-        cands = {a: FixedBidder(a) for a in CONSTANT_GRID}
-        best = _tune(cands, market, tuning_of(cfg), pool)
-        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
-    if bidder == "pid":
+        cands = dict(enumerate(HistoryLPBidder(history, cap=c, n_steps=market.n_steps) for c in LP_CAPS))
+    elif bidder == "constant":
+        cands = dict(enumerate(FixedBidder(a) for a in CONSTANT_GRID))
+    else:
         cands = {i: DualPIDBidder(**g, n_steps=market.n_steps) for i, g in enumerate(PID_GRID)}
-        best = _tune(cands, market, tuning_of(cfg), pool)
-        return [_Factory(cands[best])], (time.perf_counter() - t) / 60
-    raise ValueError(f"{bidder} is not a classic bidder")
+    if chosen is None:
+        say("tuning on training periods")
+        chosen = _tune(cands, market, tuning, pool)
+        minutes = (time.perf_counter() - t) / 60
+        _keep(path, {"settings": settings, "choice": chosen, "setting": grid[chosen], "train_minutes": minutes})
+    else:
+        say("tuned setting kept from an earlier run")
+        minutes = float(old["train_minutes"])  # the time the tuning took when it ran
+    return [_Factory(cands[chosen])], minutes
 
 
 def _train_all(cfg: Config, name: str, market: MarketConfig, data: dict, out: Path, pool) -> dict[str, list]:

@@ -40,9 +40,15 @@ def test_bench_bidding_tiny_judges_every_bidder_in_every_regime_asked(tmp_path):
                 assert (tmp_path / "bidding" / name / bidder / f"seed-{seed}" / "train.json").is_file()
         # constant is the best α of the grid on the tuning periods: it took time to find
         assert res["constant"]["train_minutes"] > 0
-    # a second run keeps the trained bidders: same figures, no training
-    again = bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("dt", "bc")))
-    for bidder in ("dt", "bc"):
+    # a second run keeps the trained bidders, the tuned choices and the bound: same figures, nothing redone
+    roi = tmp_path / "bidding" / "roi"
+    kept = [roi / "constant" / "tuned.json", roi / "bound.json"]
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert json.loads(kept[0].read_text())["setting"] in bench_bidding.CONSTANT_GRID
+    again = bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("dt", "bc", "constant")))
+    assert [p.stat().st_mtime_ns for p in kept] == stamps
+    assert again["regimes"]["roi"]["bound"] == out["regimes"]["roi"]["bound"]
+    for bidder in ("dt", "bc", "constant"):
         assert (
             again["regimes"]["roi"]["bidders"][bidder]["score_mean"]
             == out["regimes"]["roi"]["bidders"][bidder]["score_mean"]
@@ -51,6 +57,9 @@ def test_bench_bidding_tiny_judges_every_bidder_in_every_regime_asked(tmp_path):
             again["regimes"]["roi"]["bidders"][bidder]["train_minutes"]
             == out["regimes"]["roi"]["bidders"][bidder]["train_minutes"]
         )
+    # --retrain tunes and bounds again
+    bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("constant",), retrain=True))
+    assert all(p.stat().st_mtime_ns != t for p, t in zip(kept, stamps, strict=True))
 
 
 def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
