@@ -2,12 +2,17 @@
 
 The agent sees the state featurized per advertiser (``bidding.data.featurize``: money / bid scale, conversions per
 step / what the budget buys at target per step) and then standardised by a running mean (SB3 ``VecNormalize``), so one
-policy serves advertisers of every size; rewards are the change of the score, normalised the same way.
+policy serves advertisers of every size. Its reward is the change of the score in units of what the advertiser's
+budget buys at its target (score · bid scale / budget, :func:`bidding.data.normalised_returns`), so a period scores
+about the same for a small advertiser as for a large one and the large ones do not drown the gradient
+(``scale_reward``; off, the raw change of the score is standardised by SB3's running return scale, one scale for
+every advertiser).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,9 +39,27 @@ class OnlineConfig:
     """Impressions per period while training: 0 = the market's own (train where the bidder is tested). Fewer scale
     the budgets down with them, so that the market binds the same way."""
     max_minutes: float = 15.0
-    """Stop after this much training time (0 = no limit)."""
+    """Stop after this much training time (0 = no limit). A cap that is reached makes the result depend on the
+    machine's load (``stats["stopped_by_time"]`` says when it was); a step budget alone does not."""
     seed: int = 0
     """Seed of the env and the agent."""
+    envs: int = 1
+    """Copies of the env stepped together (the policy acts for all of them in one forward pass)."""
+    net: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the policy and of the value / Q networks (SB3's default for SAC is 256, 256: four
+    times slower per gradient step here, for no better bidder)."""
+    scale_reward: bool = True
+    """Reward in units of what the budget buys at the target (score · bid scale / budget), instead of the raw change
+    of the score standardised by one running scale."""
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 1 or self.envs < 1 or self.max_minutes < 0:
+            raise ValueError(
+                f"timesteps and envs must be positive and max_minutes >= 0, got {self.timesteps}, {self.envs} and "
+                f"{self.max_minutes}"
+            )
+        if not self.net or not all(isinstance(w, int) and 1 <= w <= MAX_LAYER for w in self.net):
+            raise ValueError(f"net must list hidden layer widths in [1, {MAX_LAYER}], got {self.net}")
 
 
 class FeaturizedAuction(gym.ObservationWrapper):
@@ -52,21 +75,62 @@ class FeaturizedAuction(gym.ObservationWrapper):
         return featurize_state(obs, spec, env.cfg.n_steps)
 
 
-def _time_limit(minutes: float):
+class ScaledReward(gym.RewardWrapper):
+    """The reward in units of what the agent's budget buys at its target: reward · bid scale / budget."""
+
+    def reward(self, reward: float) -> float:
+        env = self.env.unwrapped
+        adv = env.market.advertisers
+        i = env.agent_index
+        return float(reward) * float(adv.bid_scale[i]) / max(float(adv.budget[i]), 1e-9)
+
+
+def _monitor(minutes: float, every: int, check, n_steps: int):
+    """The SB3 callback of :func:`train_online`: stops after ``minutes`` of training and runs the checks."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class Stop(BaseCallback):
+    class Progress(BaseCallback):
+        stopped = False
+
         def _on_training_start(self) -> None:
-            self.t0 = time.perf_counter()
+            self.t0, self.paused, self.next, self.checks = time.perf_counter(), 0.0, every, []
+
+        def trained_s(self) -> float:
+            return time.perf_counter() - self.t0 - self.paused
 
         def _on_step(self) -> bool:
-            return not minutes or time.perf_counter() - self.t0 < 60 * minutes
+            if check is not None and every > 0 and self.num_timesteps >= self.next:
+                t = time.perf_counter()
+                value = float(check(_bidder(self.model, self.training_env, n_steps)))
+                self.paused += time.perf_counter() - t
+                self.checks.append((int(self.num_timesteps), self.trained_s() / 60, value))
+                self.next += every
+            self.stopped = bool(minutes) and self.trained_s() >= 60 * minutes
+            return not self.stopped
 
-    return Stop()
+    return Progress()
 
 
-def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, dict]:
-    """Train PPO or SAC in the env; returns the bidder and training statistics."""
+def _bidder(model, venv, n_steps: int) -> SB3Bidder:
+    """The deterministic bidder of ``model`` with the running observation normalisation of ``venv`` (copied)."""
+    rms = venv.obs_rms
+    return SB3Bidder(
+        model.__class__.__name__.lower(),
+        model,
+        rms.mean.astype(np.float32).copy(),
+        rms.var.astype(np.float32).copy(),
+        n_steps,
+        float(venv.clip_obs),
+    )
+
+
+def train_online(
+    market: MarketConfig, cfg: OnlineConfig, every: int = 0, check: Callable[[SB3Bidder], float] | None = None
+) -> tuple[SB3Bidder, dict]:
+    """Train PPO or SAC in the env; returns the bidder and training statistics. With ``check``, every ``every``
+    environment steps the policy as it stands is handed to ``check`` (as the deterministic bidder training returns)
+    and what it gives is kept in ``stats["checks"]`` as (steps, training minutes so far, value); the time the checks
+    take counts neither as training time nor against ``max_minutes``."""
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -80,48 +144,36 @@ def train_online(market: MarketConfig, cfg: OnlineConfig) -> tuple[SB3Bidder, di
         env_market = replace(market, impressions=n, budget_range=(lo * shrink, hi * shrink))
     from stable_baselines3.common.monitor import Monitor
 
-    venv = VecNormalize(
-        DummyVecEnv([lambda: Monitor(FeaturizedAuction(AuctionEnv(config=env_market)))]), gamma=0.99
-    )
+    def make_env():
+        # Monitor records the score of every episode (the raw change of the score adds up to it)
+        env = Monitor(FeaturizedAuction(AuctionEnv(config=env_market)))
+        return ScaledReward(env) if cfg.scale_reward else env
+
+    venv = VecNormalize(DummyVecEnv([make_env] * cfg.envs), gamma=0.99, norm_reward=not cfg.scale_reward)
     venv.seed(cfg.seed)
+    kwargs = dict(seed=cfg.seed, device="cpu", verbose=0, policy_kwargs={"net_arch": list(cfg.net)})
     if cfg.algorithm == "ppo":
-        model = PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=min(2048, max(64, cfg.timesteps)),
-            batch_size=64,
-            seed=cfg.seed,
-            device="cpu",
-            verbose=0,
-        )
+        rollout = min(2048, max(64, cfg.timesteps))
+        model = PPO("MlpPolicy", venv, n_steps=max(8, rollout // cfg.envs), batch_size=64, **kwargs)
     else:
-        model = SAC(
-            "MlpPolicy",
-            venv,
-            learning_starts=min(1000, cfg.timesteps // 4),
-            seed=cfg.seed,
-            device="cpu",
-            verbose=0,
-        )
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=cfg.timesteps, callback=_time_limit(cfg.max_minutes), progress_bar=False)
-    monitor = venv.venv.envs[0]
+        model = SAC("MlpPolicy", venv, learning_starts=min(1000, cfg.timesteps // 4), **kwargs)
+    stop = _monitor(cfg.max_minutes, every, check, market.n_steps)
+    model.learn(total_timesteps=cfg.timesteps, callback=stop, progress_bar=False)
+    episodes = []  # (end time, score) of every training episode of every env copy
+    for env in venv.venv.envs:
+        while not isinstance(env, Monitor):
+            env = env.env
+        episodes += zip(env.get_episode_times(), env.get_episode_rewards(), strict=True)
+    episodes.sort(key=lambda e: e[0])
     stats = {
         "timesteps": int(model.num_timesteps),
-        "train_minutes": (time.perf_counter() - t0) / 60,
-        # the learning curve: every training episode's score (its rewards add up to it), in order
-        "episode_scores": [float(r) for r in monitor.get_episode_rewards()],
+        "train_minutes": stop.trained_s() / 60,
+        "stopped_by_time": stop.stopped,
+        "checks": stop.checks,
+        # the learning curve: every training episode's score (its raw rewards add up to it), in the order they ended
+        "episode_scores": [float(r) for _, r in episodes],
     }
-    rms = venv.obs_rms
-    bidder = SB3Bidder(
-        cfg.algorithm,
-        model,
-        rms.mean.astype(np.float32),
-        rms.var.astype(np.float32),
-        market.n_steps,
-        float(venv.clip_obs),
-    )
-    return bidder, stats
+    return _bidder(model, venv, market.n_steps), stats
 
 
 _ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "SiLU", "GELU")
@@ -254,4 +306,4 @@ def _box_from(d: dict):
     return gym.spaces.Box(dtype=np.float32, **_unbox(d))
 
 
-__all__ = ["ALGORITHMS", "FeaturizedAuction", "OnlineConfig", "SB3Bidder", "train_online"]
+__all__ = ["ALGORITHMS", "FeaturizedAuction", "OnlineConfig", "SB3Bidder", "ScaledReward", "train_online"]

@@ -112,6 +112,7 @@ def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
         impressions=cfg.ppo_impressions,
         max_minutes=0,
         seed=cfg.seed,
+        scale_reward=False,  # the behaviour policy the logs were made with: their figures stay reproducible
     )
     bidder, _ = train_online(cfg.market, ocfg)
     bidder.save(path)

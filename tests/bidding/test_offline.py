@@ -21,9 +21,10 @@ from bidding.dt import (
     train_dt,
 )
 from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, mlp, train_offline
-from bidding.online import OnlineConfig, SB3Bidder, train_online
+from bidding.online import FeaturizedAuction, OnlineConfig, SB3Bidder, ScaledReward, train_online
 from pipelines import simulate
 from simulators.bidders import default_competitors
+from simulators.env import AuctionEnv
 from simulators.rollout import run_period
 
 TINY = simulate.PRESETS["tiny"]
@@ -314,3 +315,55 @@ def test_online_training_reports_its_learning_curve():
     scores = stats["episode_scores"]
     assert len(scores) == 128 // TINY.market.n_steps
     assert all(np.isfinite(s) and s >= 0 for s in scores)
+
+
+def test_online_training_counts_the_episodes_of_every_env_copy():
+    """Two env copies stepped together: 128 steps of 8-step periods are still 16 episodes, all in the curve."""
+    _, stats = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=128, envs=2, max_minutes=0))
+    assert len(stats["episode_scores"]) == 128 // TINY.market.n_steps
+    assert stats["timesteps"] == 128 and stats["stopped_by_time"] is False
+
+
+def test_online_networks_have_the_widths_asked_for(tmp_path):
+    bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="sac", timesteps=64, net=(16, 8)))
+    meta = json.loads((bidder.save(tmp_path / "sac") / "sb3.json").read_text())
+    assert meta["policy"]["net_arch"] == [16, 8]
+    layers = SB3Bidder.load(tmp_path / "sac").policy.actor.latent_pi
+    assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [16, 8]
+
+
+def test_scaled_reward_is_the_score_in_units_of_what_the_budget_buys():
+    """Summed over a period, the scaled rewards are the final score · bid scale / budget (the raw rewards add up to
+    the score): one unit is what the budget buys at the target."""
+    env = ScaledReward(FeaturizedAuction(AuctionEnv(config=TINY.market)))
+    env.reset(seed=5)
+    total, done, info = 0.0, False, {}
+    while not done:
+        _, r, term, trunc, info = env.step(np.array([0.9], dtype=np.float32))
+        total += r
+        done = term or trunc
+    assert info["score"] > 0
+    assert total == pytest.approx(info["score"] * info["bid_scale"] / info["budget"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(timesteps=0), dict(envs=0), dict(max_minutes=-1), dict(net=()), dict(net=(0, 8))]
+)
+def test_online_config_refuses_bad_settings(kw):
+    with pytest.raises(ValueError, match="timesteps and envs|net must list"):
+        OnlineConfig(**kw)
+
+
+def test_online_training_checks_the_policy_every_so_many_steps():
+    """check gets the deterministic bidder at steps 32, 64, ... and its values are kept, with the step counts."""
+    seen = []
+
+    def check(bidder):
+        seen.append(bidder.deterministic)
+        return 7.0 * len(seen)
+
+    _, stats = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=128), every=32, check=check)
+    assert [c[0] for c in stats["checks"]] == [32, 64, 96, 128]
+    assert [c[2] for c in stats["checks"]] == [7.0, 14.0, 21.0, 28.0] and all(seen)
+    minutes = [c[1] for c in stats["checks"]]
+    assert minutes == sorted(minutes) and minutes[-1] <= stats["train_minutes"]
