@@ -58,8 +58,14 @@ class OnlineConfig:
                 f"timesteps and envs must be positive and max_minutes >= 0, got {self.timesteps}, {self.envs} and "
                 f"{self.max_minutes}"
             )
-        if not self.net or not all(isinstance(w, int) and 1 <= w <= MAX_LAYER for w in self.net):
-            raise ValueError(f"net must list hidden layer widths in [1, {MAX_LAYER}], got {self.net}")
+        try:
+            _check_net_arch(list(self.net))
+            if not self.net:
+                raise ValueError("no layer")
+        except ValueError as e:
+            raise ValueError(
+                f"net must list 1-8 hidden layer widths in [1, {MAX_LAYER}], got {self.net} ({e})"
+            ) from None
 
 
 class FeaturizedAuction(gym.ObservationWrapper):
@@ -98,15 +104,28 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
         def trained_s(self) -> float:
             return time.perf_counter() - self.t0 - self.paused
 
-        def _on_step(self) -> bool:
+        def run_check(self) -> None:
+            t = time.perf_counter()
+            value = float(check(_bidder(self.model, self.training_env, n_steps)))
+            self.paused += time.perf_counter() - t
+            self.checks.append((int(self.num_timesteps), self.trained_s() / 60, value))
+            self.next = (self.num_timesteps // every + 1) * every
+
+        def _on_rollout_start(self) -> None:
+            # a rollout starts after the last update (PPO updates once a rollout, SAC after every step), so the
+            # policy checked here has learned from every step counted
             if check is not None and every > 0 and self.num_timesteps >= self.next:
-                t = time.perf_counter()
-                value = float(check(_bidder(self.model, self.training_env, n_steps)))
-                self.paused += time.perf_counter() - t
-                self.checks.append((int(self.num_timesteps), self.trained_s() / 60, value))
-                self.next += every
+                self.run_check()
+
+        def _on_step(self) -> bool:
             self.stopped = bool(minutes) and self.trained_s() >= 60 * minutes
             return not self.stopped
+
+        def finish(self) -> None:
+            """The last check, at the end of training, unless one was just taken there."""
+            done = self.checks[-1][0] if self.checks else -1
+            if check is not None and every > 0 and done < self.num_timesteps:
+                self.run_check()
 
     return Progress()
 
@@ -127,10 +146,11 @@ def _bidder(model, venv, n_steps: int) -> SB3Bidder:
 def train_online(
     market: MarketConfig, cfg: OnlineConfig, every: int = 0, check: Callable[[SB3Bidder], float] | None = None
 ) -> tuple[SB3Bidder, dict]:
-    """Train PPO or SAC in the env; returns the bidder and training statistics. With ``check``, every ``every``
-    environment steps the policy as it stands is handed to ``check`` (as the deterministic bidder training returns)
-    and what it gives is kept in ``stats["checks"]`` as (steps, training minutes so far, value); the time the checks
-    take counts neither as training time nor against ``max_minutes``."""
+    """Train PPO or SAC in the env; returns the bidder and training statistics. With ``check``, the policy as it
+    stands is handed to ``check`` (as the deterministic bidder training returns) at the first update boundary after
+    every ``every`` environment steps (PPO updates once per rollout of 2,048 steps, SAC after every step) and at the
+    end, and what it gives is kept in ``stats["checks"]`` as (steps learned from, training minutes so far, value);
+    the time the checks take counts neither as training time nor against ``max_minutes``."""
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -159,6 +179,7 @@ def train_online(
         model = SAC("MlpPolicy", venv, learning_starts=min(1000, cfg.timesteps // 4), **kwargs)
     stop = _monitor(cfg.max_minutes, every, check, market.n_steps)
     model.learn(total_timesteps=cfg.timesteps, callback=stop, progress_bar=False)
+    stop.finish()
     episodes = []  # (end time, score) of every training episode of every env copy
     for env in venv.venv.envs:
         while not isinstance(env, Monitor):

@@ -100,6 +100,8 @@ def main() -> None:
             ap.error("--plot needs --figure")
         plot(args.plot, args.figure)
         return
+    if args.figure and not args.output:
+        ap.error("--figure needs --output (the curve it plots)")
     torch.set_num_threads(1)
     print("| check | score | share of bound |\n|---|---|---|")
     out = run(args)
@@ -109,8 +111,6 @@ def main() -> None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out))
     if args.figure:
-        if not args.output:
-            ap.error("--figure needs --output (the curve it plots)")
         plot([args.output], args.figure)
 
 

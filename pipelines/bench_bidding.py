@@ -230,6 +230,11 @@ def _check(cfg: Config) -> None:
             f"seeds, tuning_periods and tuning_rotate must be positive, got {cfg.seeds}, {cfg.tuning_periods} and "
             f"{cfg.tuning_rotate}"
         )
+    for name in ("bc", "iql", "cql", "ppo", "sac"):
+        if getattr(cfg, name).algorithm != name:
+            raise ValueError(
+                f"--{name}.algorithm is {getattr(cfg, name).algorithm!r}: the {name} section trains {name} only"
+            )
     if cfg.tuning_seed == cfg.evaluation.test_seed:
         raise ValueError(f"the tuning periods must not use the test seed ({cfg.evaluation.test_seed})")
     guided = [
@@ -384,15 +389,17 @@ def summarise(results: dict[str, dict], bound: dict | None, ev: EvalConfig) -> d
 
 
 # ---- training and tuning ----------------------------------------------------------------------------------------
-def _kept(path: Path, settings: str, retrain: bool) -> dict | None:
-    """The JSON object at ``path`` when it was written with ``settings`` (and ``retrain`` is off), else None."""
+def _kept(path: Path, settings: str, retrain: bool, keys: tuple[str, ...]) -> dict | None:
+    """The JSON object at ``path`` when it was written with ``settings`` and holds ``keys`` (and ``retrain`` is
+    off), else None: a damaged or foreign file is made again, not trusted."""
     if retrain or not path.is_file():
         return None
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a damaged file is made again, not trusted
-    return old if isinstance(old, dict) and old.get("settings") == settings else None
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    ok = isinstance(old, dict) and old.get("settings") == settings and all(k in old for k in keys)
+    return old if ok else None
 
 
 def _keep(path: Path, obj: dict) -> None:
@@ -400,8 +407,26 @@ def _keep(path: Path, obj: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
 
 
+_PLAY_CODE = ("simulators", "bidding/bound.py", "bidding/evaluate.py", "bidding/history_lp.py")
+"""The code a play and its bound depend on (the market, the competitors, the bound, OnlineLP): its source is part of
+the digest of a kept bound or tuned choice, so that changed code makes them again."""
+
+
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for part in _PLAY_CODE:
+        p = root / part
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([_code_digest(), *parts], sort_keys=True, default=repr).encode()
+    ).hexdigest()
 
 
 def _bound(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> dict:
@@ -409,7 +434,7 @@ def _bound(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> dic
     plays are unchanged (it depends on nothing else)."""
     path = out / "bound.json"
     settings = _digest("bound", asdict(market), asdict(replace(cfg.evaluation, workers=1)))
-    old = _kept(path, settings, cfg.retrain)
+    old = _kept(path, settings, cfg.retrain, ("bound",))
     if old is not None:
         _say(name, "hindsight bound (kept from an earlier run)")
         return old["bound"]
@@ -429,8 +454,10 @@ def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool, out: Path, sa
         raise ValueError(f"{bidder} is not a classic bidder")
     path = out / bidder / "tuned.json"
     settings = _digest("tuned", bidder, asdict(market), asdict(tuning), grid)
-    old = _kept(path, settings, cfg.retrain)
+    old = _kept(path, settings, cfg.retrain, ("choice", "train_minutes"))
     chosen = old["choice"] if old is not None else None
+    if not (isinstance(chosen, int) and 0 <= chosen < len(grid)):
+        chosen = None  # not a choice of this grid: tune again
     if bidder == "onlinelp":  # AuctionNet's OnlineLP: the training days' impressions, its cap tuned
         history = log_history(
             market, tuning.test_seed, range(tuning.first_period, tuning.first_period + tuning.periods), 128

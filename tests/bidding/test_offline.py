@@ -25,6 +25,7 @@ from bidding.online import FeaturizedAuction, OnlineConfig, SB3Bidder, ScaledRew
 from pipelines import simulate
 from simulators.bidders import default_competitors
 from simulators.env import AuctionEnv
+from simulators.market import Market
 from simulators.rollout import run_period
 
 TINY = simulate.PRESETS["tiny"]
@@ -347,7 +348,15 @@ def test_scaled_reward_is_the_score_in_units_of_what_the_budget_buys():
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(timesteps=0), dict(envs=0), dict(max_minutes=-1), dict(net=()), dict(net=(0, 8))]
+    "kw",
+    [
+        dict(timesteps=0),
+        dict(envs=0),
+        dict(max_minutes=-1),
+        dict(net=()),
+        dict(net=(0, 8)),
+        dict(net=(8,) * 9),
+    ],
 )
 def test_online_config_refuses_bad_settings(kw):
     with pytest.raises(ValueError, match="timesteps and envs|net must list"):
@@ -355,15 +364,23 @@ def test_online_config_refuses_bad_settings(kw):
 
 
 def test_online_training_checks_the_policy_every_so_many_steps():
-    """check gets the deterministic bidder at steps 32, 64, ... and its values are kept, with the step counts."""
-    seen = []
+    """check gets the policy as training left it: SAC updates after every step once it starts learning (step 16
+    here), so the checks at 16, 32, 48 and the one at the end (64) see it change; their values are kept, with the
+    steps learned from."""
+    state = np.linspace(0.1, 1.0, 16)
+    market = TINY.market
+    adv = Market(market, np.random.default_rng(0)).advertisers.spec(0, market.rules)
+    actions = []
 
     def check(bidder):
-        seen.append(bidder.deterministic)
-        return 7.0 * len(seen)
+        bidder.reset(adv)
+        actions.append(bidder.act(state))
+        return 7.0 * len(actions)
 
-    _, stats = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=128), every=32, check=check)
-    assert [c[0] for c in stats["checks"]] == [32, 64, 96, 128]
-    assert [c[2] for c in stats["checks"]] == [7.0, 14.0, 21.0, 28.0] and all(seen)
+    cfg = OnlineConfig(algorithm="sac", timesteps=64, net=(8, 8))
+    _, stats = train_online(TINY.market, cfg, every=16, check=check)
+    assert [c[0] for c in stats["checks"]] == [16, 32, 48, 64]
+    assert [c[2] for c in stats["checks"]] == [7.0, 14.0, 21.0, 28.0]
+    assert len(set(actions[1:])) == 3 and actions[-1] != actions[0]  # updated between the checks
     minutes = [c[1] for c in stats["checks"]]
-    assert minutes == sorted(minutes) and minutes[-1] <= stats["train_minutes"]
+    assert minutes == sorted(minutes) and minutes[-1] <= stats["train_minutes"] + 1e-9

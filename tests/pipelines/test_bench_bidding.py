@@ -60,6 +60,10 @@ def test_bench_bidding_tiny_judges_every_bidder_in_every_regime_asked(tmp_path):
     # --retrain tunes and bounds again
     bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("constant",), retrain=True))
     assert all(p.stat().st_mtime_ns != t for p, t in zip(kept, stamps, strict=True))
+    # other tuning periods: tuned again; the bound of the test plays does not depend on them and is kept
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    bench_bidding.main(replace(cfg, regimes=("roi",), bidders=("constant",), tuning_seed=7))
+    assert kept[0].stat().st_mtime_ns != stamps[0] and kept[1].stat().st_mtime_ns == stamps[1]
 
 
 def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
@@ -67,6 +71,7 @@ def test_bench_bidding_refuses_bad_settings_before_anything_runs(tmp_path):
         (dict(bidders=("gave",)), "unknown bidders"),
         (dict(regimes=("cheap",)), "unknown regimes"),
         (dict(seeds=0), "seeds, tuning_periods and tuning_rotate must be positive"),
+        (dict(sac=bench_bidding.OnlineConfig(algorithm="ppo")), "the sac section trains sac only"),
     ):
         with pytest.raises(ValueError, match=match):
             bench_bidding.main(_tiny(tmp_path, **kw))

@@ -94,6 +94,25 @@ def test_online_lp_rule_by_hand(budget, want):
     assert b.act(state) == pytest.approx(want)
 
 
+def test_online_lp_window_is_the_stable_sort_of_all_its_samples():
+    """Each step's sample is kept sorted and the window merged: the same ratios and cumulative costs, bit for bit,
+    as sorting the window's samples from scratch (stable: ties keep step, then sample order). Prices on a coarse grid
+    make many ties."""
+    rng = np.random.default_rng(3)
+    b = OnlineLPBidder(window=3, sample=64, cap=5.0, n_steps=8)
+    b.reset(_adv(1e6))
+    ratios, costs = [], []
+    for step in range(6):
+        p = rng.choice([0.01, 0.02, 0.04], size=50).astype(np.float32)
+        lwc = rng.choice([0.5, 1.0, 2.0], size=50).astype(np.float32)
+        b.observe(_feedback(step, 1.0, p=p, lwc=lwc))
+        value = p.astype(np.float64) * 10.0  # bid scale 10 (_adv)
+        ratios, costs = [*ratios, lwc / np.maximum(value, 1e-12)][-3:], [*costs, lwc.astype(np.float64)][-3:]
+        r, c = np.concatenate(ratios), np.concatenate(costs)
+        order = np.argsort(r, kind="stable")
+        assert np.array_equal(b._ratio, r[order]) and np.array_equal(b._cum_cost, np.cumsum(c[order]))
+
+
 @pytest.mark.parametrize("kind", HEURISTICS)
 def test_every_heuristic_follows_the_protocol(kind):
     b = heuristic(kind, np.random.default_rng(0), n_steps=4)
