@@ -95,6 +95,8 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
     """The SB3 callback of :func:`train_online`: stops after ``minutes`` of training and runs the checks."""
     from stable_baselines3.common.callbacks import BaseCallback
 
+    checking = check is not None and every > 0
+
     class Progress(BaseCallback):
         stopped = False
 
@@ -114,7 +116,7 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
         def _on_rollout_start(self) -> None:
             # a rollout starts after the last update (PPO updates once a rollout, SAC after every step), so the
             # policy checked here has learned from every step counted
-            if check is not None and every > 0 and self.num_timesteps >= self.next:
+            if checking and self.num_timesteps >= self.next:
                 self.run_check()
 
         def _on_step(self) -> bool:
@@ -124,7 +126,7 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
         def finish(self) -> None:
             """The last check, at the end of training, unless one was just taken there."""
             done = self.checks[-1][0] if self.checks else -1
-            if check is not None and every > 0 and done < self.num_timesteps:
+            if checking and done < self.num_timesteps:
                 self.run_check()
 
     return Progress()

@@ -34,6 +34,7 @@ The last stdout line is ``{"regimes": {regime: {"test_periods", "plays", "bound"
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -404,7 +405,7 @@ def _kept(path: Path, settings: str, retrain: bool, keys: tuple[str, ...]) -> di
 
 def _keep(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, default=repr)))
 
 
 _PLAY_CODE = ("simulators", "bidding/bound.py", "bidding/evaluate.py", "bidding/history_lp.py")
@@ -412,6 +413,7 @@ _PLAY_CODE = ("simulators", "bidding/bound.py", "bidding/evaluate.py", "bidding/
 the digest of a kept bound or tuned choice, so that changed code makes them again."""
 
 
+@functools.cache
 def _code_digest() -> str:
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
@@ -554,8 +556,7 @@ def _train_job(
         trained, stats = train_online(market, ocfg)
     minutes = (time.perf_counter() - t0) / 60  # all of it: a value-guided DT's critics too
     trained.save(path)
-    Path(path, "train.json").write_text(json.dumps({"settings": settings, "train_minutes": minutes, "stats": stats},
-                                                   default=repr))  # fmt: skip
+    _keep(Path(path, "train.json"), {"settings": settings, "train_minutes": minutes, "stats": stats})
     return minutes
 
 
