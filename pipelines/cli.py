@@ -29,6 +29,7 @@ JOBS: dict[str, str] = {
     "simulate": "pipelines.simulate",
     "bench-simulator": "pipelines.bench_simulator",
     "bench-bidding": "pipelines.bench_bidding",
+    "bench-scale": "pipelines.bench_scale",
     "score": "pipelines.score",
     "figures": "pipelines.figures",
 }

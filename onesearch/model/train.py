@@ -53,6 +53,8 @@ class TrainConfig:
     """Maximum passes over the training examples (the cosine schedule spans them)."""
     max_minutes: float = 0.0
     """Stop after this much training time, keeping the best weights (0 = no limit)."""
+    max_steps: int = 0
+    """Train at most this many optimiser steps; the cosine schedule then spans them (0 = no limit: ``epochs``)."""
     length_buckets: int = 50
     """Sort each run of this many batches by history length, then shuffle the batches (0 = plain shuffle):
     batches of similar lengths carry little padding, which the model then skips."""
@@ -345,7 +347,7 @@ class TrainResult:
     steps: int = 0
     minutes: float = 0.0
     stopped: str = ""
-    """Why training ended: epochs, patience, time, or interrupted."""
+    """Why training ended: epochs, steps (``max_steps``), patience, time, or interrupted."""
 
 
 def train(
@@ -389,6 +391,10 @@ def train(
     lengths = train_ex.history_lengths()
     steps_per_epoch = batches_per_epoch(train_ex.size, cfg.batch_size, cfg.length_buckets)
     total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {cfg.max_steps}")
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
     eval_steps = max(1, round(cfg.eval_every * steps_per_epoch))
     valid = validation_sample(splits.valid, cfg)
 
@@ -474,7 +480,7 @@ def train(
         return cfg.patience > 0 and bad_evals >= cfg.patience
 
     t0 = time.perf_counter()
-    stopped = "epochs"
+    stopped = "steps" if total < cfg.epochs * steps_per_epoch else "epochs"
     bar = tqdm(
         total=total,
         initial=step,
@@ -526,8 +532,8 @@ def train(
                     done = run_eval(loss_sum / loss_n)
                     loss_sum, loss_n = 0.0, 0
                     save_state()
-                    if done or out_of_time:
-                        stopped = "patience" if done else "time"
+                    if done or out_of_time or step >= total:
+                        stopped = "patience" if done else "time" if out_of_time else stopped
                         break
             else:
                 continue

@@ -71,6 +71,28 @@ def test_training_learns_a_simple_rule():
     assert res.best["recall@5"] == max(h["val_recall@5"] for h in res.history)
 
 
+def test_max_steps_stops_mid_epoch_and_the_schedule_spans_them(monkeypatch):
+    codes = catalog()
+    m = tiny_model(codes, vocab=0)
+    sp = splits(len(codes), m.cfg)  # 96 training examples: 6 steps an epoch at batch 16
+    seen = []
+    real = lr_factor
+
+    def spy(step, warmup, total):
+        seen.append((step, total))
+        return real(step, warmup, total)
+
+    monkeypatch.setattr("onesearch.model.train.lr_factor", spy)
+    cfg = TrainConfig(batch_size=16, warmup_steps=1, epochs=5, max_steps=8, eval_every=1.0, patience=0,
+                      eval_beam=5, progress=False, length_buckets=0)  # fmt: skip
+    res = train(m, sp, SIDTrie.build(codes, SIZES), cfg)
+    assert res.steps == 8 and res.stopped == "steps"
+    assert [h["step"] for h in res.history] == [6, 8]  # the end of epoch 1, then the last step
+    assert list(dict.fromkeys(seen)) == [(i, 8) for i in range(8)]  # the schedule ends at step 8, not 5 epochs
+    with pytest.raises(ValueError, match="max_steps"):
+        train(m, sp, SIDTrie.build(codes, SIZES), replace(cfg, max_steps=-1))
+
+
 def test_patience_stops_training():
     codes = catalog()
     m = tiny_model(codes, vocab=0)
