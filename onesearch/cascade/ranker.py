@@ -41,6 +41,11 @@ FEATURES = (
 )
 """Ranker features, in column order."""
 
+BATCH_CELLS = 1 << 24
+"""Most (request, item) cells of one batch's full score arrays (64 MiB each in float32): the batch of ``cfg.batch``
+requests is cut to ``BATCH_CELLS // catalogue size`` (at least 1) on a catalogue too large for it. Each request's
+candidates and features do not depend on the batch it is in."""
+
 
 @dataclass(frozen=True)
 class CascadeConfig:
@@ -65,7 +70,8 @@ class CascadeConfig:
     early_stopping: int = 40
     """Rounds without a better validation ndcg@10 before stopping."""
     batch: int = 512
-    """Requests per feature batch."""
+    """Requests per feature batch, at most: a batch holds several (requests × catalogue) score arrays, so on a
+    large catalogue it is cut to keep each under :data:`BATCH_CELLS` cells (16 requests at 1M items)."""
     seed: int = 0
     """Seed of the request sample and of LightGBM."""
 
@@ -97,6 +103,8 @@ class Cascade:
         )
         self._popular = np.argsort(-catalog.pop, kind="stable")[: cfg.popular]
         self.best_iteration = 0
+        self.batch = max(1, min(cfg.batch, BATCH_CELLS // max(catalog.n, 1)))
+        """Requests per batch: ``cfg.batch``, cut on a large catalogue (:data:`BATCH_CELLS`)."""
 
     # ---------------------------------------------------------------- recall
     def _candidates(self, req: Requests) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -142,8 +150,8 @@ class Cascade:
     def recall(self, req: Requests, k: int) -> Retrieved:
         """The recall stage alone, ranked by fused score (the ``cascade_recall`` system)."""
         items, scores = [], []
-        for s in range(0, req.size, self.cfg.batch):
-            part = req.take(range(s, min(s + self.cfg.batch, req.size)))
+        for s in range(0, req.size, self.batch):
+            part = req.take(range(s, min(s + self.batch, req.size)))
             rows, fused, _ = self._candidates(part)
             items.append(self._ids(rows[:, :k], k))
             scores.append(_pad(np.where(rows[:, :k] >= 0, fused[:, :k], -np.inf), k, -np.inf))
@@ -254,8 +262,8 @@ class Cascade:
         X, y, groups = [], [], []
         tr = np.array([self.catalog.row.get(int(t), -1) for t in target])
         found = 0
-        for s in range(0, req.size, self.cfg.batch):
-            idx = np.arange(s, min(s + self.cfg.batch, req.size))
+        for s in range(0, req.size, self.batch):
+            idx = np.arange(s, min(s + self.batch, req.size))
             rows, f = self.features(req.take(idx))
             for j, i in enumerate(idx):
                 ok = rows[j] >= 0
@@ -330,8 +338,8 @@ class Cascade:
         if self.model is None:
             raise RuntimeError("Cascade.retrieve before fit: train the ranker first (or use recall())")
         items, scores = [], []
-        for s in range(0, req.size, self.cfg.batch):
-            part = req.take(range(s, min(s + self.cfg.batch, req.size)))
+        for s in range(0, req.size, self.batch):
+            part = req.take(range(s, min(s + self.batch, req.size)))
             rows, f = self.features(part)
             B, C, F = f.shape
             pred = self.model.predict(f.reshape(-1, F), num_iteration=self.best_iteration).reshape(B, C)

@@ -93,3 +93,21 @@ def test_recall_features_and_ranker():
     assert f[1, :, col["has_query"]].max() == 0.0
     with pytest.raises(RuntimeError, match="before fit"):
         casc.retrieve(req, 2)
+
+
+def test_a_large_catalogue_cuts_the_batch_and_recall_is_the_same(monkeypatch):
+    _, train, cat = catalog_and_train()
+    emb = np.eye(4, dtype=np.float32) + 0.1
+    cfg = CascadeConfig(per_source=4, candidates=4, popular=1)
+    req = Requests(["steel nails", None, "glue", "hot glue"],
+                   [np.array([], dtype=np.int64), np.array([11]), np.array([10, 12]), np.array([13])])  # fmt: skip
+    whole = Cascade(cat, BM25Source(cat), DenseSource(cat, emb), CovisitSource(cat, train), cfg)
+    assert whole.batch == cfg.batch  # 4 items: 512 requests a batch fit
+    monkeypatch.setattr("onesearch.cascade.ranker.BATCH_CELLS", 9)  # as if the catalogue were huge: 9 // 4 = 2
+    cut = Cascade(cat, BM25Source(cat), DenseSource(cat, emb), CovisitSource(cat, train), cfg)
+    assert cut.batch == 2
+    a, b = whole.recall(req, 4), cut.recall(req, 4)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    monkeypatch.setattr("onesearch.cascade.ranker.BATCH_CELLS", 1)  # never below one request a batch
+    assert Cascade(cat, BM25Source(cat), DenseSource(cat, emb), CovisitSource(cat, train), cfg).batch == 1
