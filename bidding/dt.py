@@ -27,8 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bidding.data import Episodes, featurize_state, normalised_returns, return_to_go, standardised_states
+from bidding.data import (
+    Episodes,
+    featurize,
+    featurize_state,
+    normalised_returns,
+    return_to_go,
+    standardised_states,
+)
 from bidding.offline import Transitions, TwinQ, _soft_update, expectile_loss, mlp
+from bidding.replay import Replayed
 from onesearch.io import load_weights, save_weights
 from simulators.auction import AuctionRules
 from simulators.market import Advertiser, Feedback
@@ -68,7 +76,11 @@ class DTConfig:
     learned value V(s, λ) expects to earn the most with from the current state on (0 = no plan value)."""
     plan_points: int = 25
     """Constant α values λ the plan value compares: log-spaced between the 1st and 99th percentile of the constant
-    α of its training episodes."""
+    α of its training episodes (``plan_source`` constant), or over 0.02 … alpha_max (replay)."""
+    plan_source: str = "constant"
+    """What the plan value learns from: ``constant``, the logged episodes of constant-bid advertisers (only the
+    constants they bid); ``replay``, every constant of its grid replayed on the impression log of training days from
+    every logged state (:mod:`bidding.replay`; ``train_dt`` then needs the replayed values)."""
 
     @property
     def guided(self) -> bool:
@@ -136,6 +148,7 @@ class ValueConfig:
 
 
 CRITICS = ("td", "mc")
+PLAN_SOURCES = ("constant", "replay")
 
 
 class ActionValue(nn.Module):
@@ -359,6 +372,7 @@ def train_dt(
     tcfg: DTTrainConfig,
     value: ValueConfig | None = None,
     progress: bool = False,
+    replayed: Replayed | None = None,
 ) -> tuple[DTBidder, dict]:
     """Train a Decision Transformer on ``ep`` and return the bidder that plays it, with training statistics.
 
@@ -380,11 +394,18 @@ def train_dt(
     check_plan_weight(cfg.plan_weight)
     if cfg.plan_weight > 0 and cfg.plan_points < 2:
         raise ValueError(f"plan_points must be at least 2, got {cfg.plan_points}")
+    if cfg.plan_source not in PLAN_SOURCES:
+        raise ValueError(f"plan_source must be one of {PLAN_SOURCES}, got {cfg.plan_source!r}")
+    replay = cfg.plan_weight > 0 and cfg.plan_source == "replay"
+    if replay and replayed is None:
+        raise ValueError("a plan value from replayed logs needs their values: pass replayed= (bidding.replay)")
+    if replay and len(replayed.grid) != cfg.plan_points:
+        raise ValueError(f"the replayed values hold {len(replayed.grid)} constants, plan_points is {cfg.plan_points}")
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
     plan_rows = lam = None
-    if cfg.plan_weight > 0:  # checked before the DT trains: the plan value needs constant-bid episodes
+    if cfg.plan_weight > 0 and not replay:  # checked before the DT trains: it needs constant-bid episodes
         plan_rows, lam = plan_episodes(ep, value.plan_policies)
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
@@ -445,7 +466,22 @@ def train_dt(
     if model.return_value is not None:
         value_loss = _fit_return_value(model.return_value, data, value, tcfg.seed)
     plan_stats = {}
-    if plan_rows is not None:
+    if replay:
+        with torch.no_grad():
+            model.plan_grid.copy_(torch.from_numpy(replayed.grid.astype(np.float32)))
+        t_plan = time.perf_counter()
+        x = featurize(replayed.states, replayed.budget, replayed.bid_scale, data.T)
+        x = ((x - data.mean) / data.std).astype(np.float32)
+        loss, r2 = fit_plan_rows(model.plan_value, x, replayed.grid, replayed.value, value.plan_steps, tcfg.seed)
+        plan_stats = {
+            "plan_value_minutes": (time.perf_counter() - t_plan) / 60,
+            "plan_value_loss": loss,
+            "plan_value_r2_train": r2,
+            "plan_states": int(x.shape[0]),
+            "plan_alpha_low": float(replayed.grid[0]),
+            "plan_alpha_high": float(replayed.grid[-1]),
+        }
+    elif plan_rows is not None:
         lo, hi = plan_range(lam)
         with torch.no_grad():
             model.plan_grid.copy_(torch.from_numpy(np.geomspace(lo, max(hi, lo * 1.0001), cfg.plan_points)))
@@ -538,12 +574,29 @@ def fit_plan_value(
     fitted on every policy's episodes, nothing about the later bids is confounded with the one judged.
     Returns the final training loss and the R² of the fit on all the rows."""
     E, T, S = states.shape
-    x = torch.from_numpy(
-        np.concatenate([states.reshape(E * T, S), np.repeat(np.log(lam), T)[:, None]], axis=1).astype(
-            np.float32
-        )
+    x = np.concatenate([states.reshape(E * T, S), np.repeat(np.log(lam), T)[:, None]], axis=1)
+    return _fit_value_rows(v, x, np.asarray(rtg).reshape(-1), steps, seed)
+
+
+def fit_plan_rows(
+    v: nn.Module, states: np.ndarray, grid: np.ndarray, values: np.ndarray, steps: int, seed: int
+) -> tuple[float, float]:
+    """Fit the plan value V(s, λ) on replayed values (:mod:`bidding.replay`): standardised ``states`` (R, S), the
+    constants ``grid`` (G,) and ``values`` (R, G), the normalised score still to be earned bidding grid[g] from
+    state r on; every (state, λ) pair is a row. Returns the final training loss and the R² on all the rows."""
+    R, S = states.shape
+    G = len(grid)
+    x = np.concatenate(
+        [np.repeat(states, G, axis=0), np.tile(np.log(np.asarray(grid, dtype=np.float64)), R)[:, None]], axis=1
     )
-    y = torch.from_numpy(np.asarray(rtg, dtype=np.float32).reshape(-1))
+    return _fit_value_rows(v, x, np.asarray(values).reshape(-1), steps, seed)
+
+
+def _fit_value_rows(v: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, seed: int) -> tuple[float, float]:
+    """Mean squared error of ``v`` on rows ``x`` (n, S + 1) = [state | log λ] and targets ``y`` (n,): batches of 512,
+    Adam at 1e-3. Returns the final loss and the R² over all the rows."""
+    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(y, dtype=np.float32))
     g = torch.Generator().manual_seed(seed + 3)
     opt = torch.optim.Adam(v.parameters(), lr=1e-3)
     v.train()

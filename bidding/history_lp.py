@@ -19,7 +19,7 @@ from simulators.bidders import default_competitors
 from simulators.market import Advertiser, MarketConfig, sample_advertisers
 from simulators.rollout import run_period
 
-__all__ = ["History", "HistoryLPBidder", "log_history"]
+__all__ = ["History", "HistoryLPBidder", "LoggedDays", "log_days", "log_history"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,49 @@ class History:
     weight: np.ndarray
 
 
-def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 256) -> History:
+@dataclass(frozen=True)
+class LoggedDays:
+    """The impression log of D days, day by day: ``value`` (D, N, T, M) predicted value at α = 1 per unit of bid
+    scale, ``cost`` (D, T, M) least winning cost, ``weight`` (D, T) impressions each sample of that day and step
+    stands for; and what the logging bidders saw: ``states`` (D, T, N, 16) the state before each step,
+    ``conversions`` and ``cost_paid`` (D, T, N) their conversions and cost per step, ``budget`` and ``bid_scale``
+    (D, N) the advertisers of each day."""
+
+    value: np.ndarray
+    cost: np.ndarray
+    weight: np.ndarray
+    states: np.ndarray
+    conversions: np.ndarray
+    cost_paid: np.ndarray
+    budget: np.ndarray
+    bid_scale: np.ndarray
+
+    def history(self) -> History:
+        """The days pooled as :class:`History` (each step's samples of every day side by side)."""
+        D, N, T, M = self.value.shape
+        weight = np.zeros(T)
+        for d in range(D):  # summed day by day, in order, as the pooled log always was
+            weight += self.weight[d] / D
+        return History(
+            self.value.transpose(1, 2, 0, 3).reshape(N, T, D * M),
+            self.cost.transpose(1, 0, 2).reshape(T, D * M),
+            weight,
+        )
+
+
+def log_days(market: MarketConfig, seed: int, periods: range, sample: int = 256) -> LoggedDays:
     """Play ``periods`` of ``market`` as :func:`bidding.evaluate.evaluate` draws them from ``seed`` (the same
     advertisers, competitors and traffic), with default competitors in every slot, and keep ``sample`` impressions
-    of every step."""
-    T, N = market.n_steps, market.n_advertisers
-    days = len(periods)
-    value = np.zeros((N, T, days * sample), dtype=np.float32)
-    cost = np.zeros((T, days * sample), dtype=np.float32)
-    weight = np.zeros(T)
+    of every step, day by day, with what every advertiser saw."""
+    T, N, D = market.n_steps, market.n_advertisers, len(periods)
+    value = np.zeros((D, N, T, sample), dtype=np.float32)
+    cost = np.zeros((D, T, sample), dtype=np.float32)
+    weight = np.zeros((D, T))
+    states = np.zeros((D, T, N, 16), dtype=np.float32)
+    conversions = np.zeros((D, T, N), dtype=np.float32)
+    cost_paid = np.zeros((D, T, N), dtype=np.float32)
+    budget = np.zeros((D, N), dtype=np.float32)
+    bid_scale = np.zeros((D, N), dtype=np.float32)
     for d, p in enumerate(periods):
         rng = np.random.default_rng([seed, p, 2])
         advertisers = sample_advertisers(market, np.random.default_rng([seed, p, 0]))
@@ -56,13 +90,20 @@ def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 2
                 v = det.p[:, idx].copy()
                 if det.factor is not None:  # order values, new-user flags
                     v *= det.factor[:, idx]
-                value[:, t, d * sample : (d + 1) * sample] = v
-                cost[t, d * sample : (d + 1) * sample] = det.result.least_winning_cost[idx]
-                weight[t] += n / sample / days
+                value[d, :, t] = v
+                cost[d, t] = det.result.least_winning_cost[idx]
+                weight[d, t] = n / sample
             step["t"] += 1
 
-        run_period(market, bidders, rng, advertisers=advertisers, after_step=record)
-    return History(value, cost, weight)
+        traj = run_period(market, bidders, rng, advertisers=advertisers, after_step=record)
+        states[d], conversions[d], cost_paid[d] = traj.states, traj.conversions, traj.cost
+        budget[d], bid_scale[d] = advertisers.budget, advertisers.bid_scale
+    return LoggedDays(value, cost, weight, states, conversions, cost_paid, budget, bid_scale)
+
+
+def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 256) -> History:
+    """:func:`log_days` pooled (:meth:`LoggedDays.history`): what OnlineLP reads."""
+    return log_days(market, seed, periods, sample).history()
 
 
 @dataclass

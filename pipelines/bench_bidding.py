@@ -54,7 +54,8 @@ from bidding.dt import (
     train_dt,
 )
 from bidding.evaluate import EvalConfig, _check_slots, evaluate
-from bidding.history_lp import HistoryLPBidder, log_history
+from bidding.history_lp import HistoryLPBidder, log_days, log_history
+from bidding.replay import replay_grid, replay_values
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
@@ -68,8 +69,13 @@ from simulators.regimes import REGIMES, regime
 
 JOB = "bench-bidding"
 BIDDERS = ("constant", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide")
-LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide")
-OFFLINE = ("bc", "iql", "cql", "dt", "vdt")
+"""The bidders a run judges by default."""
+KNOWN = (*BIDDERS, "vdt_replay")
+"""Every bidder ``--bidders`` may name (vdt_replay: vdt whose plan value learns from replayed impression logs,
+:mod:`bidding.replay`; not in the default run until it is measured there)."""
+LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide", "vdt_replay")
+OFFLINE = ("bc", "iql", "cql", "dt", "vdt", "vdt_replay")
+DT_FAMILY = ("dt", "vdt", "vdt_wide", "vdt_replay")
 WIDE_ALPHA = (0.03, 1.3)
 """vdt_wide is vdt trained on logs whose constant-bid advertisers draw α log-uniformly from this range (vdt's plan
 value needs constant-bid days that reach the constant that pays; platform logs need not hold them)."""
@@ -125,6 +131,9 @@ class Config:
     """Slot rotation of the tuning periods (every tuning_rotate-th slot a period)."""
     tuning_seed: int = 1
     """Seed of the tuning periods (never the test seed)."""
+    replay_days: int = 16
+    """vdt_replay: training days (periods 0, 1, ... of --tuning-seed) whose impression log its plan value is replayed
+    on."""
     retrain: bool = False
     """Train and tune every bidder, and compute the hindsight bound, again even when one made with the same settings
     is kept."""
@@ -222,10 +231,12 @@ def tuning_of(cfg: Config) -> EvalConfig:
 
 
 def _check(cfg: Config) -> None:
-    for what, given, known in (("bidders", cfg.bidders, BIDDERS), ("regimes", cfg.regimes, tuple(REGIMES))):
+    for what, given, known in (("bidders", cfg.bidders, KNOWN), ("regimes", cfg.regimes, tuple(REGIMES))):
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
             raise ValueError(f"unknown {what} {unknown or '(none given)'}; choose from {', '.join(known)}")
+    if cfg.replay_days < 1:
+        raise ValueError(f"--replay-days must be at least 1, got {cfg.replay_days}")
     if cfg.seeds < 1 or cfg.tuning_periods < 1 or cfg.tuning_rotate < 1:
         raise ValueError(
             f"seeds, tuning_periods and tuning_rotate must be positive, got {cfg.seeds}, {cfg.tuning_periods} and "
@@ -535,22 +546,27 @@ def _train_job(
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rules = market.rules
-    if bidder in ("bc", "iql", "cql", "dt", "vdt", "vdt_wide"):
+    if bidder in ("bc", "iql", "cql", *DT_FAMILY):
         episodes = load_trajectories(data)
     if bidder in ("bc", "iql", "cql"):
         ocfg = replace(getattr(cfg, bidder), algorithm=bidder, alpha_max=rules.alpha_max, seed=seed)
         trained, stats = train_offline(episodes, ocfg)
-    elif bidder in ("dt", "vdt", "vdt_wide"):
+    elif bidder in DT_FAMILY:
         dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps), alpha_max=rules.alpha_max)
-        if bidder in ("vdt", "vdt_wide"):
+        replayed = None
+        if bidder != "dt":
             dcfg = replace(
                 dcfg,
                 explore_epsilon=cfg.vdt_epsilon,
                 value_target=cfg.vdt_value_target,
                 plan_weight=cfg.vdt_plan_weight,
+                plan_source="replay" if bidder == "vdt_replay" else "constant",
             )
+        if bidder == "vdt_replay" and dcfg.plan_weight > 0:  # the impression log of training days, replayed
+            days = log_days(market, cfg.tuning_seed, range(cfg.replay_days), 128)
+            replayed = replay_values(days, replay_grid(rules.alpha_max, dcfg.plan_points), rules)
         tcfg = replace(cfg.dt_train, seed=seed)
-        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder != "dt" else None)
+        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder != "dt" else None, replayed=replayed)
     else:
         ocfg = replace(cfg.ppo if bidder == "ppo" else cfg.sac, algorithm=bidder, seed=seed)
         trained, stats = train_online(market, ocfg)
@@ -563,7 +579,7 @@ def _train_job(
 def _load(bidder: str, path: Path):
     if bidder in ("bc", "iql", "cql"):
         return PolicyBidder.load(path)
-    if bidder in ("dt", "vdt", "vdt_wide"):
+    if bidder in DT_FAMILY:
         return DTBidder.load(path)
     return SB3Bidder.load(path)
 
@@ -579,6 +595,8 @@ def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder:
         "bc": cfg.bc, "iql": cfg.iql, "cql": cfg.cql, "ppo": cfg.ppo, "sac": cfg.sac,
         "dt": (cfg.dt, cfg.dt_train),
     }.get(bidder, (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
+    if bidder == "vdt_replay":
+        own = (*own, cfg.replay_days, cfg.tuning_seed)
     sim = wide_simulate(cfg) if bidder == "vdt_wide" else cfg.simulate
     data = None if bidder in ("ppo", "sac") else (cfg.trajectories, replace(sim, output="", progress=False))
     if data is not None and cfg.trajectories and folder is not None:

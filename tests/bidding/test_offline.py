@@ -20,8 +20,10 @@ from bidding.dt import (
     fit_plan_value,
     train_dt,
 )
+from bidding.history_lp import log_days
 from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, mlp, train_offline
 from bidding.online import FeaturizedAuction, OnlineConfig, SB3Bidder, ScaledReward, train_online
+from bidding.replay import replay_grid, replay_values
 from pipelines import simulate
 from simulators.bidders import default_competitors
 from simulators.env import AuctionEnv
@@ -186,6 +188,33 @@ def test_plan_value_pulls_the_dt_bid_towards_the_best_constant_bid(episodes, tmp
             assert bid == pytest.approx(min(5.0, a_dt**0.25 * best**0.75), rel=1e-5)
     np.testing.assert_allclose(bids, bidder.actions, rtol=1e-6)
     np.testing.assert_allclose(_play(DTBidder.load(bidder.save(tmp_path / "vdt"))), bids, atol=1e-6)
+
+
+def test_plan_value_from_replayed_logs_needs_no_constant_bids(episodes, tmp_path):
+    """plan_source replay: the plan value learns V(s, λ) from replayed values on the replay grid (here every state's
+    best constant is the grid's second, 0.089, which no logged episode bid), on data without a constant-bid episode."""
+    T = episodes.n_steps
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=T)
+    cfg = replace(cfg, plan_weight=1.0, value_hidden=16, plan_points=5, plan_source="replay")
+    grid = replay_grid(5.0, 5)  # 0.02, 0.089, 0.40, 1.8, 5
+    days = log_days(TINY.market, seed=1, periods=range(0, 2), sample=16)
+    real = replay_values(days, grid, TINY.market.rules)
+    peaked = -np.abs(np.arange(5) - 1.0)
+    replayed = replace(real, value=np.broadcast_to(peaked, real.value.shape).astype(np.float32))
+    no_fixed = episodes.subset(episodes.policy != "fixed")
+    bidder, stats = train_dt(no_fixed, cfg, DTTrainConfig(steps=3, batch_size=8, warmup=1),
+                             ValueConfig(plan_steps=1000), replayed=replayed)  # fmt: skip
+    assert stats["plan_states"] == real.value.shape[0] and stats["plan_value_r2_train"] > 0.9
+    np.testing.assert_allclose(bidder.model.plan_grid.numpy(), grid, rtol=1e-6)
+    bids = _play(bidder)
+    np.testing.assert_allclose(bids, grid[1], rtol=1e-5)  # w = 1: λ* alone, the best constant, at every step
+    np.testing.assert_allclose(_play(DTBidder.load(bidder.save(tmp_path / "vdt"))), bids, atol=1e-6)
+    with pytest.raises(ValueError, match="needs their values"):
+        train_dt(no_fixed, cfg, DTTrainConfig(steps=1), ValueConfig())
+    with pytest.raises(ValueError, match="hold 5 constants, plan_points is 9"):
+        train_dt(no_fixed, replace(cfg, plan_points=9), DTTrainConfig(steps=1), ValueConfig(), replayed=replayed)
+    with pytest.raises(ValueError, match="plan_source must be one of"):
+        train_dt(no_fixed, replace(cfg, plan_source="oracle"), DTTrainConfig(steps=1), ValueConfig())
 
 
 def test_plan_value_refuses_data_without_constant_bids_and_a_bad_weight(episodes):
