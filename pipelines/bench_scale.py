@@ -148,7 +148,7 @@ class _Paths:
 
 
 def _test_sample(ds, table, vocab, mc, n: int, seed: int):
-    """A seeded sample of ``n`` test search examples (and their split, for the score input)."""
+    """A seeded sample of ``n`` test search examples."""
     import numpy as np
 
     from onesearch.model.data import search_examples
@@ -162,11 +162,11 @@ def _test_sample(ds, table, vocab, mc, n: int, seed: int):
 def _stage_prepare(cfg: Config, size: int, p: _Paths) -> dict:
     from onesearch.data.synthetic import generate_world
 
-    t0 = time.perf_counter()
-    ds = generate_world(scaled_world(size, cfg.seed))
     for old in (p.data, p.tokenizers, p.generators, p.scores):  # what was made from another world
         if old.exists():
             shutil.rmtree(old)
+    t0 = time.perf_counter()
+    ds = generate_world(scaled_world(size, cfg.seed))
     ds.save(p.data)
     return {
         "seconds": time.perf_counter() - t0,
@@ -211,6 +211,8 @@ def _stage_train(cfg: Config, size: int, p: _Paths) -> dict:
     from onesearch.model.train import TrainConfig
     from pipelines import train_generator
 
+    if p.generators.exists():  # one model per size: the decode and score stages read it
+        shutil.rmtree(p.generators)
     t0 = time.perf_counter()
     res = train_generator.main(
         train_generator.Config(
