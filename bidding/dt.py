@@ -77,6 +77,10 @@ class DTConfig:
     plan_points: int = 25
     """Constant α values λ the plan value compares: log-spaced between the 1st and 99th percentile of the constant
     α of its training episodes (``plan_source`` constant), or over 0.02 … alpha_max (replay)."""
+    rtg_search: tuple[float, ...] = ()
+    """GAS-style search at play: at every step try the asked return times each of these factors, and bid the DT's
+    action whose learned action value Q(s, α) is highest (a twin-Q critic fitted by one-step TD, ``value_hidden``
+    wide, kept with the model); empty = off. Each factor costs one more pass of the new tokens per act."""
     plan_source: str = "constant"
     """What the plan value learns from: ``constant``, the logged episodes of constant-bid advertisers (only the
     constants they bid); ``replay``, every constant of its grid replayed on the impression log of training days from
@@ -85,7 +89,7 @@ class DTConfig:
     @property
     def guided(self) -> bool:
         """Value-guided (vdt): action exploration, a state-value target or a plan value is on."""
-        return self.explore_epsilon > 0 or self.value_target or self.plan_weight > 0
+        return self.explore_epsilon > 0 or self.value_target or self.plan_weight > 0 or bool(self.rtg_search)
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,8 @@ class DecisionTransformer(nn.Module):
         self.plan_value = mlp(cfg.state_dim + 1, cfg.value_hidden) if cfg.plan_weight > 0 else None
         if cfg.plan_weight > 0:
             self.register_buffer("plan_grid", torch.ones(cfg.plan_points))
+        # Q(s, α) that picks among the actions of the searched returns (rtg_search)
+        self.search_value = TwinQ(cfg.state_dim, cfg.value_hidden, cfg.alpha_max) if cfg.rtg_search else None
 
     def forward(
         self, rtg: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, valid: Tensor
@@ -384,6 +390,8 @@ def train_dt(
     and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates β·a where
     Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
     """
+    if any(not (math.isfinite(f) and f > 0) for f in cfg.rtg_search):
+        raise ValueError(f"rtg_search factors must be positive, got {cfg.rtg_search}")
     if ep.n_steps > cfg.max_steps:
         raise ValueError(f"episodes have {ep.n_steps} steps, the model's max_steps is {cfg.max_steps}")
     if (value is None) == cfg.guided:
@@ -394,6 +402,8 @@ def train_dt(
     check_plan_weight(cfg.plan_weight)
     if cfg.plan_weight > 0 and cfg.plan_points < 2:
         raise ValueError(f"plan_points must be at least 2, got {cfg.plan_points}")
+    if cfg.rtg_search and value.critic != "td":
+        raise ValueError("rtg_search picks actions with the twin-Q critic: it needs ValueConfig.critic 'td'")
     if cfg.plan_source not in PLAN_SOURCES:
         raise ValueError(f"plan_source must be one of {PLAN_SOURCES}, got {cfg.plan_source!r}")
     replay = cfg.plan_weight > 0 and cfg.plan_source == "replay"
@@ -409,10 +419,16 @@ def train_dt(
         plan_rows, lam = plan_episodes(ep, value.plan_policies)
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
-    if value is not None and cfg.explore_epsilon > 0:
+    if value is not None and cfg.rtg_search:  # one critic, the search's shape, serves exploration too
+        critic, critic_loss = train_action_value(ep, cfg, replace(value, critic_hidden=cfg.value_hidden), tcfg.seed)
+    elif value is not None and cfg.explore_epsilon > 0:
         critic, critic_loss = train_action_value(ep, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
-    own = [(n, p) for n, p in model.named_parameters() if not n.startswith(("return_value.", "plan_value."))]
+    if model.search_value is not None:
+        model.search_value.load_state_dict(critic.state_dict())
+        model.search_value.requires_grad_(False)
+    values = ("return_value.", "plan_value.", "search_value.")
+    own = [(n, p) for n, p in model.named_parameters() if not n.startswith(values)]
     decay = [p for n, p in own if p.ndim >= 2 and "embed_time" not in n]
     rest = [p for n, p in own if not (p.ndim >= 2 and "embed_time" not in n)]
     opt = torch.optim.AdamW(
@@ -439,7 +455,7 @@ def train_dt(
         rtg, states, actions, ts, valid = data.windows(idx, ends, cfg.context)
         h = model.hidden(rtg, states, actions, ts, valid)
         pred = model.act_head(h)
-        if critic is None:
+        if critic is None or cfg.explore_epsilon == 0:
             loss = action_loss(pred, actions, valid)
         else:
             beta = model.explore(h)
@@ -508,6 +524,7 @@ def train_dt(
     }
     if critic is not None:
         stats["critic_loss"] = critic_loss
+    if gated:
         stats["explored_share"] = float(np.mean(gated[-100:]))
     if value_loss is not None:
         stats["return_value_loss"] = value_loss
@@ -698,6 +715,8 @@ class Player:
 
         self.value = layers(model.return_value)
         self.plan = layers(model.plan_value)
+        q = model.search_value
+        self.search = None if q is None else (layers(q.q1), layers(q.q2))
         self.plan_weight = cfg.plan_weight
         self.plan_log_grid = None if self.plan is None else np.log(arr(model.plan_grid))
         self._masks: dict[tuple[int, int], np.ndarray] = {}
@@ -723,6 +742,14 @@ class Player:
             if i < len(layers) - 1:
                 h = np.maximum(h, 0.0)
         return h
+
+    def search_values(self, state: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        """The search's Q(s, α) (the twin critic's minimum) for one standardised state (S,) and candidate α (n,)."""
+        if self.search is None:
+            raise ValueError("this Decision Transformer has no search value (rtg_search is empty)")
+        a = np.asarray(alphas, dtype=np.float32)
+        x = np.concatenate([np.broadcast_to(state, (len(a), len(state))), (a / self.alpha_max)[:, None]], axis=1)
+        return np.minimum(self._mlp(self.search[0], x)[:, 0], self._mlp(self.search[1], x)[:, 0])
 
     def plan_values(self, state: np.ndarray) -> np.ndarray:
         """The plan value V(s, λ) for one standardised state (S,) at every λ of the model's grid."""
@@ -861,18 +888,32 @@ class DTBidder:
         self.rtgs.append(self.rtg)
         t = len(self.states) - 1
         if t == 0:  # R0 s0
-            new = token_rows(np.array(self.rtgs), self.states[0][None], np.zeros(1))[:2]
-            steps = np.zeros(2, dtype=np.int64)
+            rows = token_rows(np.array(self.rtgs), self.states[0][None], np.zeros(1))[:2]
+            steps, r_row = np.zeros(2, dtype=np.int64), 0
         else:  # a(t-1) R(t) s(t): rows 2-4 of steps t-1 and t (an a token carries its own step's time)
             rtg, states = np.array(self.rtgs[-2:]), np.stack(self.states[-2:])
-            new = token_rows(rtg, states, np.array([self.actions[-1], 0.0]))[2:5]
-            steps = np.array([t - 1, t, t])
-        new = self.player.tokens(new, steps)
+            rows = token_rows(rtg, states, np.array([self.actions[-1], 0.0]))[2:5]
+            steps, r_row = np.array([t - 1, t, t]), 1
+        factors = self.cfg.rtg_search or (1.0,)
+        tried = []
+        for f in factors:  # GAS-style: the DT's action for each return asked, Q picks (one pass without search)
+            cand = rows.copy()
+            cand[r_row, 0] = self.rtg * f
+            new = self.player.tokens(cand, steps)
+            if t < self.cfg.context:  # the window still starts at step 0: earlier tokens' keys and values stand
+                a, kv = self.player.run(new, self._kv)
+            else:  # the window has slid: every hidden state changes, so the window runs whole
+                window = np.concatenate([self._tokens[3 * (t + 1 - self.cfg.context) :], new])
+                a, kv = self.player.run(window)[0], None
+            tried.append((a, new, kv, self.rtg * f))
+        pick = 0
+        if self.player.search is not None:
+            pick = int(np.argmax(self.player.search_values(self.states[-1], np.array([c[0] for c in tried]))))
+        a, new, kv, asked = tried[pick]
+        self.rtgs[-1] = asked
         self._tokens = new if t == 0 else np.concatenate([self._tokens, new])  # R0 s0 a0 ... R(t) s(t)
-        if t < self.cfg.context:  # the window still starts at step 0: earlier tokens' keys and values stand
-            a, self._kv = self.player.run(new, self._kv)
-        else:  # the window has slid: every hidden state changes, so the window runs whole
-            a, _ = self.player.run(self._tokens[3 * (t + 1 - self.cfg.context) :])
+        if t < self.cfg.context:
+            self._kv = kv
         self.dt_actions.append(a)
         # the plan value pulls the bid towards the best constant bid from here; the DT reads the bid made
         if self.player.plan is not None:

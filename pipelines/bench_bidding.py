@@ -70,12 +70,13 @@ from simulators.regimes import REGIMES, regime
 JOB = "bench-bidding"
 BIDDERS = ("constant", "pid", "onlinelp", "bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide")
 """The bidders a run judges by default."""
-KNOWN = (*BIDDERS, "vdt_replay")
+KNOWN = (*BIDDERS, "vdt_replay", "gas")
 """Every bidder ``--bidders`` may name (vdt_replay: vdt whose plan value learns from replayed impression logs,
-:mod:`bidding.replay`; not in the default run until it is measured there)."""
-LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide", "vdt_replay")
-OFFLINE = ("bc", "iql", "cql", "dt", "vdt", "vdt_replay")
-DT_FAMILY = ("dt", "vdt", "vdt_wide", "vdt_replay")
+:mod:`bidding.replay`; gas: the DT with a GAS-style search over the asked return at play, its actions judged by a
+learned action value; neither in the default run until it is measured there)."""
+LEARNED = ("bc", "iql", "cql", "ppo", "sac", "dt", "vdt", "vdt_wide", "vdt_replay", "gas")
+OFFLINE = ("bc", "iql", "cql", "dt", "vdt", "vdt_replay", "gas")
+DT_FAMILY = ("dt", "vdt", "vdt_wide", "vdt_replay", "gas")
 WIDE_ALPHA = (0.03, 1.3)
 """vdt_wide is vdt trained on logs whose constant-bid advertisers draw α log-uniformly from this range (vdt's plan
 value needs constant-bid days that reach the constant that pays; platform logs need not hold them)."""
@@ -131,6 +132,8 @@ class Config:
     """Slot rotation of the tuning periods (every tuning_rotate-th slot a period)."""
     tuning_seed: int = 1
     """Seed of the tuning periods (never the test seed)."""
+    gas_factors: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    """gas: the factors on the asked return searched at every step (DTConfig.rtg_search)."""
     replay_days: int = 16
     """vdt_replay: training days (periods 0, 1, ... of --tuning-seed) whose impression log its plan value is replayed
     on."""
@@ -235,6 +238,8 @@ def _check(cfg: Config) -> None:
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
             raise ValueError(f"unknown {what} {unknown or '(none given)'}; choose from {', '.join(known)}")
+    if not cfg.gas_factors or any(not f > 0 for f in cfg.gas_factors):
+        raise ValueError(f"--gas-factors must be positive numbers, got {cfg.gas_factors}")
     if cfg.replay_days < 1:
         raise ValueError(f"--replay-days must be at least 1, got {cfg.replay_days}")
     if cfg.seeds < 1 or cfg.tuning_periods < 1 or cfg.tuning_rotate < 1:
@@ -554,7 +559,9 @@ def _train_job(
     elif bidder in DT_FAMILY:
         dcfg = replace(cfg.dt, max_steps=max(cfg.dt.max_steps, episodes.n_steps), alpha_max=rules.alpha_max)
         replayed = None
-        if bidder != "dt":
+        if bidder == "gas":  # the plain DT, plus the search over the return it asks for
+            dcfg = replace(dcfg, rtg_search=tuple(cfg.gas_factors))
+        elif bidder != "dt":
             dcfg = replace(
                 dcfg,
                 explore_epsilon=cfg.vdt_epsilon,
@@ -597,6 +604,8 @@ def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder:
     }.get(bidder, (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
     if bidder == "vdt_replay":
         own = (*own, cfg.replay_days, cfg.tuning_seed)
+    if bidder == "gas":
+        own = (cfg.dt, cfg.dt_train, cfg.value, tuple(cfg.gas_factors))
     sim = wide_simulate(cfg) if bidder == "vdt_wide" else cfg.simulate
     data = None if bidder in ("ppo", "sac") else (cfg.trajectories, replace(sim, output="", progress=False))
     if data is not None and cfg.trajectories and folder is not None:

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from bidding.data import load_trajectories
-from bidding.dt import DecisionTransformer, DTBidder, DTConfig, DTTrainConfig, action_loss, train_dt
+from bidding.dt import (
+    DecisionTransformer,
+    DTBidder,
+    DTConfig,
+    DTTrainConfig,
+    ValueConfig,
+    action_loss,
+    train_dt,
+)
 from pipelines import simulate
 from simulators.bidders import default_competitors
 from simulators.rollout import run_period
@@ -154,6 +162,51 @@ def test_play_path_bids_what_forward_predicts_on_every_window(value_target, plan
         with torch.no_grad():
             v = model.return_value(torch.from_numpy(np.stack(bidder.states)))[:, 0].numpy()
         np.testing.assert_allclose(bidder.rtgs, v, atol=1e-5)
+
+
+def test_rtg_search_bids_the_action_its_critic_rates_best_on_every_window():
+    """GAS-style search: at every step the DT's action is computed for the asked return times each factor (forward on
+    the same window, the earlier steps holding the returns picked), and the bid is the one whose Q(s, α) — the twin
+    critic's minimum, the torch module — is highest; the return picked is what the window keeps."""
+    torch.manual_seed(2)
+    factors = (0.5, 1.0, 2.0)
+    cfg = replace(CFG, value_hidden=8, rtg_search=factors)
+    model = DecisionTransformer(cfg).eval()
+    assert model.cfg.guided and model.search_value is not None
+    bidder = DTBidder(model, mean=np.zeros(16), std=np.ones(16), target_return=0.7, n_steps=cfg.max_steps)
+
+    class Adv:
+        budget, bid_scale, index = 100.0, 2.0, 0
+
+    rng = np.random.default_rng(0)
+    K = cfg.context
+    bidder.reset(Adv())
+    picked = set()
+    for t in range(cfg.max_steps + 2):
+        base = bidder.rtg
+        alpha = bidder.act(rng.random(16).astype(np.float32) * 3)
+        bidder.rtg -= 0.05
+        n = min(t + 1, K)
+        t0 = t + 1 - n
+        cands = []
+        with torch.no_grad():
+            for f in factors:
+                rtgs = bidder.rtgs[t0:t] + [base * f]
+                cands.append(float(model(
+                    torch.tensor(rtgs)[None],
+                    torch.from_numpy(np.stack(bidder.states[t0:]))[None],
+                    torch.tensor(bidder.actions[t0:t] + [0.0])[None],
+                    torch.arange(t0, t + 1).clamp_max(cfg.max_steps - 1)[None],
+                    torch.ones(1, n, dtype=torch.bool),
+                )[0, -1]))  # fmt: skip
+            q = model.search_value(torch.from_numpy(bidder.states[t]).expand(3, 16), torch.tensor(cands))
+        best = int(torch.argmax(q))
+        picked.add(best)
+        assert alpha == pytest.approx(cands[best], abs=1e-5), f"step {t}"
+        assert bidder.rtgs[t] == pytest.approx(base * factors[best])
+    assert len(picked) > 1  # the critic's choice changes with the state: a real search, not one fixed factor
+    with pytest.raises(ValueError, match="rtg_search factors must be positive"):
+        train_dt(None, replace(cfg, rtg_search=(1.0, 0.0), max_steps=8), DTTrainConfig(steps=1), ValueConfig())
 
 
 def test_dt_bidder_scores_with_the_markets_beta():

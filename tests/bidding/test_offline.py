@@ -52,16 +52,20 @@ def _train(kind: str, ep):
     if kind in ("ppo", "sac"):
         cfg = OnlineConfig(algorithm=kind, timesteps=128, impressions=2_000)
         return train_online(TINY.market, cfg)[0], SB3Bidder.load
-    if kind in ("dt", "vdt"):
+    if kind in ("dt", "vdt", "gas"):
         cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=ep.n_steps)
         tcfg = DTTrainConfig(steps=60, batch_size=16, warmup=5)
         if kind == "vdt":  # as bench-bidding trains it: the value-set return and the plan value
             cfg = replace(cfg, value_target=True, plan_weight=0.75, value_hidden=16)
             bidder, stats = train_dt(ep, cfg, tcfg, ValueConfig(target_steps=30, plan_steps=30))
             assert np.isfinite(stats["return_value_loss"]) and np.isfinite(stats["plan_value_loss"])
+        elif kind == "gas":  # search over the asked return, its twin critic kept in the model
+            cfg = replace(cfg, rtg_search=(0.5, 1.0, 1.5), value_hidden=16)
+            bidder, stats = train_dt(ep, cfg, tcfg, ValueConfig(critic_steps=30))
+            assert np.isfinite(stats["critic_loss"]) and "explored_share" not in stats
         else:
             bidder, _ = train_dt(ep, cfg, tcfg)
-        assert bidder.name == kind
+        assert bidder.name == ("vdt" if kind == "gas" else kind)
         return bidder, DTBidder.load
     cfg = OfflineConfig(algorithm=kind, hidden=32, steps=60, batch_size=64)
     return train_offline(ep, cfg)[0], PolicyBidder.load
@@ -75,7 +79,7 @@ def _play(bidder, seed=3):
     return run_period(market, [bidder, *others], np.random.default_rng(seed)).actions[:, 0]
 
 
-@pytest.mark.parametrize("kind", ["bc", "iql", "cql", "dt", "vdt", "ppo", "sac"])
+@pytest.mark.parametrize("kind", ["bc", "iql", "cql", "dt", "vdt", "gas", "ppo", "sac"])
 def test_bidder_contract(kind, episodes, tmp_path):
     """Every learned bidder: acts in range, saves, loads, and bids the same after loading."""
     bidder, load = _train(kind, episodes)

@@ -112,13 +112,15 @@ def test_bench_bidding_checks_vdt_data_before_training(tmp_path):
     assert not (tmp_path / "bidding" / "budget-bound" / "bc").exists()
 
 
-def test_vdt_replay_learns_its_plan_from_logs_without_constant_bids(tmp_path):
-    """vdt_replay's plan value learns from the replayed impression log of training days: logs of pacing bidders only
-    (which stop vdt) train it, and a kept one is reused."""
-    tiny = _tiny(tmp_path, bidders=("dt", "vdt_replay"), regimes=("budget-bound",), replay_days=2)
+def test_vdt_replay_and_gas_learn_from_logs_without_constant_bids(tmp_path):
+    """vdt_replay's plan value learns from the replayed impression log of training days, so logs of pacing bidders
+    only (which stop vdt) train it, and a kept one is reused; gas (the DT searching its asked return) trains beside."""
+    tiny = _tiny(tmp_path, bidders=("dt", "vdt_replay", "gas"), regimes=("budget-bound",), replay_days=2)
     tiny = replace(tiny, simulate=replace(tiny.simulate, policies=("pid", "pacing")))
     out = bench_bidding.main(tiny)["regimes"]["budget-bound"]["bidders"]
-    assert set(out) == {"dt", "vdt_replay"} and out["vdt_replay"]["seeds"] == tiny.seeds
+    assert set(out) == {"dt", "vdt_replay", "gas"} and out["vdt_replay"]["seeds"] == tiny.seeds
+    gas = json.loads((tmp_path / "bidding" / "budget-bound" / "gas" / "seed-0" / "train.json").read_text())
+    assert "critic_loss" in gas["stats"]  # the search's action value trained beside the DT
     stats = json.loads((tmp_path / "bidding" / "budget-bound" / "vdt_replay" / "seed-0" / "train.json").read_text())
     assert stats["stats"]["plan_alpha_low"] == pytest.approx(0.02) and stats["stats"]["plan_states"] > 0
     again = bench_bidding.main(replace(tiny, bidders=("vdt_replay",)))["regimes"]["budget-bound"]["bidders"]
@@ -126,6 +128,8 @@ def test_vdt_replay_learns_its_plan_from_logs_without_constant_bids(tmp_path):
     assert again["vdt_replay"]["train_minutes"] == out["vdt_replay"]["train_minutes"]  # kept, not retrained
     with pytest.raises(ValueError, match="--replay-days must be at least 1"):
         bench_bidding.main(replace(tiny, replay_days=0))
+    with pytest.raises(ValueError, match="--gas-factors must be positive"):
+        bench_bidding.main(replace(tiny, gas_factors=(1.0, -0.5)))
 
 
 @needs_netns
