@@ -88,7 +88,7 @@ class DTConfig:
 
     @property
     def guided(self) -> bool:
-        """Value-guided (vdt): action exploration, a state-value target or a plan value is on."""
+        """Value-guided (vdt): action exploration, a state-value target, a plan value or the return search is on."""
         return self.explore_epsilon > 0 or self.value_target or self.plan_weight > 0 or bool(self.rtg_search)
 
 
@@ -388,7 +388,12 @@ def train_dt(
     ``cfg.explore_epsilon > 0``, an action value Q(s, α) fitted first (:func:`train_action_value`; by default
     one-step TD on an expectile value), then at every step of the DT an exploration head proposes β ∈ [1 − ε, 1 + ε]
     and the explored action β·a (a = the logged α), trained to raise Q(s, β·a); the DT imitates β·a where
-    Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere.
+    Q(s, β·a) > Q(s, a) + margin and the logged a elsewhere; ``cfg.rtg_search``, that action value (twin-Q, one-step
+    TD) kept in the model to pick, at play, among the DT's actions for several asked returns.
+
+    With ``cfg.plan_source == "replay"`` the plan value learns from ``replayed`` (:func:`bidding.replay.
+    replay_values`: every constant of its grid replayed on the impression log of training days) instead of the
+    constant-bid episodes, which the logs then need not hold.
     """
     if any(not (math.isfinite(f) and f > 0) for f in cfg.rtg_search):
         raise ValueError(f"rtg_search factors must be positive, got {cfg.rtg_search}")
