@@ -122,8 +122,6 @@ class Scorer:
         tasks = bundle.meta.get("tasks") or ["search", "recommend"]
         self.serves_recommend = "recommend" in tasks
         self.serves_search = bundle.vocab is not None
-        self._sid = np.array(["-".join(map(str, row)) for row in bundle.table.codes.tolist()], dtype=object)
-        self._known = bundle.table.item_ids
 
     def _check(self, rid, uid, query, history) -> tuple[str | None, list[int], str | None]:
         s = self.settings
@@ -158,7 +156,8 @@ class Scorer:
             except (TypeError, ValueError):
                 return "malformed history", [], None
         if h:
-            unknown = sorted(set(np.asarray(h, dtype=np.int64)[~np.isin(h, self._known)].tolist()))
+            ids = np.asarray(h, dtype=np.int64)
+            unknown = sorted(set(ids[~self.bundle.table.contains(ids)].tolist()))
             if unknown:
                 return (
                     f"unknown items in history: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
@@ -211,9 +210,11 @@ class Scorer:
         )
         n, k = ids.shape
         flat = ids.reshape(-1)
-        sid = np.where(
-            flat >= 0, self._sid[self.bundle.table.rows(np.where(flat >= 0, flat, self._known[0]))], None
-        )
+        found = flat >= 0
+        sid = np.full(flat.shape, None, dtype=object)  # "c1-c2-...", made for the returned items only
+        if found.any():
+            codes = self.bundle.table.codes[self.bundle.table.rows(flat[found])]
+            sid[found] = ["-".join(map(str, row)) for row in codes.tolist()]
         cols = {
             REQUEST_ID: pl.Series(np.repeat(np.array(good_ids, dtype=object), k).tolist(), dtype=rid_dtype),
             RANK: np.tile(np.arange(1, k + 1, dtype=np.int16), n),

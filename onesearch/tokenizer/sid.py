@@ -94,15 +94,23 @@ class SIDTable:
     def rows(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
         """Row of each given item in this table; raises KeyError naming unknown ids."""
         ids = np.asarray(item_ids, dtype=np.int64)
-        if ids.size == 0:
-            return np.zeros(ids.shape, dtype=np.int64)
+        idx, found = self._find(ids)
+        if not found.all():
+            raise KeyError(f"item id(s) not in the SID table: {ids[~found][:5].tolist()}")
+        return idx
+
+    def contains(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
+        """Which of the given item ids the table holds (bool, their shape): a binary search each, O(log n)."""
+        return self._find(np.asarray(item_ids, dtype=np.int64))[1]
+
+    def _find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate row, found) of each id, by binary search in the sorted ids."""
+        if ids.size == 0 or self.n_items == 0:
+            return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
         order = self._order()
         pos = np.searchsorted(self.item_ids, ids, sorter=order)
         idx = order[np.clip(pos, 0, self.n_items - 1)]
-        bad = self.item_ids[idx] != ids
-        if bad.any():
-            raise KeyError(f"item id(s) not in the SID table: {ids[bad][:5].tolist()}")
-        return idx
+        return idx, self.item_ids[idx] == ids
 
     def _order(self) -> np.ndarray:
         order = self.__dict__.get("_sorted")

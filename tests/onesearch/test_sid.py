@@ -105,3 +105,13 @@ def test_reference_index_parsing(tmp_path):
     p.write_text(json.dumps({"0": ["<a_1>"], "1": ["<a_1>", "<b_2>"]}))
     with pytest.raises(ValueError, match="has 2 codes, the first item has 1"):
         SID.load_reference_index(p)
+
+
+def test_rows_and_contains_find_ids_by_binary_search():
+    ids = np.array([40, 10, 30, 20])  # not sorted: the table keeps its own order
+    t = SID.make_table(ids, np.array([[0], [1], [0], [1]]), (2,), "toy")
+    np.testing.assert_array_equal(t.rows([30, 40, 10]), [2, 0, 1])
+    np.testing.assert_array_equal(t.contains([20, 25, 50, 5, 40]), [True, False, False, False, True])
+    assert t.contains([]).shape == (0,) and t.rows([]).shape == (0,)
+    with pytest.raises(KeyError, match=r"not in the SID table: \[25\]"):
+        t.rows([10, 25])
