@@ -413,9 +413,13 @@ def train_dt(
         raise ValueError(f"plan_source must be one of {PLAN_SOURCES}, got {cfg.plan_source!r}")
     replay = cfg.plan_weight > 0 and cfg.plan_source == "replay"
     if replay and replayed is None:
-        raise ValueError("a plan value from replayed logs needs their values: pass replayed= (bidding.replay)")
+        raise ValueError(
+            "a plan value from replayed logs needs their values: pass replayed= (bidding.replay)"
+        )
     if replay and len(replayed.grid) != cfg.plan_points:
-        raise ValueError(f"the replayed values hold {len(replayed.grid)} constants, plan_points is {cfg.plan_points}")
+        raise ValueError(
+            f"the replayed values hold {len(replayed.grid)} constants, plan_points is {cfg.plan_points}"
+        )
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     data = Prepared(ep)
@@ -425,7 +429,9 @@ def train_dt(
     t_start = time.perf_counter()
     critic, critic_loss = (None, None)
     if value is not None and cfg.rtg_search:  # one critic, the search's shape, serves exploration too
-        critic, critic_loss = train_action_value(ep, cfg, replace(value, critic_hidden=cfg.value_hidden), tcfg.seed)
+        critic, critic_loss = train_action_value(
+            ep, cfg, replace(value, critic_hidden=cfg.value_hidden), tcfg.seed
+        )
     elif value is not None and cfg.explore_epsilon > 0:
         critic, critic_loss = train_action_value(ep, cfg, value, tcfg.seed)
     model = DecisionTransformer(cfg)
@@ -493,7 +499,9 @@ def train_dt(
         t_plan = time.perf_counter()
         x = featurize(replayed.states, replayed.budget, replayed.bid_scale, data.T)
         x = ((x - data.mean) / data.std).astype(np.float32)
-        loss, r2 = fit_plan_rows(model.plan_value, x, replayed.grid, replayed.value, value.plan_steps, tcfg.seed)
+        loss, r2 = fit_plan_rows(
+            model.plan_value, x, replayed.grid, replayed.value, value.plan_steps, tcfg.seed
+        )
         plan_stats = {
             "plan_value_minutes": (time.perf_counter() - t_plan) / 60,
             "plan_value_loss": loss,
@@ -609,7 +617,8 @@ def fit_plan_rows(
     R, S = states.shape
     G = len(grid)
     x = np.concatenate(
-        [np.repeat(states, G, axis=0), np.tile(np.log(np.asarray(grid, dtype=np.float64)), R)[:, None]], axis=1
+        [np.repeat(states, G, axis=0), np.tile(np.log(np.asarray(grid, dtype=np.float64)), R)[:, None]],
+        axis=1,
     )
     return _fit_value_rows(v, x, np.asarray(values).reshape(-1), steps, seed)
 
@@ -753,7 +762,9 @@ class Player:
         if self.search is None:
             raise ValueError("this Decision Transformer has no search value (rtg_search is empty)")
         a = np.asarray(alphas, dtype=np.float32)
-        x = np.concatenate([np.broadcast_to(state, (len(a), len(state))), (a / self.alpha_max)[:, None]], axis=1)
+        x = np.concatenate(
+            [np.broadcast_to(state, (len(a), len(state))), (a / self.alpha_max)[:, None]], axis=1
+        )
         return np.minimum(self._mlp(self.search[0], x)[:, 0], self._mlp(self.search[1], x)[:, 0])
 
     def plan_values(self, state: np.ndarray) -> np.ndarray:
@@ -901,11 +912,15 @@ class DTBidder:
             steps, r_row = np.array([t - 1, t, t]), 1
         factors = self.cfg.rtg_search or (1.0,)
         tried = []
-        for f in factors:  # GAS-style: the DT's action for each return asked, Q picks (one pass without search)
+        for (
+            f
+        ) in factors:  # GAS-style: the DT's action for each return asked, Q picks (one pass without search)
             cand = rows.copy()
             cand[r_row, 0] = self.rtg * f
             new = self.player.tokens(cand, steps)
-            if t < self.cfg.context:  # the window still starts at step 0: earlier tokens' keys and values stand
+            if (
+                t < self.cfg.context
+            ):  # the window still starts at step 0: earlier tokens' keys and values stand
                 a, kv = self.player.run(new, self._kv)
             else:  # the window has slid: every hidden state changes, so the window runs whole
                 window = np.concatenate([self._tokens[3 * (t + 1 - self.cfg.context) :], new])

@@ -69,7 +69,9 @@ def step_outcomes(
     return w * np.einsum("tmg,tm->tg", win, c), w * np.einsum("tmg,tm->tg", win, v)
 
 
-def spend_in_order(step_cost: np.ndarray, step_value: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
+def spend_in_order(
+    step_cost: np.ndarray, step_value: np.ndarray, budget: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Buy the steps (S, G) in order until ``budget`` runs out, the last one in part: (cost, conversions) per λ (G,)."""
     before = np.cumsum(step_cost, axis=0) - step_cost  # spent before each step
     with np.errstate(divide="ignore", invalid="ignore"):

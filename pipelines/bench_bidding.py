@@ -55,10 +55,10 @@ from bidding.dt import (
 )
 from bidding.evaluate import EvalConfig, _check_slots, evaluate
 from bidding.history_lp import HistoryLPBidder, log_days, log_history
-from bidding.replay import replay_grid, replay_values
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
 from bidding.online import OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
+from bidding.replay import replay_grid, replay_values
 from bidding.stats import paired_bootstrap
 from onesearch.io import atomic_write
 from pipelines import simulate, tracking
@@ -573,7 +573,9 @@ def _train_job(
             days = log_days(market, cfg.tuning_seed, range(cfg.replay_days), 128)
             replayed = replay_values(days, replay_grid(rules.alpha_max, dcfg.plan_points), rules)
         tcfg = replace(cfg.dt_train, seed=seed)
-        trained, stats = train_dt(episodes, dcfg, tcfg, cfg.value if bidder != "dt" else None, replayed=replayed)
+        trained, stats = train_dt(
+            episodes, dcfg, tcfg, cfg.value if bidder != "dt" else None, replayed=replayed
+        )
     else:
         ocfg = replace(cfg.ppo if bidder == "ppo" else cfg.sac, algorithm=bidder, seed=seed)
         trained, stats = train_online(market, ocfg)

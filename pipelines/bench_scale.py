@@ -300,7 +300,11 @@ def _stage_score(cfg: Config, size: int, p: _Paths) -> dict:
         .agg(pl.col(S.ITEM_ID).alias("bought"))
     )
     test = leave_one_out(ds.search_log, order_by=(S.POSITION, S.TIMESTAMP)).filter(pl.col(S.SPLIT) == "test")
-    pick = np.sort(np.random.default_rng(cfg.seed).choice(test.height, min(cfg.score_requests, test.height), replace=False))
+    pick = np.sort(
+        np.random.default_rng(cfg.seed).choice(
+            test.height, min(cfg.score_requests, test.height), replace=False
+        )
+    )
     req = (
         test[pick]
         .join(bought, on=S.USER_ID, how="left")
@@ -349,7 +353,9 @@ def _stage_cascade_recall(cfg: Config, size: int, p: _Paths) -> dict:
 
     ds = Dataset.load(p.data)
     test, _ = split_requests(ds, "search")["test"]
-    pick = np.sort(np.random.default_rng(cfg.seed).choice(test.size, min(cfg.recall_requests, test.size), replace=False))
+    pick = np.sort(
+        np.random.default_rng(cfg.seed).choice(test.size, min(cfg.recall_requests, test.size), replace=False)
+    )
     test = test.take(pick)
     t0 = time.perf_counter()
     buys = ds.interactions.filter(pl.col(S.EVENT) == "purchase")
@@ -362,7 +368,9 @@ def _stage_cascade_recall(cfg: Config, size: int, p: _Paths) -> dict:
     CascadeRecall(cascade).retrieve(test, cfg.beam)
     recall_seconds = time.perf_counter() - t1
     m = cascade.covisit.m
-    index_mb = (emb.nbytes + m.data.nbytes + m.indices.nbytes + m.indptr.nbytes) / 2**20  # dense + co-purchase
+    index_mb = (
+        emb.nbytes + m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    ) / 2**20  # dense + co-purchase
     return {
         "seconds": build_seconds + recall_seconds,
         "artifact_mb": index_mb,
@@ -472,7 +480,11 @@ def main(cfg: Config) -> dict:
                         f"bench-scale: stage {stage} at {size} items failed (exit status {rc}); its error is above. "
                         f"Figures of the stages before it are kept in {root}"
                     )
-                res = {**json.loads(tmp.read_text()), "wall_seconds": time.perf_counter() - t0, "digest": digest}
+                res = {
+                    **json.loads(tmp.read_text()),
+                    "wall_seconds": time.perf_counter() - t0,
+                    "digest": digest,
+                }
                 tracking.write_json(res, kept_file)
                 tmp.unlink()
                 row[stage] = res
@@ -481,7 +493,9 @@ def main(cfg: Config) -> dict:
             sizes_res[str(size)] = row
             tracking.log_metrics({f"{size}.{s}.{k}": row[s][k] for s in STAGES for k in RESULT_KEYS})
         result = {
-            "sizes": {n: {s: {k: r[s][k] for k in RESULT_KEYS} for s in STAGES} for n, r in sizes_res.items()},
+            "sizes": {
+                n: {s: {k: r[s][k] for k in RESULT_KEYS} for s in STAGES} for n, r in sizes_res.items()
+            },
             "decode_qps": {n: r["decode"]["qps"] for n, r in sizes_res.items()},
             "valid_rate": {n: r["decode"]["valid_rate"] for n, r in sizes_res.items()},
             "score_qps": {n: r["score"]["requests_per_second"] for n, r in sizes_res.items()},

@@ -206,7 +206,9 @@ def test_rtg_search_bids_the_action_its_critic_rates_best_on_every_window():
         assert bidder.rtgs[t] == pytest.approx(base * factors[best])
     assert len(picked) > 1  # the critic's choice changes with the state: a real search, not one fixed factor
     with pytest.raises(ValueError, match="rtg_search factors must be positive"):
-        train_dt(None, replace(cfg, rtg_search=(1.0, 0.0), max_steps=8), DTTrainConfig(steps=1), ValueConfig())
+        train_dt(
+            None, replace(cfg, rtg_search=(1.0, 0.0), max_steps=8), DTTrainConfig(steps=1), ValueConfig()
+        )
 
 
 def test_dt_bidder_scores_with_the_markets_beta():

@@ -216,7 +216,9 @@ def test_plan_value_from_replayed_logs_needs_no_constant_bids(episodes, tmp_path
     with pytest.raises(ValueError, match="needs their values"):
         train_dt(no_fixed, cfg, DTTrainConfig(steps=1), ValueConfig())
     with pytest.raises(ValueError, match="hold 5 constants, plan_points is 9"):
-        train_dt(no_fixed, replace(cfg, plan_points=9), DTTrainConfig(steps=1), ValueConfig(), replayed=replayed)
+        train_dt(
+            no_fixed, replace(cfg, plan_points=9), DTTrainConfig(steps=1), ValueConfig(), replayed=replayed
+        )
     with pytest.raises(ValueError, match="plan_source must be one of"):
         train_dt(no_fixed, replace(cfg, plan_source="oracle"), DTTrainConfig(steps=1), ValueConfig())
 

@@ -103,7 +103,9 @@ def test_a_large_catalogue_cuts_the_batch_and_recall_is_the_same(monkeypatch):
                    [np.array([], dtype=np.int64), np.array([11]), np.array([10, 12]), np.array([13])])  # fmt: skip
     whole = Cascade(cat, BM25Source(cat), DenseSource(cat, emb), CovisitSource(cat, train), cfg)
     assert whole.batch == cfg.batch  # 4 items: 512 requests a batch fit
-    monkeypatch.setattr("onesearch.cascade.ranker.BATCH_CELLS", 9)  # as if the catalogue were huge: 9 // 4 = 2
+    monkeypatch.setattr(
+        "onesearch.cascade.ranker.BATCH_CELLS", 9
+    )  # as if the catalogue were huge: 9 // 4 = 2
     cut = Cascade(cat, BM25Source(cat), DenseSource(cat, emb), CovisitSource(cat, train), cfg)
     assert cut.batch == 2
     a, b = whole.recall(req, 4), cut.recall(req, 4)

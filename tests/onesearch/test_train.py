@@ -88,7 +88,9 @@ def test_max_steps_stops_mid_epoch_and_the_schedule_spans_them(monkeypatch):
     res = train(m, sp, SIDTrie.build(codes, SIZES), cfg)
     assert res.steps == 8 and res.stopped == "steps"
     assert [h["step"] for h in res.history] == [6, 8]  # the end of epoch 1, then the last step
-    assert list(dict.fromkeys(seen)) == [(i, 8) for i in range(8)]  # the schedule ends at step 8, not 5 epochs
+    assert list(dict.fromkeys(seen)) == [
+        (i, 8) for i in range(8)
+    ]  # the schedule ends at step 8, not 5 epochs
     with pytest.raises(ValueError, match="max_steps"):
         train(m, sp, SIDTrie.build(codes, SIZES), replace(cfg, max_steps=-1))
 

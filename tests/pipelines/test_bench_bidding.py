@@ -121,7 +121,9 @@ def test_vdt_replay_and_gas_learn_from_logs_without_constant_bids(tmp_path):
     assert set(out) == {"dt", "vdt_replay", "gas"} and out["vdt_replay"]["seeds"] == tiny.seeds
     gas = json.loads((tmp_path / "bidding" / "budget-bound" / "gas" / "seed-0" / "train.json").read_text())
     assert "critic_loss" in gas["stats"]  # the search's action value trained beside the DT
-    stats = json.loads((tmp_path / "bidding" / "budget-bound" / "vdt_replay" / "seed-0" / "train.json").read_text())
+    stats = json.loads(
+        (tmp_path / "bidding" / "budget-bound" / "vdt_replay" / "seed-0" / "train.json").read_text()
+    )
     assert stats["stats"]["plan_alpha_low"] == pytest.approx(0.02) and stats["stats"]["plan_states"] > 0
     again = bench_bidding.main(replace(tiny, bidders=("vdt_replay",)))["regimes"]["budget-bound"]["bidders"]
     assert again["vdt_replay"]["score_mean"] == out["vdt_replay"]["score_mean"]
