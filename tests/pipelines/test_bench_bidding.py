@@ -34,7 +34,7 @@ def test_bench_bidding_tiny_judges_every_bidder_in_every_regime_asked(tmp_path):
             if r["score_mean"] > 0:
                 assert r["share_of_bound"] == pytest.approx(r["score_mean"] / bound["score_mean"])
         assert res["dt"]["ratio_to_dt"] == pytest.approx(1.0) or res["dt"]["score_mean"] == 0
-        for bidder in bench_bidding.LEARNED:
+        for bidder in (b for b in bench_bidding.LEARNED if b in bench_bidding.BIDDERS):  # the default run's
             assert res[bidder]["train_minutes"] > 0, bidder
             for seed in (0, 1):
                 assert (tmp_path / "bidding" / name / bidder / f"seed-{seed}" / "train.json").is_file()
