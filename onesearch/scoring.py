@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from onesearch.data.schema import ITEM_ID, QUERY, REQUEST_ID, USER_ID
+from onesearch.data.schema import EVENT, ITEM_ID, POSITION, QUERY, REQUEST_ID, TIMESTAMP, USER_ID
 from onesearch.model.beam import BEAM, K
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
@@ -64,6 +64,23 @@ def catalogue_hash(item_ids) -> str:
     """sha256 of the sorted item ids of a catalogue: which items a file's ids refer to, in 16 hex digits."""
     ids = np.unique(np.asarray(item_ids, dtype=np.int64))
     return hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+
+
+def search_requests(interactions: pl.DataFrame, log: pl.DataFrame) -> pl.DataFrame:
+    """Score input (``request_id, user_id, query, history``) for the rows of a search ``log``, in their order: the
+    history of a request is its user's purchases before it (the first ``position`` of them, oldest first)."""
+    bought = (
+        interactions.filter(pl.col(EVENT) == "purchase")
+        .sort(USER_ID, TIMESTAMP)
+        .group_by(USER_ID, maintain_order=True)
+        .agg(pl.col(ITEM_ID).alias("bought"))
+    )
+    return log.join(bought, on=USER_ID, how="left", maintain_order="left").select(
+        pl.col(REQUEST_ID).cast(pl.String),
+        pl.col(USER_ID).cast(pl.String),
+        QUERY,
+        pl.col("bought").list.head(pl.col(POSITION)).alias(HISTORY),
+    )
 
 
 def write_requests(df: pl.DataFrame, path, dataset: str, item_ids) -> None:

@@ -289,32 +289,14 @@ def _stage_score(cfg: Config, size: int, p: _Paths) -> dict:
     from onesearch.data import schema as S
     from onesearch.data.dataset import Dataset
     from onesearch.data.splits import leave_one_out
-    from onesearch.scoring import HISTORY, ScoreSettings, write_requests
+    from onesearch.scoring import ScoreSettings, search_requests, write_requests
     from pipelines import score
 
     ds = Dataset.load(p.data)
-    bought = (
-        ds.interactions.filter(pl.col(S.EVENT) == "purchase")
-        .sort(S.USER_ID, S.TIMESTAMP)
-        .group_by(S.USER_ID, maintain_order=True)
-        .agg(pl.col(S.ITEM_ID).alias("bought"))
-    )
     test = leave_one_out(ds.search_log, order_by=(S.POSITION, S.TIMESTAMP)).filter(pl.col(S.SPLIT) == "test")
-    pick = np.sort(
-        np.random.default_rng(cfg.seed).choice(
-            test.height, min(cfg.score_requests, test.height), replace=False
-        )
-    )
-    req = (
-        test[pick]
-        .join(bought, on=S.USER_ID, how="left")
-        .select(
-            pl.col(S.REQUEST_ID).cast(pl.String),
-            pl.col(S.USER_ID).cast(pl.String),
-            S.QUERY,
-            pl.col("bought").list.head(pl.col(S.POSITION)).alias(HISTORY),
-        )
-    )
+    n = min(cfg.score_requests, test.height)
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(test.height, n, replace=False))
+    req = search_requests(ds.interactions, test[pick])
     write_requests(req, p.requests, ds.name, ds.items[S.ITEM_ID])
     if p.scores.exists():
         shutil.rmtree(p.scores)
@@ -416,7 +398,8 @@ def peak_rss_mb() -> float:
 
 
 def _digest(cfg: Config, size: int, stage: str) -> str:
-    """What a stage's figures depend on: the settings (not where the plot goes, nor resume) and the stages before."""
+    """What a stage's figures depend on: the settings (not where the plot goes, nor resume) at this size. A stage
+    redone redoes every later one (``main``), since they read its outputs."""
     d = asdict(replace(cfg, figure="", resume=True, sizes=(size,)))
     d["stage"] = stage
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

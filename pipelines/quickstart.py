@@ -11,14 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import polars as pl
-
 from bidding.dt import DTConfig, DTTrainConfig
 from bidding.evaluate import EvalConfig
 from onesearch.data.dataset import Dataset
 from onesearch.data.registry import shared_data_dir
-from onesearch.data.schema import EVENT, ITEM_ID, POSITION, QUERY, REQUEST_ID, TIMESTAMP, USER_ID
-from onesearch.scoring import HISTORY, write_requests
+from onesearch.data.schema import ITEM_ID, REQUEST_ID
+from onesearch.scoring import search_requests, write_requests
 from pipelines import (
     bench_bidding,
     bench_generative,
@@ -84,23 +82,7 @@ _BID_COLUMNS = ("score_mean", "violation_rate", "budget_used", "train_minutes", 
 def _sample_requests(dataset_dir: str, path: Path, n: int = 200) -> Path:
     """The first ``n`` search requests of a prepared dataset as score input (history = purchases before them)."""
     ds = Dataset.load(dataset_dir)
-    bought = (
-        ds.interactions.filter(pl.col(EVENT) == "purchase")
-        .sort(USER_ID, TIMESTAMP)
-        .group_by(USER_ID, maintain_order=True)
-        .agg(pl.col(ITEM_ID).alias("bought"))
-    )
-    req = (
-        ds.search_log.sort(REQUEST_ID)
-        .head(n)
-        .join(bought, on=USER_ID, how="left")
-        .select(
-            pl.col(REQUEST_ID).cast(pl.String),
-            pl.col(USER_ID).cast(pl.String),
-            QUERY,
-            pl.col("bought").list.head(pl.col(POSITION)).alias(HISTORY),
-        )
-    )
+    req = search_requests(ds.interactions, ds.search_log.sort(REQUEST_ID).head(n))
     write_requests(req, path, ds.name, ds.items[ITEM_ID])
     return path
 
