@@ -201,6 +201,12 @@ class RQKMeansConfig:
     do not change, so purity does not either; new items (encode) still take the plain nearest code."""
     normalize: bool = True
     """L2-normalise embeddings before quantising."""
+    max_fit_points: int = 65536
+    """Fit the codebooks (and the OPQ rotation) on at most this many items, drawn from the catalogue with the
+    fit's seed; every item is then assigned with the codebooks fixed (balanced levels with capacity for the whole
+    catalogue), so ``train_codes`` still cover and balance all items. Fitting then costs the same at any catalogue
+    size and only the assignment grows, linearly (faiss's k-means samples the same way: 256 points per centroid
+    of 256 codes). 0 = fit on every item."""
 
     def __post_init__(self) -> None:
         if not self.codebook_sizes or any(int(s) < 1 for s in self.codebook_sizes):
@@ -211,6 +217,8 @@ class RQKMeansConfig:
             raise ValueError(f"RQKMeansConfig.balanced must be none, last or residual, got {self.balanced!r}")
         if self.balance_slack < 1.0:
             raise ValueError(f"RQKMeansConfig.balance_slack must be >= 1, got {self.balance_slack}")
+        if self.max_fit_points < 0:
+            raise ValueError(f"RQKMeansConfig.max_fit_points must be >= 0, got {self.max_fit_points}")
 
 
 class RQKMeansQuantizer:
@@ -246,16 +254,15 @@ class RQKMeansQuantizer:
         x = self._prep(x)
         rng = np.random.default_rng(seed)
         n = x.shape[0]
-        residual = x.copy()
+        m = self.cfg.max_fit_points
+        sampled = 0 < m < n
+        fit_x = x[np.sort(rng.choice(n, m, replace=False))] if sampled else x
+        residual = fit_x.copy()
         self.codebooks = []
         codes = []
-        last = len(self.cfg.codebook_sizes) - 1
         for level, k in enumerate(self.cfg.codebook_sizes):
             k = int(k)
-            balanced = (self.cfg.balanced == "residual" and level > 0) or (
-                self.cfg.balanced == "last" and level == last
-            )
-            cap = self._capacity(n, k) if balanced else None
+            cap = self._capacity(residual.shape[0], k) if self._balanced(level) else None
             c, a = kmeans(residual, k, rng, self.cfg.n_iter, capacity=cap)
             self.codebooks.append(c)
             codes.append(a)
@@ -264,7 +271,11 @@ class RQKMeansQuantizer:
         if self.cfg.pq_subspaces:
             pq_codes, residual = self._fit_opq(residual, rng)
             codes.extend(pq_codes)
-        self.train_codes = np.stack(codes, 1).astype(np.int64)
+        if sampled:  # every item, with the codebooks fitted on the sample
+            train_codes, residual = self._assign(x, balanced=True)
+        else:
+            train_codes = np.stack(codes, 1).astype(np.int64)
+        self.train_codes = train_codes
         if self.cfg.spread_collisions:
             # the last level's input and codebook: the last OPQ sub-vector, or the last residual level
             if self.cfg.pq_subspaces:
@@ -276,6 +287,12 @@ class RQKMeansQuantizer:
             residual[:, sl] = x_last - book[self.train_codes[:, -1]]
         self.train_residual = np.linalg.norm(residual, axis=1)
         return self
+
+    def _balanced(self, level: int) -> bool:
+        last = len(self.cfg.codebook_sizes) - 1
+        return (self.cfg.balanced == "residual" and level > 0) or (
+            self.cfg.balanced == "last" and level == last
+        )
 
     def _capacity(self, n: int, k: int) -> int:
         return math.ceil(self.cfg.balance_slack * n / k)
@@ -314,21 +331,36 @@ class RQKMeansQuantizer:
     def encode(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.codebooks:
             raise RuntimeError(f"{self.method}: encode called before fit (or load)")
-        residual = self._prep(emb)
+        codes, residual = self._assign(self._prep(emb), balanced=False)
+        return codes, np.linalg.norm(residual, axis=1)
+
+    def _assign(self, x: np.ndarray, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (n, levels) of prepared embeddings ``x`` with the codebooks fixed, and the final residuals: the
+        nearest code, or with ``balanced`` the capacity-constrained assignment on the levels fitted that way
+        (capacity for these n items)."""
+        n = x.shape[0]
+        residual = x.copy()
         codes = []
-        for c in self.codebooks:
-            a = sq_dists(residual, c).argmin(1)
+        for level, c in enumerate(self.codebooks):
+            d = sq_dists(residual, c)
+            cap = self._capacity(n, c.shape[0]) if balanced and self._balanced(level) else None
+            a = d.argmin(1) if cap is None else balanced_assign(d, cap)
+            del d
             codes.append(a)
-            residual = residual - c[a]
+            residual -= c[a]
         if self.rotation is not None:
             xr = residual @ self.rotation
             recon = np.empty_like(xr)
             for j, sl in enumerate(self._split(len(self.pq_codebooks))):
-                a = sq_dists(xr[:, sl], self.pq_codebooks[j]).argmin(1)
+                book = self.pq_codebooks[j]
+                d = sq_dists(xr[:, sl], book)
+                cap = self._capacity(n, book.shape[0]) if balanced and self.cfg.pq_balanced else None
+                a = d.argmin(1) if cap is None else balanced_assign(d, cap)
+                del d
                 codes.append(a)
-                recon[:, sl] = self.pq_codebooks[j][a]
+                recon[:, sl] = book[a]
             residual = xr - recon
-        return np.stack(codes, 1).astype(np.int64), np.linalg.norm(residual, axis=1)
+        return np.stack(codes, 1).astype(np.int64), residual
 
     def save(self, directory: str | Path) -> None:
         if not self.codebooks:

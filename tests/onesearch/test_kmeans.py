@@ -114,3 +114,22 @@ def test_spread_collisions_leaves_no_shared_id_and_earlier_levels_alone():
     assert len(np.unique(plain.train_codes, axis=0)) < len(x)
     assert len(np.unique(spread.train_codes, axis=0)) == len(x)
     np.testing.assert_array_equal(spread.train_codes[:, :-1], plain.train_codes[:, :-1])
+
+
+def test_fit_on_a_sample_assigns_and_balances_every_item():
+    x, lab = _mixture(n=2000, k=8)
+    cfg = RQKMeansConfig(codebook_sizes=(8, 8), balanced="residual", pq_subspaces=1, pq_codes=8, opq_iters=2)
+    q = RQKMeansQuantizer(replace(cfg, max_fit_points=400)).fit(x, seed=0)
+    assert q.train_codes.shape == (2000, 3)
+    # balanced levels hold at most ceil(2000 / 8) items each over the whole catalogue, not just the sample
+    assert np.bincount(q.train_codes[:, 1], minlength=8).max() <= 250
+    assert np.bincount(q.train_codes[:, 2], minlength=8).max() <= 250
+    # the unbalanced level 0 is the nearest code of every item, as encode gives it, and still finds the clusters
+    assert np.array_equal(q.train_codes[:, 0], q.encode(x)[0][:, 0])
+    assert all(len(set(q.train_codes[lab == c, 0].tolist())) == 1 for c in range(8))
+    # a cap at or above the catalogue fits on every item: the same codes as no cap
+    full = RQKMeansQuantizer(replace(cfg, max_fit_points=0)).fit(x, seed=0)
+    same = RQKMeansQuantizer(replace(cfg, max_fit_points=2000)).fit(x, seed=0)
+    assert np.array_equal(full.train_codes, same.train_codes)
+    with pytest.raises(ValueError, match="max_fit_points"):
+        RQKMeansConfig(max_fit_points=-1)
