@@ -142,8 +142,12 @@ def kmeans(
 def spread_collisions(codes: np.ndarray, d_last: np.ndarray) -> np.ndarray:
     """New last-level codes for (n, L) ``codes`` given each item's squared distance to every last-level code
     (n, K): within each group of items with the same L codes, the item nearest the group's code keeps it and each
-    other one (nearest first) takes its nearest code that no item with the same first L - 1 codes holds. A
-    prefix with all K codes taken keeps the collision (the disambiguation level still tells them apart)."""
+    other one (nearest first) takes its nearest code that no item with the same first L - 1 codes holds. Once a
+    prefix has all K codes taken, its remaining movers are dealt out over its codes, each to the one that the
+    fewest of the prefix's items hold (nearest first among equals) when that holds at least two fewer, so a group of g identical items ends with at
+    most ceil(g / K) of them on one ID: the disambiguation level's width, and with it the decoder's last softmax
+    and the trie's last mask, stays bounded by the group size over K instead of the group size (items with no
+    behaviour at all share one embedding, and on a 1M-item synthetic world 3,652 of them shared one ID)."""
     codes = np.asarray(codes, dtype=np.int64)
     last = codes[:, -1].copy()
     n, k = d_last.shape
@@ -161,17 +165,28 @@ def spread_collisions(codes: np.ndarray, d_last: np.ndarray) -> np.ndarray:
     # within a group, nearest to the shared code first: it stays, the others move in that order
     order = movers[np.lexsort((movers, own[movers], full[movers]))]
     first = np.r_[True, full[order][1:] != full[order][:-1]]
+    held: dict[int, np.ndarray] = {}  # a full prefix: how many of its items hold each code
     for i, keep in zip(order.tolist(), first.tolist(), strict=True):
         if keep:
             continue
-        taken = used[prefix[i]]
-        if len(taken) >= k:
+        p = prefix[i]
+        taken = used[p]
+        pref = np.argsort(d_last[i], kind="stable")
+        if len(taken) < k:
+            for c in pref.tolist():
+                if c not in taken:
+                    last[i] = c
+                    taken.add(c)
+                    break
             continue
-        for c in np.argsort(d_last[i], kind="stable").tolist():
-            if c not in taken:
-                last[i] = c
-                taken.add(c)
-                break
+        if p not in held:
+            held[p] = np.bincount(last[prefix == p], minlength=k)
+        count = held[p]
+        c = int(pref[np.argmin(count[pref])])  # the least-held code, nearest first among equals
+        if count[c] + 1 < count[last[i]]:  # a move that leaves both codes less crowded than before
+            count[last[i]] -= 1
+            count[c] += 1
+            last[i] = c
     return last
 
 

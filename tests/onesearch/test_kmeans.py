@@ -101,8 +101,18 @@ def test_spread_collisions_by_hand():
         ]
     )
     assert spread_collisions(codes, d).tolist() == [5, 7, 0, 6, 5]
-    # a prefix whose codes are all taken keeps its collision
+    # a prefix whose codes are all taken (0 by two items, 1 by one) keeps a collision no spreading could undo
     assert spread_collisions(np.array([[0, 0], [0, 0], [0, 1]]), np.zeros((3, 2))).tolist() == [0, 0, 1]
+    # seven identical items on one code of a 3-code prefix: two move to the free codes 1 and 2, then the other
+    # four are dealt out to the least-held code, so no ID holds more than ceil(7 / 3) = 3 of them
+    got = spread_collisions(np.zeros((7, 2), dtype=int), np.zeros((7, 3)))
+    assert np.bincount(got, minlength=3).tolist() == [3, 2, 2]
+    # a full prefix: a mover goes to the least-held code (nearest first among equals) if it holds two fewer.
+    # Item 1 takes the free code 2; item 2 then sees code 0 held by 3, codes 1 and 2 by one: moves to 1, its
+    # nearer; item 3 sees 0 held by 2 and its nearest least-held code 2 by one: a move would only swap the crowding
+    codes = np.array([[0, 0]] * 4 + [[0, 1]])
+    d = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 2, 1], [9, 0, 9]], dtype=float)
+    assert spread_collisions(codes, d).tolist() == [0, 2, 1, 0, 1]
 
 
 def test_spread_collisions_leaves_no_shared_id_and_earlier_levels_alone():
