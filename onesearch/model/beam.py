@@ -14,6 +14,7 @@ gets item row -1, and :attr:`Decoded.valid` tells which.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,49 @@ BEAM = 20
 """The default beam width of decoding, wherever the toolkit decodes (serving, scoring, evaluation)."""
 K = 10
 """The default number of items returned per request."""
+PRECISIONS = ("fp32", "bf16", "auto")
+"""Decoding precisions of :func:`for_decoding`."""
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU with bf16, or a CPU with AMX or
+    AVX-512 BF16 (elsewhere bf16 is emulated and slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+    return False
+
+
+def for_decoding(model: Generator, precision: str = "fp32", compile: bool = False) -> Generator:
+    """A copy of ``model`` to serve beam search with (eval mode; the original is untouched).
+
+    ``precision="bf16"`` casts the weights to bfloat16; each level's log-softmax, the beam scores and attention's
+    softmax stay float32. On this project's 2-core CPU (AMX) it decodes about 1.7x as many requests/s as float32
+    at beam 20; the scores move by about 1e-2 nats, so near-ties may swap (docs/generator.md gives the measured
+    effect on quality). ``"auto"`` is bf16 where :func:`native_bf16` holds, float32 elsewhere. ``compile`` runs
+    each level's step (:meth:`Generator.level_step`) through ``torch.compile`` (inductor; on a CPU it needs a C++
+    compiler): the first batch of each shape compiles (tens of seconds on 2 cores), later ones reuse it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = next(model.parameters()).device
+    if precision == "auto":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    m = copy.deepcopy(model).eval()
+    if precision == "bf16":
+        m = m.to(torch.bfloat16)
+    if compile:
+        import torch._dynamo as dynamo
+
+        # one graph per (batch size, level): a decoding run has a full and a last, smaller batch
+        for limit in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
+            if hasattr(dynamo.config, limit):
+                setattr(dynamo.config, limit, max(getattr(dynamo.config, limit), 64))
+        m.level_step = torch.compile(m.level_step, dynamic=False)
+    return m
 
 
 class Decoded(NamedTuple):
@@ -76,10 +120,9 @@ def beam_search(
     cache = None
     h0 = None
     for lv in range(trie.levels):
-        h, cache = model.decode_step(x, enc, cache)  # (B, n, 1, d)
+        h, logp, cache = model.level_step(x, enc, cache, lv)  # (B, n, d), (B, n, V)
         if lv == 0:
-            h0 = h[:, 0, -1]  # (B, d) the first decoder state, one per request
-        logp = model.level_logits(h[:, :, -1], lv).float().log_softmax(-1)  # (B, n, V)
+            h0 = h[:, 0]  # (B, d) the first decoder state, one per request
         if constrained:
             logp = logp.masked_fill(~trie.mask(lv, node), float("-inf"))
         n, V = logp.shape[1], logp.shape[2]

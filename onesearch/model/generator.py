@@ -237,10 +237,15 @@ class Dropout(nn.Module):
 
 def attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, drop: nn.Module) -> Tensor:
     """softmax(q kᵀ / √dh) v. q (.., Tq, dh), k/v (.., Tk, dh), keep broadcastable to (.., Tq, Tk), True = attend."""
+    if q.shape[-2] == 1 and k.shape[-2] <= 8 and keep is None and not drop.training:
+        # one query over a few keys (incremental decoding): elementwise, not thousands of 1 × dh × Tk matmuls
+        w = ((q * k).sum(-1, keepdim=True) * (q.shape[-1] ** -0.5)).softmax(dim=-2)  # (.., Tk, 1)
+        return (w * v).sum(-2, keepdim=True)
     att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (.., Tq, Tk)
     if keep is not None:
         att = att.masked_fill(~keep, float("-inf"))
-    att = drop(att.softmax(dim=-1))
+    # the softmax in float32 (on the CPU bfloat16's is several times slower, and less exact)
+    att = drop(att.softmax(dim=-1, dtype=torch.float32).to(v.dtype))
     return att @ v  # (.., Tq, dh)
 
 
@@ -521,6 +526,16 @@ class Generator(nn.Module):
             x, c = block(x, enc.mem_kv[i], enc.keep, self_keep, None if cache is None else cache[i])
             new_cache.append(c)
         return self.dec_ln(x), new_cache
+
+    def level_step(
+        self, x: Tensor, enc: Encoded, cache: list[tuple[Tensor, Tensor]] | None, level: int
+    ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """One step of beam search: the new decoder tokens x (B, n, 1, d) → the last decoder state (B, n, d), the
+        level's log-probabilities over its codebook (B, n, V) in float32, and the cache. One function, so that a
+        decoding copy (:func:`onesearch.model.beam.for_decoding`) can compile it whole."""
+        h, cache = self.decode_step(x, enc, cache)
+        h = h[:, :, -1]
+        return h, self.level_logits(h, level).float().log_softmax(-1), cache
 
     def teacher_forced(self, enc: Encoded, codes: Tensor) -> Tensor:
         """(B, K, L, d) decoder states of K whole IDs per request, position l reading the codes before level l:

@@ -8,7 +8,7 @@ import torch
 
 from onesearch.decode import SIDTrie
 from onesearch.model import generator as G
-from onesearch.model.beam import beam_search, greedy, level_logprobs, score_all_items
+from onesearch.model.beam import beam_search, for_decoding, greedy, level_logprobs, score_all_items
 from tests.onesearch.test_generator import SIZES, batch, catalog, tiny_model
 
 
@@ -252,3 +252,51 @@ def test_the_one_standard_error_rule_by_hand():
     assert largest_within_one_se({0.0: h5, 0.3: h0})[0] == 0.3
     # weights that change no hit at all: validation cannot tell them apart, nothing is changed
     assert largest_within_one_se({0.0: h0, 0.5: h0.copy(), 1.0: h0.copy()})[0] == 0.0
+
+
+def test_incremental_attention_by_hand():
+    # one query over two keys: weights softmax(q·k / sqrt(2)) = softmax([0, 2/sqrt(2)]), output their mix of v
+    q = torch.tensor([[[[1.0, 1.0]]]])  # (1, 1, 1, 2)
+    k = torch.tensor([[[[1.0, -1.0], [1.0, 1.0]]]])
+    v = torch.tensor([[[[1.0, 0.0], [0.0, 3.0]]]])
+    drop = G.Dropout(0.1).eval()
+    w = torch.softmax(torch.tensor([0.0, 2.0 / 2**0.5]), 0)
+    want = w[0] * v[0, 0, 0] + w[1] * v[0, 0, 1]
+    got = G.attention(q, k, v, None, drop)
+    assert got.shape == (1, 1, 1, 2) and torch.allclose(got[0, 0, 0], want, atol=1e-6)
+    # the same as the general path (a masked key that is kept everywhere)
+    keep = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    assert torch.allclose(G.attention(q, k, v, keep, drop), got, atol=1e-6)
+
+
+def test_bf16_decoding_copy_keeps_the_model_and_stays_close():
+    codes = catalog()
+    model = tiny_model(codes).eval()
+    trie = SIDTrie.build(codes, SIZES)
+    b = batch(model)
+    fast = for_decoding(model, "bf16")
+    assert next(model.parameters()).dtype == torch.float32  # the original is untouched
+    assert next(fast.parameters()).dtype == torch.bfloat16 and not fast.training
+    ref, got = beam_search(model, b, trie, beam=len(codes)), beam_search(fast, b, trie, beam=len(codes))
+    assert got.scores.dtype == torch.float32 and bool(got.valid.all())
+    # a full beam returns every item: the same set, each item's score within bf16 rounding of float32's
+    assert torch.equal(got.items.sort(1).values, ref.items.sort(1).values)
+    ref_by_item = ref.scores.gather(1, ref.items.argsort(1))
+    got_by_item = got.scores.gather(1, got.items.argsort(1))
+    assert (ref_by_item - got_by_item).abs().max() < 0.1
+    assert next(for_decoding(model, "fp32").parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        for_decoding(model, "fp16")
+
+
+def test_compiled_decoding_gives_the_eager_results():
+    # torch.compile of the per-level step (inductor): same items, scores within float tolerance, the last smaller
+    # batch compiling its own graph
+    codes = catalog()
+    model = tiny_model(codes).eval()
+    trie = SIDTrie.build(codes, SIZES)
+    fast = for_decoding(model, "fp32", compile=True)
+    for b in (batch(model), batch(model, B=2)):
+        got, ref = beam_search(fast, b, trie, beam=5), beam_search(model, b, trie, beam=5)
+        assert torch.equal(got.items, ref.items)
+        torch.testing.assert_close(got.scores, ref.scores)

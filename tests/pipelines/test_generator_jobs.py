@@ -72,6 +72,11 @@ def test_bench_generative_on_a_saved_model_and_an_mlflow_uri(trained):
     assert set(out["decode_qps_by_beam"]) == {"1", "10"}
     via_mlflow = bench_generative.main(replace(bench, model=res["mlflow_model_uri"]))
     assert via_mlflow["recall@10"] == out["recall@10"]
+    assert out["precision"] == "fp32" and out["decode_qps_fp32"] == out["decode_qps_by_beam"].get("20")
+    half = bench_generative.main(replace(bench, precision="bf16", qps_beams=(20,)))
+    assert half["precision"] == "bf16" and half["valid_rate"] == 1.0 and half["decode_qps_fp32"] > 0
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        bench_generative.main(replace(bench, precision="half"))
 
 
 def test_search_task_reads_queries_and_refuses_empty_ones(sids, tmp_path):
