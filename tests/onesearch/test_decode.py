@@ -300,3 +300,18 @@ def test_compiled_decoding_gives_the_eager_results():
         got, ref = beam_search(fast, b, trie, beam=5), beam_search(model, b, trie, beam=5)
         assert torch.equal(got.items, ref.items)
         torch.testing.assert_close(got.scores, ref.scores)
+
+
+def test_a_batch_padded_to_full_width_changes_no_result():
+    # a batch with fewer history and query columns than the model reads; padding it to the full width (what a
+    # compiled decoding copy does, to keep one graph per shape) gives the same search
+    codes = catalog()
+    model = tiny_model(codes).eval()
+    trie = SIDTrie.build(codes, SIZES)
+    full = batch(model)
+    short = G.Batch(full.task, full.query[:, :4], full.history[:, -6:])
+    padded = for_decoding(model, "fp32")
+    padded.full_width = True
+    got, ref = beam_search(padded, short, trie, beam=6), beam_search(model, short, trie, beam=6)
+    assert torch.equal(got.items, ref.items)
+    torch.testing.assert_close(got.scores, ref.scores)
