@@ -38,7 +38,10 @@ class LoggedDays:
     scale, ``cost`` (D, T, M) least winning cost, ``weight`` (D, T) impressions each sample of that day and step
     stands for; and what the logging bidders saw: ``states`` (D, T, N, 16) the state before each step,
     ``conversions`` and ``cost_paid`` (D, T, N) their conversions and cost per step, ``budget`` and ``bid_scale``
-    (D, N) the advertisers of each day."""
+    (D, N) the advertisers of each day; and, where the log has every bid of an impression (AuctionNet's raw log
+    does), ``top_bids`` (D, T, M, K+1) the K+1 highest bids of each sampled impression, highest first (0 where fewer
+    took part), and ``top_who`` (D, T, M, K+1) their advertisers, so that any advertiser's competitors' bids, and
+    with them the price of every slot, can be read back."""
 
     value: np.ndarray
     cost: np.ndarray
@@ -48,6 +51,8 @@ class LoggedDays:
     cost_paid: np.ndarray
     budget: np.ndarray
     bid_scale: np.ndarray
+    top_bids: np.ndarray | None = None
+    top_who: np.ndarray | None = None
 
     def history(self) -> History:
         """The days pooled as :class:`History` (each step's samples of every day side by side)."""
@@ -75,6 +80,9 @@ def log_days(market: MarketConfig, seed: int, periods: range, sample: int = 256)
     cost_paid = np.zeros((D, T, N), dtype=np.float32)
     budget = np.zeros((D, N), dtype=np.float32)
     bid_scale = np.zeros((D, N), dtype=np.float32)
+    K1 = min(market.rules.n_slots + 1, N)
+    top_bids = np.zeros((D, T, sample, K1), dtype=np.float32)
+    top_who = np.full((D, T, sample, K1), -1, dtype=np.int16)
     for d, p in enumerate(periods):
         rng = np.random.default_rng([seed, p, 2])
         advertisers = sample_advertisers(market, np.random.default_rng([seed, p, 0]))
@@ -92,13 +100,20 @@ def log_days(market: MarketConfig, seed: int, periods: range, sample: int = 256)
                     v *= det.factor[:, idx]
                 value[d, :, t] = v
                 cost[d, t] = det.result.least_winning_cost[idx]
+                b = det.bids[:, idx]  # (N, M)
+                who = np.argsort(-b, axis=0, kind="stable")[:K1]  # (K1, M) highest first
+                top = np.take_along_axis(b, who, axis=0)
+                top_bids[d, t] = np.maximum(top, 0.0).T
+                top_who[d, t] = np.where(top > 0, who, -1).T
                 weight[d, t] = n / sample
             step["t"] += 1
 
         traj = run_period(market, bidders, rng, advertisers=advertisers, after_step=record)
         states[d], conversions[d], cost_paid[d] = traj.states, traj.conversions, traj.cost
         budget[d], bid_scale[d] = advertisers.budget, advertisers.bid_scale
-    return LoggedDays(value, cost, weight, states, conversions, cost_paid, budget, bid_scale)
+    return LoggedDays(
+        value, cost, weight, states, conversions, cost_paid, budget, bid_scale, top_bids, top_who
+    )
 
 
 def log_history(market: MarketConfig, seed: int, periods: range, sample: int = 256) -> History:

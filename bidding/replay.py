@@ -69,6 +69,38 @@ def step_outcomes(
     return w * np.einsum("tmg,tm->tg", win, c), w * np.einsum("tmg,tm->tg", win, v)
 
 
+def slot_outcomes(
+    value: np.ndarray,
+    top_bids: np.ndarray,
+    top_who: np.ndarray,
+    me: int,
+    weight: np.ndarray,
+    bid_scale: float,
+    grid: np.ndarray,
+    rules: AuctionRules,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`step_outcomes` with every slot priced: ``value`` (T, M) of advertiser ``me``'s sampled impressions,
+    ``top_bids`` / ``top_who`` (T, M, K+1) their highest bids and bidders. Without its own logged bid, the
+    advertiser's bid ``b = λ · bid_scale · v`` takes slot k when k competitors bid more (k < K, ``b`` at least the
+    reserve), pays the next competitor's bid below it (or the reserve, if higher) and converts only when the slot
+    is shown: expected cost ``exposure[k] · price``, expected conversions ``exposure[k] · v``. Returns (cost,
+    conversions), each (T, G)."""
+    K = rules.n_slots
+    others = np.where(np.asarray(top_who) == me, 0.0, np.asarray(top_bids, dtype=np.float64))
+    others = -np.sort(-others, axis=-1)[..., :K]  # (T, M, K) competitors' highest bids, highest first
+    if others.shape[-1] < K:
+        others = np.pad(others, [(0, 0), (0, 0), (0, K - others.shape[-1])])
+    v = np.asarray(value, dtype=np.float64)
+    b = v[:, :, None] * (np.asarray(grid, dtype=np.float64) * bid_scale)[None, None, :]  # (T, M, G)
+    k = (others[:, :, None, :] > b[..., None]).sum(-1)  # (T, M, G) slot taken (K = none)
+    won = (k < K) & (b >= rules.reserve_price) & (b > 0)
+    below = np.take_along_axis(others, np.minimum(k, K - 1), axis=2)  # (T, M, G) the next competitor bid
+    price = np.maximum(below, rules.reserve_price)
+    expo = np.asarray(rules.exposure, dtype=np.float64)[np.minimum(k, K - 1)] * won
+    w = np.asarray(weight, dtype=np.float64)[:, None]
+    return w * (expo * price).sum(1), w * (expo * v[:, :, None]).sum(1)
+
+
 def spend_in_order(
     step_cost: np.ndarray, step_value: np.ndarray, budget: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +121,12 @@ def replay_values(days: LoggedDays, grid: np.ndarray, rules: AuctionRules) -> Re
     for d in range(D):
         for i in range(N):
             b0, bs = float(days.budget[d, i]), float(days.bid_scale[d, i])
-            sc, sv = step_outcomes(days.value[d, i], days.cost[d], days.weight[d], bs, grid)
+            if days.top_bids is None:
+                sc, sv = step_outcomes(days.value[d, i], days.cost[d], days.weight[d], bs, grid)
+            else:
+                sc, sv = slot_outcomes(
+                    days.value[d, i], days.top_bids[d], days.top_who[d], i, days.weight[d], bs, grid, rules
+                )
             conv = np.concatenate([[0.0], np.cumsum(days.conversions[d, :, i], dtype=np.float64)])
             for t in range(T):
                 left = max(float(days.states[d, t, i, 1]) * b0, 0.0)

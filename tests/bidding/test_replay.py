@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bidding.history_lp import LoggedDays, log_days, log_history
-from bidding.replay import replay_grid, replay_values, spend_in_order, step_outcomes
+from bidding.replay import replay_grid, replay_values, slot_outcomes, spend_in_order, step_outcomes
 from simulators.auction import AuctionRules
 from simulators.market import MarketConfig
 
@@ -82,3 +82,38 @@ def test_logged_days_pool_into_the_history_onlinelp_reads():
     spent = np.cumsum(days.cost_paid, axis=1)[:, :-1]
     np.testing.assert_allclose(days.states[:, 1:, :, 1] * days.budget[:, None, :], days.budget[:, None, :] - spent,
                                rtol=1e-4, atol=1e-3)  # fmt: skip
+
+
+def test_slot_outcomes_price_each_slot_and_its_exposure_by_hand():
+    """Three slots shown with 1, 0.8, 0.6, reserve 0.3. One impression (standing for 10), value 1 at bid scale 1,
+    its highest bids 5 (advertiser 2), 3 (advertiser 0: ours, left out), 2 (advertiser 1), 1 (advertiser 3): our
+    competitors bid 5, 2, 1. At λ 0.5 we bid 0.5: below the three, no slot. At λ 1.5: slot 3 (two bid more), pay 1,
+    shown 0.6: cost 6, conversions 6. At λ 2.5: slot 2, pay 2, shown 0.8: 16 and 8. At λ 6: slot 1, pay 5: 50, 10."""
+    rules = AuctionRules()
+    top = np.array([[[5.0, 3.0, 2.0, 1.0]]])  # (T, M, K+1)
+    who = np.array([[[2, 0, 1, 3]]])
+    cost, conv = slot_outcomes(np.array([[1.0]]), top, who, 0, np.array([10.0]), 1.0, np.array([0.5, 1.5, 2.5, 6.0]),
+                               rules)  # fmt: skip
+    np.testing.assert_allclose(cost, [[0.0, 6.0, 16.0, 50.0]])
+    np.testing.assert_allclose(conv, [[0.0, 6.0, 8.0, 10.0]])
+    # advertiser 3, whose own bid is the fourth: competitors 5, 3, 2; a bid of 0.35 is under all three, and with
+    # only one competitor (the others out) it takes slot 2 at the reserve
+    cost, conv = slot_outcomes(np.array([[1.0]]), top, who, 3, np.array([10.0]), 1.0, np.array([0.35]), rules)
+    np.testing.assert_allclose([cost[0, 0], conv[0, 0]], [0.0, 0.0])
+    lone = (np.array([[[5.0, 0.0, 0.0, 0.0]]]), np.array([[[2, -1, -1, -1]]]))
+    cost, conv = slot_outcomes(np.array([[1.0]]), *lone, 0, np.array([10.0]), 1.0, np.array([0.35]), rules)
+    np.testing.assert_allclose([cost[0, 0], conv[0, 0]], [0.8 * 0.3 * 10, 0.8 * 10])
+
+
+def test_logged_days_keep_the_highest_bids_of_each_impression():
+    market = MarketConfig(impressions=2_000, n_steps=4, n_advertisers=6, n_categories=2)
+    days = log_days(market, seed=1, periods=range(0, 2), sample=20)
+    K1 = market.rules.n_slots + 1
+    assert days.top_bids.shape == (2, 4, 20, K1) and days.top_who.shape == (2, 4, 20, K1)
+    assert (np.diff(days.top_bids, axis=-1) <= 0).all()  # highest first
+    took_part = days.top_who >= 0
+    assert (days.top_bids[~took_part] == 0).all() and (days.top_bids[took_part] > 0).all()
+    # the K-th highest bid is the least winning cost wherever it is above the reserve
+    kth = days.top_bids[..., K1 - 2]
+    above = kth >= market.rules.reserve_price
+    np.testing.assert_allclose(days.cost[above], kth[above], rtol=1e-6)
