@@ -3,10 +3,10 @@
 Every test request is decoded with constrained beam search over the trie of all items (``--beam``, top-K from the
 beam); the target's rank gives recall@5/10, ndcg@5/10, mrr@10. ``decode_qps`` is requests per second at batch 256
 on this machine, for beam widths 1, 20 and 100 (``decode_qps`` itself is beam 20), the median of three passes over
-the sample after one warm-up pass; with
-``--precision bf16`` (or ``--compile``) the evaluation and the throughput runs use that decoding copy
-(:func:`onesearch.model.beam.for_decoding`) and ``decode_qps_fp32`` gives plain float32 at beam 20 in the same
-run, so quality and speed are read side by side against the float32 model; the unconstrained decoder's
+the sample after one warm-up pass. With ``--precision bf16`` (or ``--compile``) the evaluation and the throughput
+runs use that decoding copy (:func:`onesearch.model.beam.for_decoding`) and ``decode_qps_fp32`` gives plain
+float32 at beam 20 in the same run, so quality and speed are read side by side against the float32 model. The
+unconstrained decoder's
 valid-ID rate and recall@10 are reported for comparison, beside the constrained recall@10 on the same seeded sample
 of ``--qps-requests`` test requests.
 """
@@ -56,8 +56,8 @@ class Config:
     """Decoding precision of the evaluation and the throughput runs: fp32, bf16 (weights in bfloat16; scores and
     softmaxes in float32), or auto (bf16 where the device multiplies it natively)."""
     compile: bool = False
-    """Compile the decoder's per-level step with torch.compile for the evaluation and throughput runs (the first
-    batch of each shape compiles: tens of seconds on a 2-core CPU)."""
+    """Compile the encoder and the decoder's per-level step with torch.compile for the evaluation and throughput
+    runs (the first batch of each shape compiles: tens of seconds on a 2-core CPU)."""
 
 
 PRESETS = {
