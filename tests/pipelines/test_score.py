@@ -103,6 +103,27 @@ def test_bad_rows_are_reported_with_reasons_and_counted(bundle_dir, tmp_path):
     assert scored.filter(pl.col("rank") == 1)["score"].min() >= scored["score"].min()
 
 
+def test_bf16_scoring_returns_the_float32_items_up_to_near_ties(bundle_dir, tmp_path):
+    bundle = GeneratorBundle.load(bundle_dir)
+    src = tmp_path / "in.parquet"
+    _requests(bundle, 12).write_parquet(src)
+    out = {}
+    for p in ("fp32", "bf16"):
+        cfg = score.Config(model=bundle_dir, input=str(src), output=str(tmp_path / p), progress=False,
+                           settings=ScoreSettings(precision=p))  # fmt: skip
+        assert score.main(cfg)["rows_scored"] == 12
+        out[p] = pl.read_parquet(tmp_path / p / "part-*.parquet").sort("request_id", "rank")
+    assert out["bf16"]["item_id"].is_in(bundle.table.item_ids.tolist()).all()
+    top = {p: set(zip(d["request_id"], d["item_id"], strict=True)) for p, d in out.items()}
+    assert len(top["fp32"] & top["bf16"]) >= 0.8 * len(
+        top["fp32"]
+    )  # the same items, bar near-ties at the edge
+    assert (out["bf16"]["score"] - out["fp32"]["score"]).abs().max() < 0.5
+    with pytest.raises(ValueError, match="precision must be one of"):
+        score.main(replace(cfg, output=str(tmp_path / "bad"), settings=ScoreSettings(precision="fp16")))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
 def test_csv_histories_are_json_lists_and_a_numpy_repr_says_so(bundle_dir, tmp_path):
     bundle = GeneratorBundle.load(bundle_dir)
     a, b = (int(x) for x in bundle.table.item_ids[:2])
