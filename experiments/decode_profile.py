@@ -34,6 +34,7 @@ def load(args):
         bundle = GeneratorBundle.load(args.model)
         cfg = train_generator.Config(dataset=args.dataset, task=bundle.meta.get("task", "recommend"))
         model, table = bundle.model, bundle.table
+        ex = train_generator.prepare(cfg).splits.test
     else:
         tmp = tempfile.mkdtemp(prefix="decode-profile-")
         cfg = train_generator.Config(
@@ -47,8 +48,6 @@ def load(args):
         torch.manual_seed(0)
         model, table = Generator(p.model_cfg, p.table.codes), p.table
         ex = p.splits.test
-    if args.model:
-        ex = train_generator.prepare(cfg).splits.test
     pick = np.sort(np.random.default_rng(0).choice(ex.size, min(args.requests, ex.size), replace=False))
     return model.eval(), SIDTrie.build(table.codes, table.codebook_sizes), ex.take(pick)
 

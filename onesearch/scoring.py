@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from onesearch.data.schema import EVENT, ITEM_ID, POSITION, QUERY, REQUEST_ID, TIMESTAMP, USER_ID
-from onesearch.model.beam import BEAM, PRECISIONS, K, for_decoding
+from onesearch.model.beam import BEAM, K, for_decoding
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.text import UNK
 
@@ -139,13 +139,8 @@ class Scorer:
     """Scores chunks of requests with one loaded bundle; keeps the request ids it has seen (for duplicates)."""
 
     def __init__(self, bundle: GeneratorBundle, settings: ScoreSettings, seen: set | None = None) -> None:
-        if settings.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
-        if (settings.precision != "fp32" or settings.compile) and not getattr(
-            bundle.model, "decoding_copy", False
-        ):
+        if (settings.precision != "fp32" or settings.compile) and not hasattr(bundle.model, "decoding"):
             bundle.model = for_decoding(bundle.model, settings.precision, settings.compile)  # once per bundle
-            bundle.model.decoding_copy = True
         self.bundle = bundle
         self.settings = settings
         self.seen: set = set() if seen is None else seen

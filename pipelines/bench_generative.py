@@ -23,7 +23,7 @@ import torch
 from onesearch.data.registry import load_dataset
 from onesearch.device import pick_device
 from onesearch.metrics import target_ranks
-from onesearch.model.beam import BEAM, PRECISIONS, K, beam_search, for_decoding
+from onesearch.model.beam import BEAM, K, beam_search, check_precision, for_decoding
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import recommend_examples, search_examples
 from onesearch.model.train import autocast, evaluate, use_amp
@@ -114,8 +114,7 @@ def main(cfg: Config) -> dict:
         raise ValueError(f"--beam must be at least 10 (recall@10 and ndcg@10 are reported), got {cfg.beam}")
     if cfg.split not in ("test", "valid"):
         raise ValueError(f"--split must be test or valid, got {cfg.split!r}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    check_precision(cfg.precision, "--precision")
     with tracking.job_run(JOB, cfg) as run:
         trained = None
         if not cfg.model:
@@ -127,7 +126,7 @@ def main(cfg: Config) -> dict:
         amp = use_amp(device, tcfg.train.amp)
         bundle = GeneratorBundle.load(model_path, device=device)
         model = for_decoding(bundle.model, cfg.precision, cfg.compile)
-        precision = "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
+        precision = model.decoding["precision"]
         meta = bundle.meta
         task = meta.get("task", tcfg.task)
         ds = _dataset_of(meta, tcfg.dataset, model_path)

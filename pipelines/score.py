@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from onesearch.data.schema import REQUEST_ID, USER_ID
 from onesearch.io import atomic_write, remove_temporaries
-from onesearch.model.beam import PRECISIONS
+from onesearch.model.beam import check_precision
 from onesearch.scoring import (
     META_CATALOGUE,
     META_DATASET,
@@ -194,8 +194,7 @@ def main(cfg: Config) -> dict:
         raise ValueError(f"chunk_rows must be positive, got {cfg.chunk_rows}")
     if cfg.engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {cfg.engine!r}")
-    if cfg.settings.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.settings.precision!r}")
+    check_precision(cfg.settings.precision)
     bundle, model_path = load_bundle(cfg.model)
     # the input's columns are checked before anything is written
     first = next(read_chunks(replace(cfg, chunk_rows=1)), None)

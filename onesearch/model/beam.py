@@ -31,6 +31,12 @@ PRECISIONS = ("fp32", "bf16", "auto")
 """Decoding precisions of :func:`for_decoding`."""
 
 
+def check_precision(precision: str, name: str = "precision") -> None:
+    """Raise a ``ValueError`` naming option ``name`` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU with bf16, or a CPU with AMX or
     AVX-512 BF16 (elsewhere bf16 is emulated and slower than float32)."""
@@ -53,10 +59,10 @@ def for_decoding(model: Generator, precision: str = "fp32", compile: bool = Fals
     and each level's step (:meth:`Generator.level_step`) through ``torch.compile`` (inductor; on a CPU it needs a
     C++ compiler), with every batch padded to the full input width (:func:`_full_width`) so that one graph per
     (batch size, beam, level) serves all batches: bf16 and compiled, 2.2x float32. The first batch of each shape
-    compiles (tens of seconds on 2 cores), later ones reuse it.
+    compiles (tens of seconds on 2 cores), later ones reuse it. The copy's ``decoding`` attribute records its
+    precision (``auto`` resolved) and whether it is compiled.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     device = next(model.parameters()).device
     if precision == "auto":
         precision = "bf16" if native_bf16(device) else "fp32"
@@ -73,6 +79,7 @@ def for_decoding(model: Generator, precision: str = "fp32", compile: bool = Fals
         m.encode = torch.compile(m.encode, dynamic=False)
         m.level_step = torch.compile(m.level_step, dynamic=False)
         m.full_width = True  # see _full_width: one input width, so batches reuse one graph per level
+    m.decoding = {"precision": precision, "compile": compile}  # what this copy is (``auto`` resolved)
     return m
 
 
