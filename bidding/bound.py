@@ -34,7 +34,12 @@ __all__ = ["best_score", "hindsight_bound"]
 
 
 def best_score(
-    cost: np.ndarray, value: np.ndarray, budget: float, target: float, rules: AuctionRules
+    cost: np.ndarray,
+    value: np.ndarray,
+    budget: float,
+    target: float,
+    rules: AuctionRules,
+    keep_target: bool = False,
 ) -> tuple[float, float, float]:
     """The best score of a fractional knapsack over items of ``cost`` (n,) and expected conversions ``value``
     (n,): ``max over C ≤ budget of V*(C) · min(1, (target · V*(C) / C)^β)``. Returns (score, cost, conversions)
@@ -43,7 +48,10 @@ def best_score(
     V* is piecewise linear, so on each segment the score is the smaller of V (rising) and T^β V^(β+1) / C^β; the
     maximum is at a breakpoint, at the budget, at the one point where the cost per conversion reaches the target
     (C = target · V: it rises along the curve, from the cheapest conversions up), or where the penalised score is
-    stationary on a segment (C = β (v0 − e c0) / e for a segment through (c0, v0) of slope e). All are checked."""
+    stationary on a segment (C = β (v0 − e c0) / e for a segment through (c0, v0) of slope e). All are checked.
+
+    With ``keep_target`` only points whose cost per conversion meets the target (C ≤ target · V) count: the most
+    conversions a bidder that keeps the target could expect, where the target point or the budget comes first."""
     cost = np.asarray(cost, dtype=np.float64)
     value = np.asarray(value, dtype=np.float64)
     keep = value > 0
@@ -73,6 +81,8 @@ def best_score(
     c = np.concatenate(cands)
     v = np.interp(c, cum_c, cum_v)
     scores = rules.score(v, c, target)
+    if keep_target:  # the cost per conversion only rises along the curve: the kept points are a prefix
+        scores = np.where(c <= target * v * (1 + 1e-9), scores, -np.inf)
     k = int(np.argmax(scores))
     return float(scores[k]), float(c[k]), float(v[k])
 
@@ -111,7 +121,9 @@ def hindsight_bound(
 ) -> dict:
     """The bound of every play of ``cfg`` (same periods, budget ratios and slots as :func:`evaluate`, same layout of
     ``period_scores``), with ``score_mean``, ``score_by_budget``, ``budget_used`` and ``cpa_ratio`` (cost per
-    counted conversion / target at the best point, median over plays). Periods run on ``executor`` when given."""
+    counted conversion / target at the best point, median over plays); ``kept_score_mean``, ``kept_period_scores``
+    and ``kept_budget_used``, the same for the bound of a bidder that keeps the target (:func:`best_score` with
+    ``keep_target``). Periods run on ``executor`` when given."""
     periods = list(range(cfg.first_period, cfg.first_period + cfg.periods))
     if executor is None:
         rows = []
@@ -124,7 +136,11 @@ def hindsight_bound(
     ratio_of = np.array([r["ratio"] for r in rows])  # (P, S)
     scores = np.array([r["score"] for r in rows])
     score_by_budget = [float(scores[ratio_of == b].mean()) for b in cfg.budget_ratios]
+    kept = np.array([r["kept"] for r in rows])
     return {
+        "kept_score_mean": float(np.mean([kept[ratio_of == b].mean() for b in cfg.budget_ratios])),
+        "kept_period_scores": kept.tolist(),
+        "kept_budget_used": float(np.mean([r["kept_used"] for r in rows])),
         "score_by_budget": score_by_budget,
         "score_mean": float(np.mean(score_by_budget)),
         "period_scores": scores.tolist(),
@@ -137,7 +153,14 @@ def hindsight_bound(
 def _bound_period(market: MarketConfig, cfg: EvalConfig, p: int) -> dict:
     """The bound of every play of test period ``p``."""
     rules = market.rules
-    out: dict[str, list] = {"ratio": [], "score": [], "used": [], "cpa_ratio": []}
+    out: dict[str, list] = {
+        "ratio": [],
+        "score": [],
+        "used": [],
+        "cpa_ratio": [],
+        "kept": [],
+        "kept_used": [],
+    }
     for b, slot, adv, play in _period_plays(market, cfg, p):
         rec = _Recorder(slot, rules)
         play(FixedBidder(0.0), before_step=rec)
@@ -146,6 +169,9 @@ def _bound_period(market: MarketConfig, cfg: EvalConfig, p: int) -> dict:
         ok = np.isfinite(cost)
         budget, target = float(adv.budget[slot]), float(adv.bid_scale[slot])
         s, c, v = best_score(cost[ok], value[ok], budget, target, rules)
+        kept, kept_cost, _ = best_score(cost[ok], value[ok], budget, target, rules, keep_target=True)
+        out["kept"].append(kept)
+        out["kept_used"].append(kept_cost / budget if budget > 0 else 0.0)
         out["ratio"].append(b)
         out["score"].append(s)
         out["used"].append(c / budget if budget > 0 else 0.0)

@@ -85,6 +85,11 @@ class DTConfig:
     """What the plan value learns from: ``constant``, the logged episodes of constant-bid advertisers (only the
     constants they bid); ``replay``, every constant of its grid replayed on the impression log of training days from
     every logged state (:mod:`bidding.replay`; ``train_dt`` then needs the replayed values)."""
+    plan_target_z: float = -1.0
+    """Replayed plan value only: keep the target. λ* is then the best constant whose projected period cost per
+    conversion (CPA, ROI or CAC, as the advertiser's target) still meets the target with ``plan_target_z`` standard
+    deviations of the remaining conversions' count to spare, and no bid exceeds the highest such constant (below 0:
+    the plan value alone picks λ*, the target is only the score's penalty)."""
 
     @property
     def guided(self) -> bool:
@@ -150,6 +155,9 @@ class ValueConfig:
     plan_steps: int = 6000
     """Optimiser steps of the plan value V(s, λ) (mean squared error, batches of 512, Adam at 1e-3)."""
 
+
+SPEND_FLOOR = 1e-5
+"""The plan's spend head learns log(spend + SPEND_FLOOR) (spend in budgets: well under one conversion)."""
 
 CRITICS = ("td", "mc")
 PLAN_SOURCES = ("constant", "replay")
@@ -276,6 +284,10 @@ class DecisionTransformer(nn.Module):
         # V(s, λ): the return-to-go from standardised state s when bidding the constant α = λ from there on, read
         # on [s | log λ]; and the λ values compared at play (set by training; value-guided DT with plan_weight)
         self.plan_value = mlp(cfg.state_dim + 1, cfg.value_hidden) if cfg.plan_weight > 0 else None
+        # what bidding λ from s on still spends and converts, in budgets (replayed plan value only): the projected
+        # period cost per conversion that keeps the target (plan_target_z)
+        replayed = cfg.plan_weight > 0 and cfg.plan_source == "replay"
+        self.plan_spend = mlp(cfg.state_dim + 1, cfg.value_hidden, 2) if replayed else None
         if cfg.plan_weight > 0:
             self.register_buffer("plan_grid", torch.ones(cfg.plan_points))
         # Q(s, α) that picks among the actions of the searched returns (rtg_search)
@@ -416,6 +428,13 @@ def train_dt(
         raise ValueError(
             "a plan value from replayed logs needs their values: pass replayed= (bidding.replay)"
         )
+    if not math.isfinite(cfg.plan_target_z):
+        raise ValueError(f"plan_target_z must be a finite number, got {cfg.plan_target_z}")
+    if cfg.plan_target_z >= 0 and not replay:
+        raise ValueError(
+            "plan_target_z keeps the target with the replayed plan's spend: it needs plan_weight > 0 and "
+            "plan_source 'replay'"
+        )
     if replay and len(replayed.grid) != cfg.plan_points:
         raise ValueError(
             f"the replayed values hold {len(replayed.grid)} constants, plan_points is {cfg.plan_points}"
@@ -438,7 +457,7 @@ def train_dt(
     if model.search_value is not None:
         model.search_value.load_state_dict(critic.state_dict())
         model.search_value.requires_grad_(False)
-    values = ("return_value.", "plan_value.", "search_value.")
+    values = ("return_value.", "plan_value.", "plan_spend.", "search_value.")
     own = [(n, p) for n, p in model.named_parameters() if not n.startswith(values)]
     decay = [p for n, p in own if p.ndim >= 2 and "embed_time" not in n]
     rest = [p for n, p in own if not (p.ndim >= 2 and "embed_time" not in n)]
@@ -502,10 +521,18 @@ def train_dt(
         loss, r2 = fit_plan_rows(
             model.plan_value, x, replayed.grid, replayed.value, value.plan_steps, tcfg.seed
         )
+        # fitted on log(spend + SPEND_FLOOR): one conversion is 1e-4 to 1e-2 of a budget, and an error of the same
+        # share matters as much to a small advertiser as to a large one
+        spend = np.log(np.stack([replayed.cost, replayed.conversions], axis=-1) + SPEND_FLOOR)  # (R, G, 2)
+        spend_loss, spend_r2 = fit_plan_rows(
+            model.plan_spend, x, replayed.grid, spend, value.plan_steps, tcfg.seed + 1
+        )
         plan_stats = {
             "plan_value_minutes": (time.perf_counter() - t_plan) / 60,
             "plan_value_loss": loss,
             "plan_value_r2_train": r2,
+            "plan_spend_loss": spend_loss,
+            "plan_spend_r2_train": spend_r2,
             "plan_states": int(x.shape[0]),
             "plan_alpha_low": float(replayed.grid[0]),
             "plan_alpha_high": float(replayed.grid[-1]),
@@ -613,36 +640,40 @@ def fit_plan_rows(
 ) -> tuple[float, float]:
     """Fit the plan value V(s, λ) on replayed values (:mod:`bidding.replay`): standardised ``states`` (R, S), the
     constants ``grid`` (G,) and ``values`` (R, G), the normalised score still to be earned bidding grid[g] from
-    state r on; every (state, λ) pair is a row. Returns the final training loss and the R² on all the rows."""
+    state r on; every (state, λ) pair is a row. ``values`` (R, G, k) fits a net of k outputs (the plan's spend).
+    Returns the final training loss and the R² on all the rows (over every output)."""
     R, S = states.shape
     G = len(grid)
     x = np.concatenate(
         [np.repeat(states, G, axis=0), np.tile(np.log(np.asarray(grid, dtype=np.float64)), R)[:, None]],
         axis=1,
     )
-    return _fit_value_rows(v, x, np.asarray(values).reshape(-1), steps, seed)
+    y = np.asarray(values)
+    return _fit_value_rows(v, x, y.reshape(R * G, *y.shape[2:]), steps, seed)
 
 
 def _fit_value_rows(v: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, seed: int) -> tuple[float, float]:
-    """Mean squared error of ``v`` on rows ``x`` (n, S + 1) = [state | log λ] and targets ``y`` (n,): batches of 512,
-    Adam at 1e-3. Returns the final loss and the R² over all the rows."""
+    """Mean squared error of ``v`` on rows ``x`` (n, S + 1) = [state | log λ] and targets ``y`` (n,) or (n, k):
+    batches of 512, Adam at 1e-3. Returns the final loss and the R² over all the rows."""
     x = torch.from_numpy(np.asarray(x, dtype=np.float32))
     y = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    if y.ndim == 1:
+        y = y[:, None]
     g = torch.Generator().manual_seed(seed + 3)
     opt = torch.optim.Adam(v.parameters(), lr=1e-3)
     v.train()
     losses = []
     for _ in range(steps):
         i = torch.randint(0, x.shape[0], (512,), generator=g)
-        loss = ((v(x[i]).squeeze(-1) - y[i]) ** 2).mean()
+        loss = ((v(x[i]) - y[i]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     v.eval()
     with torch.no_grad():
-        pred = torch.cat([v(x[j : j + 65536]).squeeze(-1) for j in range(0, x.shape[0], 65536)])
-    var = float(y.var(unbiased=False))
+        pred = torch.cat([v(x[j : j + 65536]) for j in range(0, x.shape[0], 65536)])
+    var = float(((y - y.mean(0)) ** 2).mean())
     r2 = 1.0 - float(((pred - y) ** 2).mean()) / var if var > 0 else float("nan")
     return float(np.mean(losses[-100:])) if losses else float("nan"), r2
 
@@ -729,6 +760,8 @@ class Player:
 
         self.value = layers(model.return_value)
         self.plan = layers(model.plan_value)
+        self.spend = layers(model.plan_spend)
+        self.target_z = cfg.plan_target_z
         q = model.search_value
         self.search = None if q is None else (layers(q.q1), layers(q.q2))
         self.plan_weight = cfg.plan_weight
@@ -775,13 +808,49 @@ class Player:
         h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
         return self._mlp(self.plan, h)[:, 0]
 
-    def plan_bid(self, state: np.ndarray, alpha: float) -> float:
+    def plan_spends(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What bidding each λ of the grid from ``state`` (standardised, (S,)) on still spends and converts, in
+        budgets (cost / budget, counted conversions × bid scale / budget): two (G,) arrays, at least 0."""
+        if self.spend is None:
+            raise ValueError("this Decision Transformer has no plan spend (it needs a replayed plan value)")
+        g = self.plan_log_grid
+        h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
+        out = np.maximum(np.exp(self._mlp(self.spend, h)) - SPEND_FLOOR, 0.0)
+        return out[:, 0], out[:, 1]
+
+    def plan_bid(
+        self, state: np.ndarray, alpha: float, slack: float | None = None, unit: float | None = None
+    ) -> float:
         """The value-guided bid: the DT's ``alpha`` pulled towards λ*, the constant α of the grid whose plan value
-        from ``state`` is highest, as α^(1 − w) · λ*^w (w = plan_weight; a geometric mean, since bids scale)."""
-        best = float(self.plan_log_grid[int(np.argmax(self.plan_values(state)))])
+        from ``state`` is highest, as α^(1 − w) · λ*^w (w = plan_weight; a geometric mean, since bids scale).
+
+        Keeping the target (``plan_target_z`` ≥ 0, a replayed plan value): with ``slack`` = (conversions so far ×
+        bid scale − cost so far) / budget and ``unit`` = bid scale / budget (one conversion, in budgets), the
+        constant λ keeps it when the projected period slack ``slack + conversions(λ) − cost(λ)`` is at least
+        ``z · sqrt(conversions(λ) · unit)``, z standard deviations of the remaining conversions' count (Poisson) in
+        budgets. λ* is the best of those by the plan value, and the bid is at most the highest of them. Where none
+        keeps it, not bidding does if the target is met so far (slack ≥ 0): the bid is 0. Where it is missed so
+        far, the bid is at most the constant with the most projected slack, if that is more than now, else 0."""
+        values = self.plan_values(state)
+        cap = self.alpha_max
+        if self.spend is not None and self.target_z >= 0 and slack is not None:
+            cost, conv = self.plan_spends(state)
+            left = slack + conv - cost
+            keeps = left >= self.target_z * np.sqrt(conv * max(unit or 0.0, 0.0))
+            if keeps.any():
+                best_i = int(np.argmax(np.where(keeps, values, -np.inf)))
+                cap = math.exp(float(self.plan_log_grid[np.flatnonzero(keeps)[-1]]))
+            else:
+                best_i = int(np.argmax(left))
+                if slack >= 0 or left[best_i] <= slack:  # bidding nothing keeps what is left
+                    return 0.0
+                cap = math.exp(float(self.plan_log_grid[best_i]))
+        else:
+            best_i = int(np.argmax(values))
+        best = float(self.plan_log_grid[best_i])
         w = self.plan_weight
         bid = math.exp((1.0 - w) * math.log(max(alpha, 1e-6)) + w * best)
-        return min(bid, self.alpha_max)
+        return min(bid, cap, self.alpha_max)
 
     def tokens(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """(m, d) input tokens after ``ln_in`` from :func:`token_rows` rows (m, S + 5) and each row's step (m,)."""
@@ -937,7 +1006,10 @@ class DTBidder:
         self.dt_actions.append(a)
         # the plan value pulls the bid towards the best constant bid from here; the DT reads the bid made
         if self.player.plan is not None:
-            a = self.player.plan_bid(self.states[-1], a)
+            adv = self.advertiser
+            b = max(float(adv.budget), 1e-9)
+            slack = (self.conversions * adv.bid_scale - self.cost) / b
+            a = self.player.plan_bid(self.states[-1], a, slack, adv.bid_scale / b)
         self.actions.append(a)
         return a
 
@@ -963,9 +1035,12 @@ class DTBidder:
         return save_weights(path, "dt", self.model.state_dict(), meta)
 
     @classmethod
-    def load(cls, path: str | Path, plan_weight: float | None = None) -> DTBidder:
+    def load(
+        cls, path: str | Path, plan_weight: float | None = None, plan_target_z: float | None = None
+    ) -> DTBidder:
         """The bidder saved in the folder ``path``; ``plan_weight`` (in [0, 1]) replaces the saved weight of its
-        plan value (w = 0 bids the DT's own α), for a sensitivity check without retraining."""
+        plan value (w = 0 bids the DT's own α) and ``plan_target_z`` the margin by which it keeps the target
+        (below 0: not kept), for a sensitivity check without retraining."""
         src = Path(path)
         weights, meta = load_weights(src, "dt", "Decision Transformer")
         cfg = DTConfig(**meta["config"])
@@ -975,7 +1050,15 @@ class DTBidder:
             if cfg.plan_weight == 0:
                 raise ValueError(f"{src}: this Decision Transformer has no plan value to weigh")
             check_plan_weight(plan_weight)
-            model.cfg = replace(cfg, plan_weight=float(plan_weight))
+            model.cfg = cfg = replace(cfg, plan_weight=float(plan_weight))
+        if plan_target_z is not None:
+            if model.plan_spend is None:
+                raise ValueError(
+                    f"{src}: this Decision Transformer has no replayed plan value to keep a target with"
+                )
+            if not math.isfinite(plan_target_z):
+                raise ValueError(f"plan_target_z must be a finite number, got {plan_target_z}")
+            model.cfg = replace(cfg, plan_target_z=float(plan_target_z))
         return cls(
             model, np.array(meta["mean"]), np.array(meta["std"]), meta["target_return"], meta["n_steps"]
         )

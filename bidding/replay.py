@@ -48,13 +48,17 @@ def replay_grid(alpha_max: float, points: int) -> np.ndarray:
 class Replayed:
     """Replayed plan values of R logged states: ``states`` (R, 16) raw states, ``budget`` and ``bid_scale`` (R,) their
     advertisers', ``grid`` (G,) the constant α replayed, ``value`` (R, G) the normalised score still to be earned
-    bidding ``grid[g]`` from that state on."""
+    bidding ``grid[g]`` from that state on; ``cost`` and ``conversions`` (R, G) what that bidding still spends and
+    still converts, both in budgets (cost / budget, counted conversions × bid scale / budget), so that the period's
+    cost per conversion, and so whether it meets the target, follows from them and the logged state's."""
 
     states: np.ndarray
     budget: np.ndarray
     bid_scale: np.ndarray
     grid: np.ndarray
     value: np.ndarray
+    cost: np.ndarray
+    conversions: np.ndarray
 
 
 def step_outcomes(
@@ -118,6 +122,8 @@ def replay_values(days: LoggedDays, grid: np.ndarray, rules: AuctionRules) -> Re
     D, N, T, _ = days.value.shape
     G = len(grid)
     out = np.zeros((D, N, T, G))
+    spend = np.zeros((D, N, T, G))
+    gain = np.zeros((D, N, T, G))
     for d in range(D):
         for i in range(N):
             b0, bs = float(days.budget[d, i]), float(days.bid_scale[d, i])
@@ -134,10 +140,14 @@ def replay_values(days: LoggedDays, grid: np.ndarray, rules: AuctionRules) -> Re
                 c, v = spend_in_order(sc[t:], sv[t:], left)
                 now = float(rules.score(conv[t], spent, bs))
                 out[d, i, t] = (rules.score(conv[t] + v, spent + c, bs) - now) * bs / max(b0, 1e-9)
+                spend[d, i, t] = c / max(b0, 1e-9)
+                gain[d, i, t] = v * bs / max(b0, 1e-9)
     return Replayed(
         states=days.states.transpose(0, 2, 1, 3).reshape(D * N * T, -1),
         budget=np.repeat(days.budget.reshape(-1), T),
         bid_scale=np.repeat(days.bid_scale.reshape(-1), T),
         grid=np.asarray(grid, dtype=np.float64),
         value=out.reshape(D * N * T, G).astype(np.float32),
+        cost=spend.reshape(D * N * T, G).astype(np.float32),
+        conversions=gain.reshape(D * N * T, G).astype(np.float32),
     )

@@ -31,6 +31,10 @@ def test_best_score_on_a_three_item_curve_by_hand():
     assert best_score(np.zeros(0), np.zeros(0), 5.0, 2.0, RULES) == (0.0, 0.0, 0.0)
     # one cheap and one dear conversion, target 2: the target is reached at C = 2.25 (V = 1.125), not at a breakpoint
     assert best_score(np.array([1.0, 10.0]), np.ones(2), 100.0, 2.0, RULES)[0] == pytest.approx(1.125)
+    # keeping the target: β = 1 would go on to (7, 3); kept, the bound stops at the target point (5, 2.5)
+    kept = best_score(cost, conv, 10.0, 2.0, AuctionRules(beta=1.0), keep_target=True)
+    assert kept == pytest.approx((2.5, 5.0, 2.5))
+    assert best_score(cost, conv, 4.0, 2.0, RULES, keep_target=True) == pytest.approx((2.25, 4.0, 2.25))
 
 
 def test_best_score_is_the_maximum_of_a_dense_scan():
@@ -71,6 +75,9 @@ def test_recorded_prices_on_a_hand_built_market():
     np.testing.assert_allclose(np.concatenate(rec.values), 1.0)
     bound = best_score(np.concatenate(rec.costs), np.concatenate(rec.values), 100.0, 10.0, cfg.rules)[0]
     assert bound == pytest.approx(100 / 12 * (5 / 6) ** 2)
+    # every conversion costs 12 against the target 10: a bidder that keeps the target can buy none
+    kept = best_score(np.concatenate(rec.costs), np.concatenate(rec.values), 100.0, 10.0, cfg.rules, True)
+    assert kept == (0.0, 0.0, 0.0)
     traj = run_period(cfg, [FixedBidder(1.3), FixedBidder(1.0)], np.random.default_rng(0), advertisers=adv)
     assert traj.scores[0] == pytest.approx(8 * (80 / 96) ** 2) and traj.scores[0] < bound
 
@@ -85,3 +92,6 @@ def test_bound_is_above_the_best_constant_alpha_of_every_play():
     for got, ref in zip(bound["score_by_budget"], best["score_by_budget"], strict=True):
         assert got > ref
     assert 0 < bound["budget_used"] <= 1 + 1e-9
+    kept = np.array(bound["kept_period_scores"])  # keeping the target can only cost score
+    assert kept.shape == (3, 4) and (kept <= np.array(bound["period_scores"]) + 1e-9).all()
+    assert 0 < bound["kept_score_mean"] <= bound["score_mean"] and bound["kept_budget_used"] <= 1 + 1e-9

@@ -228,3 +228,39 @@ def test_dt_bidder_scores_with_the_markets_beta():
     bidder.observe(Feedback(outcome, np.ones((1, 1)), np.ones(1)))
     assert bidder.score == pytest.approx(0.5)
     assert bidder.rtg == pytest.approx(1.0 - 0.05)
+
+
+def test_keeping_the_target_picks_the_best_constant_with_slack_to_spare():
+    """Grid λ 0.5, 1, 2 with plan values 0.1, 0.3, 0.5, and what each still spends (0.1, 0.3, 0.6) and converts
+    (0.12, 0.33, 0.5), in budgets; one conversion is 0.01 of the budget. With slack 0.05 so far the projected
+    slacks are 0.07, 0.08, -0.05, and z sqrt(conversions · 0.01) is 0.035, 0.057, 0.071 at z = 1: λ 0.5 and 1
+    keep the target, λ* = 1, and no bid exceeds 1. At z = 2 (0.069, 0.115, 0.141) only λ 0.5 keeps it; at z = 3
+    (0.104, 0.172, 0.212) none does, and not bidding (0) keeps the slack so far. With slack -0.2 none does: λ* is the
+    most projected slack, λ 1 (-0.17), since it is more than now; with slack -0.2 and spends 0.1 higher (projected
+    -0.28, -0.27, -0.4) the bid is 0."""
+    cfg = replace(
+        CFG, plan_weight=1.0, plan_points=3, plan_source="replay", plan_target_z=1.0, value_hidden=8
+    )
+    model = DecisionTransformer(cfg).eval()
+    with torch.no_grad():
+        model.plan_grid.copy_(torch.tensor([0.5, 1.0, 2.0]))
+    player = DTBidder(model, np.zeros(cfg.state_dim), np.ones(cfg.state_dim), 1.0).player
+    player.plan_values = lambda s: np.array([0.1, 0.3, 0.5])
+    player.plan_spends = lambda s: (np.array([0.1, 0.3, 0.6]), np.array([0.12, 0.33, 0.5]))
+    s = np.zeros(cfg.state_dim, dtype=np.float32)
+    assert player.plan_bid(s, 1.7, 0.05, 0.01) == pytest.approx(1.0)
+    player.plan_weight = 0.5
+    assert player.plan_bid(s, 4.0, 0.05, 0.01) == pytest.approx(
+        1.0
+    )  # sqrt(4 · 1) = 2, held to the highest kept, 1
+    assert player.plan_bid(s, 0.25, 0.05, 0.01) == pytest.approx(0.5)  # sqrt(0.25 · 1) = 0.5, under the cap
+    player.plan_weight = 1.0
+    player.target_z = 2.0
+    assert player.plan_bid(s, 1.7, 0.05, 0.01) == pytest.approx(0.5)
+    assert player.plan_bid(s, 1.7, -0.2, 0.01) == pytest.approx(1.0)
+    player.target_z = 3.0
+    assert player.plan_bid(s, 1.7, 0.05, 0.01) == 0.0
+    player.plan_spends = lambda s: (np.array([0.2, 0.4, 0.7]), np.array([0.12, 0.33, 0.5]))
+    assert player.plan_bid(s, 1.7, -0.2, 0.01) == 0.0
+    player.target_z = -1.0  # not kept: the plan value's best
+    assert player.plan_bid(s, 1.7, 0.05, 0.01) == pytest.approx(2.0)

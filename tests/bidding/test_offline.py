@@ -196,11 +196,11 @@ def test_plan_value_pulls_the_dt_bid_towards_the_best_constant_bid(episodes, tmp
 
 def test_plan_value_from_replayed_logs_needs_no_constant_bids(episodes, tmp_path):
     """plan_source replay: the plan value learns V(s, λ) from replayed values on the replay grid (here every state's
-    best constant is the grid's second, 0.089, which no logged episode bid), on data without a constant-bid episode."""
+    best constant is the grid's second, 0.080, which no logged episode bid), on data without a constant-bid episode."""
     T = episodes.n_steps
     cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=T)
     cfg = replace(cfg, plan_weight=1.0, value_hidden=16, plan_points=5, plan_source="replay")
-    grid = replay_grid(5.0, 5)  # 0.02, 0.089, 0.40, 1.8, 5
+    grid = replay_grid(5.0, 5)  # 0.02, 0.080, 0.32, 1.26, 5
     days = log_days(TINY.market, seed=1, periods=range(0, 2), sample=16)
     real = replay_values(days, grid, TINY.market.rules)
     peaked = -np.abs(np.arange(5) - 1.0)
@@ -221,6 +221,42 @@ def test_plan_value_from_replayed_logs_needs_no_constant_bids(episodes, tmp_path
         )
     with pytest.raises(ValueError, match="plan_source must be one of"):
         train_dt(no_fixed, replace(cfg, plan_source="oracle"), DTTrainConfig(steps=1), ValueConfig())
+
+
+def test_replayed_plan_learns_its_spend_and_keeps_the_target(episodes, tmp_path):
+    """The spend head learns what each constant still spends and converts (here made up: cost = λ / 2, conversions
+    = 0.3 in budgets at every state); keeping the target with z = 0 then bids the best constant whose projected slack
+    stays at least 0 — from the first state (nothing spent yet) conversions 0.3 cover cost λ / 2 up to λ = 0.6, so
+    of the grid 0.02, 0.080, 0.32, 1.26, 5 the best kept is 0.32, though the plan value rates 5 best."""
+    T = episodes.n_steps
+    cfg = DTConfig(context=4, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_steps=T)
+    cfg = replace(cfg, plan_weight=1.0, value_hidden=16, plan_points=5, plan_source="replay")
+    grid = replay_grid(5.0, 5)
+    days = log_days(TINY.market, seed=1, periods=range(0, 2), sample=16)
+    real = replay_values(days, grid, TINY.market.rules)
+    shape = real.value.shape
+    replayed = replace(
+        real,
+        value=np.broadcast_to(np.arange(5.0), shape).astype(np.float32),  # the highest constant is best
+        cost=np.broadcast_to(grid / 2, shape).astype(np.float32),
+        conversions=np.full(shape, 0.3, dtype=np.float32),
+    )
+    no_fixed = episodes.subset(episodes.policy != "fixed")
+    tcfg, vcfg = DTTrainConfig(steps=3, batch_size=8, warmup=1), ValueConfig(plan_steps=1500)
+    bidder, stats = train_dt(no_fixed, replace(cfg, plan_target_z=0.0), tcfg, vcfg, replayed=replayed)
+    assert stats["plan_spend_r2_train"] > 0.9
+    bids = _play(bidder)
+    cost, conv = bidder.player.plan_spends(bidder.states[0])
+    np.testing.assert_allclose(cost, grid / 2, rtol=0.15, atol=0.02)
+    np.testing.assert_allclose(conv, 0.3, atol=0.05)
+    assert bids[0] == pytest.approx(grid[2], rel=1e-5)
+    saved = bidder.save(tmp_path / "vdt")
+    free = DTBidder.load(saved, plan_target_z=-1.0)  # not kept: the plan value's best, 5
+    assert _play(free)[0] == pytest.approx(grid[4], rel=1e-5)
+    with pytest.raises(ValueError, match="plan_target_z must be a finite number"):
+        DTBidder.load(saved, plan_target_z=float("nan"))
+    with pytest.raises(ValueError, match="it needs plan_weight > 0 and plan_source 'replay'"):
+        train_dt(episodes, replace(cfg, plan_source="constant", plan_target_z=1.0), tcfg, vcfg)
 
 
 def test_plan_value_refuses_data_without_constant_bids_and_a_bad_weight(episodes):

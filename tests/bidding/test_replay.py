@@ -60,6 +60,10 @@ def test_replayed_values_by_hand():
     np.testing.assert_allclose(r.value[1], [0.0, 0.0, (9.5 * 0.76**2 - 2 * 0.4**2) * 0.08], atol=1e-6)
     np.testing.assert_allclose(r.budget, [50.0, 50.0])
     np.testing.assert_allclose(r.bid_scale, [4.0, 4.0])
+    # what is still spent and converted, in budgets: λ 1 from step 0 spends 20 of 50 for 10 · 4 / 50; λ 2 from
+    # step 1 buys 30 for 7.5 conversions
+    np.testing.assert_allclose(r.cost, [[0.0, 0.4, 1.0], [0.0, 0.0, 0.6]], atol=1e-6)
+    np.testing.assert_allclose(r.conversions, [[0.0, 0.8, 1.2], [0.0, 0.0, 0.6]], atol=1e-6)
 
 
 def test_replay_grid_spans_the_range():
