@@ -96,6 +96,9 @@ PID_GRID: tuple[dict, ...] = tuple(
 LP_CAPS: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 5.0)
 """The caps on α tried on the tuning periods (``onlinelp``)."""
 
+REPLAY_Z_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+"""The margins z tried, smallest first, when vdt_replay's margin is calibrated (``--replay-miss-rate``)."""
+
 _PLATFORM_LOGS = simulate.Config(
     policies=("fixed", "pid", "pacing", "lp"), fixed_alpha=(0.6, 1.3), fixed_alpha_log=False
 )
@@ -140,7 +143,15 @@ class Config:
     3-4% more than w = 0.75 at every margin on development periods (docs/bidding.md)."""
     replay_target_z: float = 1.0
     """vdt_replay: keep the target with this many standard deviations of the remaining conversions to spare
-    (DTConfig.plan_target_z; below 0: the plan value alone picks the constant)."""
+    (DTConfig.plan_target_z; below 0: the plan value alone picks the constant). With --replay-miss-rate the margin
+    is calibrated instead and this one is only what the saved models carry."""
+    replay_miss_rate: float = 0.05
+    """vdt_replay: the share of plays that may miss the target. Its margin z is calibrated on training periods: the
+    smallest z of REPLAY_Z_GRID whose plays miss at most this often on --replay-calibration-periods periods of
+    --tuning-seed after the replayed days (every 2nd slot), its trained seeds taking them in turn (0: no
+    calibration, --replay-target-z as trained)."""
+    replay_calibration_periods: int = 8
+    """vdt_replay: training periods its margin is calibrated on (periods --replay-days, ... of --tuning-seed)."""
     replay_days: int = 16
     """vdt_replay: training days (periods 0, 1, ... of --tuning-seed) whose impression log its plan value is replayed
     on."""
@@ -249,6 +260,11 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"--gas-factors must be positive numbers, got {cfg.gas_factors}")
     if cfg.replay_days < 1:
         raise ValueError(f"--replay-days must be at least 1, got {cfg.replay_days}")
+    if not (0 <= cfg.replay_miss_rate < 1) or cfg.replay_calibration_periods < 1:
+        raise ValueError(
+            f"--replay-miss-rate must be in [0, 1) and --replay-calibration-periods at least 1, got "
+            f"{cfg.replay_miss_rate} and {cfg.replay_calibration_periods}"
+        )
     if cfg.seeds < 1 or cfg.tuning_periods < 1 or cfg.tuning_rotate < 1:
         raise ValueError(
             f"seeds, tuning_periods and tuning_rotate must be positive, got {cfg.seeds}, {cfg.tuning_periods} and "
@@ -357,6 +373,9 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
         if bidder in LEARNED:
             makers = [_Factory(_load(bidder, out / bidder / f"seed-{s}")) for s in range(cfg.seeds)]
             minutes = sum(trained[bidder])
+            if bidder == "vdt_replay" and cfg.replay_miss_rate > 0 and cfg.replay_plan_weight > 0:
+                makers, extra = _calibrate_replay(cfg, name, market, out, pool)
+                minutes += extra
         else:
             makers, minutes = _prepare(
                 cfg, bidder, market, pool, out, lambda t, b=bidder: _say(name, f"{b}: {t}")
@@ -475,6 +494,49 @@ def _bound(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> dic
     bound = hindsight_bound(market, cfg.evaluation, executor=pool)
     _keep(path, {"settings": settings, "bound": bound})
     return bound
+
+
+def calibration_of(cfg: Config) -> EvalConfig:
+    """vdt_replay's calibration periods: training periods of the tuning seed after the replayed days, every 2nd slot."""
+    return EvalConfig(
+        periods=cfg.replay_calibration_periods,
+        first_period=cfg.replay_days,
+        budget_ratios=cfg.evaluation.budget_ratios,
+        test_seed=cfg.tuning_seed,
+        rotate=2,
+    )
+
+
+def _calibrate_replay(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> tuple[list, float]:
+    """vdt_replay's trained seeds with their margin z calibrated (``--replay-miss-rate``): the smallest z of
+    REPLAY_Z_GRID whose plays on the calibration periods miss the target at most that often (the largest if none
+    does). The choice is kept in <out>/vdt_replay/calibrated.json while the seeds, market and periods are unchanged.
+    Returns the seeds' factories and the minutes the calibration took (when it ran)."""
+    t = time.perf_counter()
+    calib = calibration_of(cfg)
+    paths = [out / "vdt_replay" / f"seed-{s}" for s in range(cfg.seeds)]
+    trained = [json.loads((p / "train.json").read_text())["settings"] for p in paths]
+    path = out / "vdt_replay" / "calibrated.json"
+    settings = _digest(
+        "calibrated", asdict(market), asdict(calib), REPLAY_Z_GRID, cfg.replay_miss_rate, trained
+    )
+    old = _kept(path, settings, cfg.retrain, ("z", "train_minutes"))
+    if old is not None and old["z"] in REPLAY_Z_GRID:
+        z, minutes = float(old["z"]), float(old["train_minutes"])
+        _say(name, f"vdt_replay: margin z = {z:g} kept from an earlier calibration")
+    else:
+        _say(name, f"vdt_replay: calibrating its margin to miss at most {cfg.replay_miss_rate:.1%} of plays")
+        rates = {}
+        for z in REPLAY_Z_GRID:
+            makers = [_Factory(DTBidder.load(p, plan_target_z=z)) for p in paths]
+            rates[z] = evaluate(makers, market, calib, executor=pool)["cpa_violation_rate"]
+            if rates[z] <= cfg.replay_miss_rate:
+                break
+        z = next((k for k, r in rates.items() if r <= cfg.replay_miss_rate), REPLAY_Z_GRID[-1])
+        minutes = (time.perf_counter() - t) / 60
+        _say(name, f"vdt_replay: margin z = {z:g} (misses {rates[z]:.1%} of calibration plays)")
+        _keep(path, {"settings": settings, "z": z, "miss_rates": rates, "train_minutes": minutes})
+    return [_Factory(DTBidder.load(p, plan_target_z=z)) for p in paths], minutes
 
 
 def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool, out: Path, say=lambda text: None):

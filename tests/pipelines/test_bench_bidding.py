@@ -115,7 +115,10 @@ def test_bench_bidding_checks_vdt_data_before_training(tmp_path):
 def test_vdt_replay_and_gas_learn_from_logs_without_constant_bids(tmp_path):
     """vdt_replay's plan value learns from the replayed impression log of training days, so logs of pacing bidders
     only (which stop vdt) train it, and a kept one is reused; gas (the DT searching its asked return) trains beside."""
-    tiny = _tiny(tmp_path, bidders=("dt", "vdt_replay", "gas"), regimes=("budget-bound",), replay_days=2)
+    tiny = _tiny(
+        tmp_path, bidders=("dt", "vdt_replay", "gas"), regimes=("budget-bound",), replay_days=2,
+        replay_calibration_periods=2,
+    )  # fmt: skip
     tiny = replace(tiny, simulate=replace(tiny.simulate, policies=("pid", "pacing")))
     out = bench_bidding.main(tiny)["regimes"]["budget-bound"]["bidders"]
     assert set(out) == {"dt", "vdt_replay", "gas"} and out["vdt_replay"]["seeds"] == tiny.seeds
@@ -125,9 +128,21 @@ def test_vdt_replay_and_gas_learn_from_logs_without_constant_bids(tmp_path):
         (tmp_path / "bidding" / "budget-bound" / "vdt_replay" / "seed-0" / "train.json").read_text()
     )
     assert stats["stats"]["plan_alpha_low"] == pytest.approx(0.02) and stats["stats"]["plan_states"] > 0
+    assert stats["stats"]["plan_spend_r2_train"] > 0  # the spend head that keeps the target
+    # its margin z, calibrated on training periods: the smallest z tried whose plays miss at most 5%, else the last
+    calibrated = tmp_path / "bidding" / "budget-bound" / "vdt_replay" / "calibrated.json"
+    cal = json.loads(calibrated.read_text())
+    rates = {float(z): r for z, r in cal["miss_rates"].items()}
+    assert list(rates) == list(bench_bidding.REPLAY_Z_GRID[: len(rates)])
+    meets = [z for z, r in rates.items() if r <= tiny.replay_miss_rate]
+    assert cal["z"] == (meets[0] if meets else bench_bidding.REPLAY_Z_GRID[-1]) and len(meets) <= 1
+    stamp = calibrated.stat().st_mtime_ns
     again = bench_bidding.main(replace(tiny, bidders=("vdt_replay",)))["regimes"]["budget-bound"]["bidders"]
     assert again["vdt_replay"]["score_mean"] == out["vdt_replay"]["score_mean"]
     assert again["vdt_replay"]["train_minutes"] == out["vdt_replay"]["train_minutes"]  # kept, not retrained
+    assert calibrated.stat().st_mtime_ns == stamp  # nor calibrated again
+    with pytest.raises(ValueError, match=r"--replay-miss-rate must be in \[0, 1\)"):
+        bench_bidding.main(replace(tiny, replay_miss_rate=1.5))
     with pytest.raises(ValueError, match="--replay-days must be at least 1"):
         bench_bidding.main(replace(tiny, replay_days=0))
     with pytest.raises(ValueError, match="--gas-factors must be positive"):
