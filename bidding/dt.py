@@ -1039,12 +1039,16 @@ class DTBidder:
         cls, path: str | Path, plan_weight: float | None = None, plan_target_z: float | None = None
     ) -> DTBidder:
         """The bidder saved in the folder ``path``; ``plan_weight`` (in [0, 1]) replaces the saved weight of its
-        plan value (w = 0 bids the DT's own α) and ``plan_target_z`` the margin by which it keeps the target
-        (below 0: not kept), for a sensitivity check without retraining."""
+        plan value (w = 0 bids the DT's own α, held under the target's cap when it keeps one) and
+        ``plan_target_z`` the margin by which it keeps the target (below 0: not kept), for a sensitivity check
+        without retraining. A replayed plan value saved before the spend head existed loads without it (it cannot
+        keep a target)."""
         src = Path(path)
         weights, meta = load_weights(src, "dt", "Decision Transformer")
         cfg = DTConfig(**meta["config"])
         model = DecisionTransformer(cfg)
+        if model.plan_spend is not None and not any(k.startswith("plan_spend.") for k in weights):
+            model.plan_spend = None  # saved before the spend head: plays as it did then
         model.load_state_dict(weights)
         if plan_weight is not None:
             if cfg.plan_weight == 0:
@@ -1052,12 +1056,12 @@ class DTBidder:
             check_plan_weight(plan_weight)
             model.cfg = cfg = replace(cfg, plan_weight=float(plan_weight))
         if plan_target_z is not None:
-            if model.plan_spend is None:
-                raise ValueError(
-                    f"{src}: this Decision Transformer has no replayed plan value to keep a target with"
-                )
             if not math.isfinite(plan_target_z):
                 raise ValueError(f"plan_target_z must be a finite number, got {plan_target_z}")
+            if plan_target_z >= 0 and model.plan_spend is None:
+                raise ValueError(
+                    f"{src}: this Decision Transformer has no replayed plan spend to keep a target with"
+                )
             model.cfg = replace(cfg, plan_target_z=float(plan_target_z))
         return cls(
             model, np.array(meta["mean"]), np.array(meta["std"]), meta["target_return"], meta["n_steps"]

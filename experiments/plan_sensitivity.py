@@ -2,9 +2,9 @@
 
     .venv/bin/python experiments/plan_sensitivity.py --output /work/runs/dev35 --regimes cpa-bound
         [--bidder vdt_replay] [--seeds 2] [--z -1 0 1 1.5 2] [--weights 0.75] [--periods 20] [--test-seed 0]
-        [--workers 2]
+        [--workers 2] [--scale 0.2]
 
-Reads the seeds a ``bench-bidding`` run kept in ``<output>/<regime>/<bidder>/seed-*`` (and its plain DT in
+Reads the seeds a ``bench-bidding`` run (default market settings but ``--scale``) kept in ``<output>/<regime>/<bidder>/seed-*`` (and its plain DT in
 ``<output>/<regime>/dt/seed-*``), loads each with every (w, z) of the grid (``DTBidder.load(path, plan_weight=w,
 plan_target_z=z)``, z < 0: the target is not kept) and plays them on the bench's evaluation periods: ``--periods``
 periods of ``--test-seed`` (0 = the development seed; never the final test seed), every 4th slot per period, the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from bidding.dt import DTBidder
@@ -36,12 +37,13 @@ def main() -> None:
     ap.add_argument("--periods", type=int, default=20)
     ap.add_argument("--test-seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale", type=float, default=Config().scale, help="the bench run's --scale")
     args = ap.parse_args()
     ev = EvalConfig(periods=args.periods, rotate=4, test_seed=args.test_seed)
     rows = []
     with process_pool(args.workers) as pool:
         for name in args.regimes:
-            market = market_of(Config(), name)
+            market = market_of(replace(Config(), scale=args.scale), name)
             out = Path(args.output, name)
             missing = [p for p in (out / args.bidder / "seed-0", out / "dt" / "seed-0") if not p.is_dir()]
             if missing:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -140,7 +141,7 @@ class Config:
     """gas: the factors on the asked return searched at every step (DTConfig.rtg_search)."""
     replay_plan_weight: float = 1.0
     """vdt_replay's plan weight w (as --vdt-plan-weight for vdt): with the target kept, the plan alone (w = 1) scores
-    3-4% more than w = 0.75 at every margin on development periods (docs/bidding.md)."""
+    1-5% more than w = 0.75 at every margin from 0 on, in cpa-bound on development periods (docs/bidding.md)."""
     replay_target_z: float = 1.0
     """vdt_replay: keep the target with this many standard deviations of the remaining conversions to spare
     (DTConfig.plan_target_z; below 0: the plan value alone picks the constant). With --replay-miss-rate the margin
@@ -260,6 +261,13 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"--gas-factors must be positive numbers, got {cfg.gas_factors}")
     if cfg.replay_days < 1:
         raise ValueError(f"--replay-days must be at least 1, got {cfg.replay_days}")
+    if not math.isfinite(cfg.replay_target_z):
+        raise ValueError(f"--replay-target-z must be a finite number, got {cfg.replay_target_z}")
+    if cfg.dt.plan_target_z >= 0:
+        raise ValueError(
+            "--dt.plan-target-z would make the plain dt keep a target it has no replayed plan for; "
+            "vdt_replay's margin is --replay-target-z (or calibrated, --replay-miss-rate)"
+        )
     if not (0 <= cfg.replay_miss_rate < 1) or cfg.replay_calibration_periods < 1:
         raise ValueError(
             f"--replay-miss-rate must be in [0, 1) and --replay-calibration-periods at least 1, got "
@@ -373,9 +381,13 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
         if bidder in LEARNED:
             makers = [_Factory(_load(bidder, out / bidder / f"seed-{s}")) for s in range(cfg.seeds)]
             minutes = sum(trained[bidder])
-            if bidder == "vdt_replay" and cfg.replay_miss_rate > 0 and cfg.replay_plan_weight > 0:
-                makers, extra = _calibrate_replay(cfg, name, market, out, pool)
-                minutes += extra
+            if bidder == "vdt_replay" and cfg.replay_plan_weight > 0:  # its margin: calibrated, or as given
+                if cfg.replay_miss_rate > 0:
+                    makers, extra = _calibrate_replay(cfg, name, market, out, pool)
+                    minutes += extra
+                else:
+                    paths = [out / bidder / f"seed-{s}" for s in range(cfg.seeds)]
+                    makers = [_Factory(DTBidder.load(p, plan_target_z=cfg.replay_target_z)) for p in paths]
         else:
             makers, minutes = _prepare(
                 cfg, bidder, market, pool, out, lambda t, b=bidder: _say(name, f"{b}: {t}")
@@ -461,11 +473,20 @@ _PLAY_CODE = ("simulators", "bidding/bound.py", "bidding/evaluate.py", "bidding/
 the digest of a kept bound or tuned choice, so that changed code makes them again."""
 
 
+_BIDDER_CODE = ("bidding/dt.py", "bidding/replay.py", "bidding/data.py")
+"""The code that plays vdt_replay's trained seeds: part of the digest of its calibrated margin."""
+
+
 @functools.cache
 def _code_digest() -> str:
+    return _source_digest(_PLAY_CODE)
+
+
+def _source_digest(parts: tuple[str, ...]) -> str:
+    """A hash of the source files (folders: every .py below) of ``parts``, paths relative to the repository."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for part in _PLAY_CODE:
+    for part in parts:
         p = root / part
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
             h.update(f.relative_to(root).as_posix().encode())
@@ -515,11 +536,12 @@ def _calibrate_replay(cfg: Config, name: str, market: MarketConfig, out: Path, p
     t = time.perf_counter()
     calib = calibration_of(cfg)
     paths = [out / "vdt_replay" / f"seed-{s}" for s in range(cfg.seeds)]
-    trained = [json.loads((p / "train.json").read_text())["settings"] for p in paths]
+    weights = [json.loads((p / "dt.json").read_text())["weights_sha256"] for p in paths]
     path = out / "vdt_replay" / "calibrated.json"
     settings = _digest(
-        "calibrated", asdict(market), asdict(calib), REPLAY_Z_GRID, cfg.replay_miss_rate, trained
-    )
+        "calibrated", asdict(market), asdict(calib), REPLAY_Z_GRID, cfg.replay_miss_rate, weights,
+        _source_digest(_BIDDER_CODE),
+    )  # fmt: skip
     old = _kept(path, settings, cfg.retrain, ("z", "train_minutes"))
     if old is not None and old["z"] in REPLAY_Z_GRID:
         z, minutes = float(old["z"]), float(old["train_minutes"])
@@ -672,6 +694,16 @@ def _load(bidder: str, path: Path):
     return SB3Bidder.load(path)
 
 
+class _Repr:
+    """An object whose repr is ``text`` (a setting keyed by a repr of our own)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder: Path | None = None) -> str:
     """A digest of everything a trained bidder depends on: market, data, its own settings, seed.
 
@@ -679,14 +711,15 @@ def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder:
     their part files' names and sizes, so data rewritten in place retrains. (Settings that do not change what is
     learned, such as the trainers' own seed fields, which the bench overrides, still count: they retrain needlessly,
     never wrongly.)"""
+    dt = _Repr(repr(cfg.dt).replace(f", plan_target_z={cfg.dt.plan_target_z!r}", ""))  # play-time: keyed out
     own = {
         "bc": cfg.bc, "iql": cfg.iql, "cql": cfg.cql, "ppo": cfg.ppo, "sac": cfg.sac,
-        "dt": (cfg.dt, cfg.dt_train),
-    }.get(bidder, (cfg.dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
-    if bidder == "vdt_replay":
-        own = (*own[:-1], cfg.replay_plan_weight, cfg.replay_days, cfg.tuning_seed, cfg.replay_target_z)
+        "dt": (dt, cfg.dt_train),
+    }.get(bidder, (dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
+    if bidder == "vdt_replay":  # its margin (--replay-target-z, or calibrated) is set at load
+        own = (*own[:-1], cfg.replay_plan_weight, cfg.replay_days, cfg.tuning_seed)
     if bidder == "gas":
-        own = (cfg.dt, cfg.dt_train, cfg.value, tuple(cfg.gas_factors))
+        own = (dt, cfg.dt_train, cfg.value, tuple(cfg.gas_factors))
     sim = wide_simulate(cfg) if bidder == "vdt_wide" else cfg.simulate
     data = None if bidder in ("ppo", "sac") else (cfg.trajectories, replace(sim, output="", progress=False))
     if data is not None and cfg.trajectories and folder is not None:

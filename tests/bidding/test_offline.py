@@ -27,7 +27,7 @@ from bidding.replay import replay_grid, replay_values
 from pipelines import simulate
 from simulators.bidders import default_competitors
 from simulators.env import AuctionEnv
-from simulators.market import Market
+from simulators.market import Advertiser, Market
 from simulators.rollout import run_period
 
 TINY = simulate.PRESETS["tiny"]
@@ -255,6 +255,22 @@ def test_replayed_plan_learns_its_spend_and_keeps_the_target(episodes, tmp_path)
     assert _play(free)[0] == pytest.approx(grid[4], rel=1e-5)
     with pytest.raises(ValueError, match="plan_target_z must be a finite number"):
         DTBidder.load(saved, plan_target_z=float("nan"))
+    # what the bidder passes at play: slack (conversions × bid scale − cost) / budget and one conversion's share
+    kept = DTBidder.load(saved)
+    seen = []
+    kept.player.plan_bid = lambda state, alpha, slack, unit: seen.append((slack, unit)) or alpha
+    advertiser = Advertiser(index=0, category=0, budget=200.0, kind="cpa", target=4.0, value=4.0, bid_scale=4.0,
+                            acquisition=False, rules=TINY.market.rules)  # fmt: skip
+    kept.reset(advertiser)
+    kept.cost, kept.conversions = 30.0, 10.0
+    kept.act(np.zeros(16, dtype=np.float32))
+    assert seen == [pytest.approx((0.05, 0.02))]  # (10 · 4 − 30) / 200, 4 / 200
+    # a replayed plan value saved before the spend head loads and plays without it, and cannot keep a target
+    bidder.model.plan_spend = None
+    old = bidder.save(tmp_path / "old")
+    assert DTBidder.load(old).player.spend is None and len(_play(DTBidder.load(old))) == T
+    with pytest.raises(ValueError, match="no replayed plan spend to keep a target with"):
+        DTBidder.load(old, plan_target_z=1.0)
     with pytest.raises(ValueError, match="it needs plan_weight > 0 and plan_source 'replay'"):
         train_dt(episodes, replace(cfg, plan_source="constant", plan_target_z=1.0), tcfg, vcfg)
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from bidding.dt import DTBidder
+from bidding.evaluate import evaluate
 from pipelines import bench_bidding
 from tests.netns import needs_netns, run_job
 
@@ -137,12 +139,21 @@ def test_vdt_replay_and_gas_learn_from_logs_without_constant_bids(tmp_path):
     meets = [z for z, r in rates.items() if r <= tiny.replay_miss_rate]
     assert cal["z"] == (meets[0] if meets else bench_bidding.REPLAY_Z_GRID[-1]) and len(meets) <= 1
     stamp = calibrated.stat().st_mtime_ns
+    # the bench plays the seeds with that margin
+    seeds = [tmp_path / "bidding" / "budget-bound" / "vdt_replay" / f"seed-{s}" for s in range(tiny.seeds)]
+    makers = [bench_bidding._Factory(DTBidder.load(p, plan_target_z=cal["z"])) for p in seeds]
+    market = bench_bidding.market_of(tiny, "budget-bound")
+    assert evaluate(makers, market, tiny.evaluation)["score_mean"] == out["vdt_replay"]["score_mean"]
     again = bench_bidding.main(replace(tiny, bidders=("vdt_replay",)))["regimes"]["budget-bound"]["bidders"]
     assert again["vdt_replay"]["score_mean"] == out["vdt_replay"]["score_mean"]
     assert again["vdt_replay"]["train_minutes"] == out["vdt_replay"]["train_minutes"]  # kept, not retrained
     assert calibrated.stat().st_mtime_ns == stamp  # nor calibrated again
     with pytest.raises(ValueError, match=r"--replay-miss-rate must be in \[0, 1\)"):
         bench_bidding.main(replace(tiny, replay_miss_rate=1.5))
+    with pytest.raises(ValueError, match="--replay-target-z must be a finite number"):
+        bench_bidding.main(replace(tiny, replay_target_z=float("nan")))
+    with pytest.raises(ValueError, match="--dt.plan-target-z would make the plain dt keep a target"):
+        bench_bidding.main(replace(tiny, dt=replace(tiny.dt, plan_target_z=1.0)))
     with pytest.raises(ValueError, match="--replay-days must be at least 1"):
         bench_bidding.main(replace(tiny, replay_days=0))
     with pytest.raises(ValueError, match="--gas-factors must be positive"):
