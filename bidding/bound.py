@@ -52,13 +52,25 @@ def best_score(
 
     With ``keep_target`` only points whose cost per conversion meets the target (C ≤ target · V) count: the most
     conversions a bidder that keeps the target could expect, where the target point or the budget comes first."""
+    best, kept = _best_points(cost, value, budget, target, rules)
+    return kept if keep_target else best
+
+
+Point = tuple[float, float, float]
+
+
+def _best_points(
+    cost: np.ndarray, value: np.ndarray, budget: float, target: float, rules: AuctionRules
+) -> tuple[Point, Point]:
+    """(score, cost, conversions) of :func:`best_score`'s best point, and of its best point that keeps the target,
+    from one knapsack curve."""
     cost = np.asarray(cost, dtype=np.float64)
     value = np.asarray(value, dtype=np.float64)
     keep = value > 0
     cost, value = cost[keep], value[keep]
     if cost.size == 0 or budget <= 0:
         free = float(value[cost <= 0].sum()) if cost.size else 0.0
-        return free, 0.0, free
+        return (free, 0.0, free), (free, 0.0, free)
     with np.errstate(divide="ignore"):
         eff = np.where(cost > 0, value / np.where(cost > 0, cost, 1.0), np.inf)
     order = np.argsort(-eff, kind="stable")
@@ -81,10 +93,10 @@ def best_score(
     c = np.concatenate(cands)
     v = np.interp(c, cum_c, cum_v)
     scores = rules.score(v, c, target)
-    if keep_target:  # the cost per conversion only rises along the curve: the kept points are a prefix
-        scores = np.where(c <= target * v * (1 + 1e-9), scores, -np.inf)
-    k = int(np.argmax(scores))
-    return float(scores[k]), float(c[k]), float(v[k])
+    # the cost per conversion only rises along the curve: the points that keep the target are a prefix
+    kept = np.where(c <= target * v * (1 + 1e-9), scores, -np.inf)
+    k, j = int(np.argmax(scores)), int(np.argmax(kept))
+    return (float(scores[k]), float(c[k]), float(v[k])), (float(kept[j]), float(c[j]), float(v[j]))
 
 
 class _Recorder:
@@ -168,8 +180,7 @@ def _bound_period(market: MarketConfig, cfg: EvalConfig, p: int) -> dict:
         value = np.concatenate(rec.values) if rec.values else np.zeros(0)
         ok = np.isfinite(cost)
         budget, target = float(adv.budget[slot]), float(adv.bid_scale[slot])
-        s, c, v = best_score(cost[ok], value[ok], budget, target, rules)
-        kept, kept_cost, _ = best_score(cost[ok], value[ok], budget, target, rules, keep_target=True)
+        (s, c, v), (kept, kept_cost, _) = _best_points(cost[ok], value[ok], budget, target, rules)
         out["kept"].append(kept)
         out["kept_used"].append(kept_cost / budget if budget > 0 else 0.0)
         out["ratio"].append(b)

@@ -804,18 +804,19 @@ class Player:
         """The plan value V(s, λ) for one standardised state (S,) at every λ of the model's grid."""
         if self.plan is None:
             raise ValueError("this Decision Transformer has no plan value (plan_weight is 0)")
+        return self._mlp(self.plan, self._plan_rows(state))[:, 0]
+
+    def _plan_rows(self, state: np.ndarray) -> np.ndarray:
+        """(G, S + 1) rows [state | log λ], one per λ of the grid: what the plan's heads read."""
         g = self.plan_log_grid
-        h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
-        return self._mlp(self.plan, h)[:, 0]
+        return np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
 
     def plan_spends(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What bidding each λ of the grid from ``state`` (standardised, (S,)) on still spends and converts, in
         budgets (cost / budget, counted conversions × bid scale / budget): two (G,) arrays, at least 0."""
         if self.spend is None:
             raise ValueError("this Decision Transformer has no plan spend (it needs a replayed plan value)")
-        g = self.plan_log_grid
-        h = np.concatenate([np.broadcast_to(state, (len(g), len(state))), g[:, None]], axis=1)
-        out = np.maximum(np.exp(self._mlp(self.spend, h)) - SPEND_FLOOR, 0.0)
+        out = np.maximum(np.exp(self._mlp(self.spend, self._plan_rows(state))) - SPEND_FLOOR, 0.0)
         return out[:, 0], out[:, 1]
 
     def plan_bid(

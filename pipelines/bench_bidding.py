@@ -24,13 +24,12 @@ together):
    ``--evaluation.workers`` processes play in parallel.
 4. **Figures.** Mean score with a paired, period-clustered bootstrap 95% CI, the ratio to the DT with its CI, the
    share of the hindsight bound (:mod:`bidding.bound`) with its CI (and the bound of a bidder that keeps the target,
-   a row of its own), the target violation rate (CPA, ROI or CAC),
-   budget used, train minutes and act ms.
+   a row of its own), the target violation rate (CPA, ROI or CAC), budget used, train minutes and act ms.
 
 The last stdout line is ``{"regimes": {regime: {"test_periods", "plays", "bound": {"score_mean", "score_ci",
-"budget_used", "cpa_ratio", "kept_score_mean", "kept_score_ci", "kept_budget_used"}, "bidders": {bidder: {"score_mean", "score_ci", "ratio_to_dt", "ratio_ci",
-"share_of_bound", "share_ci", "violation_rate", "budget_used", "train_minutes", "act_ms", "seeds"}}}},
-"wall_minutes"}``. MLflow gets each regime's table (``<regime>.md``), plots (``<regime>.png``) and ``bench.json``.
+"budget_used", "cpa_ratio", "kept_score_mean", "kept_score_ci", "kept_budget_used"}, "bidders": {bidder:
+{"score_mean", "score_ci", "ratio_to_dt", "ratio_ci", "share_of_bound", "share_ci", "violation_rate",
+"budget_used", "train_minutes", "act_ms", "seeds"}}}}, "wall_minutes"}``. MLflow gets each regime's table (``<regime>.md``), plots (``<regime>.png``) and ``bench.json``.
 """
 
 from __future__ import annotations
@@ -379,15 +378,16 @@ def _run_regime(cfg: Config, name: str, out: Path, pool) -> dict:
     results: dict[str, dict] = {}
     for bidder in cfg.bidders:
         if bidder in LEARNED:
-            makers = [_Factory(_load(bidder, out / bidder / f"seed-{s}")) for s in range(cfg.seeds)]
+            paths = [out / bidder / f"seed-{s}" for s in range(cfg.seeds)]
             minutes = sum(trained[bidder])
             if bidder == "vdt_replay" and cfg.replay_plan_weight > 0:  # its margin: calibrated, or as given
+                z, extra = (cfg.replay_target_z, 0.0)
                 if cfg.replay_miss_rate > 0:
-                    makers, extra = _calibrate_replay(cfg, name, market, out, pool)
-                    minutes += extra
-                else:
-                    paths = [out / bidder / f"seed-{s}" for s in range(cfg.seeds)]
-                    makers = [_Factory(DTBidder.load(p, plan_target_z=cfg.replay_target_z)) for p in paths]
+                    z, extra = _calibrate_replay(cfg, name, market, paths, pool)
+                makers = [_Factory(DTBidder.load(p, plan_target_z=z)) for p in paths]
+                minutes += extra
+            else:
+                makers = [_Factory(_load(bidder, p)) for p in paths]
         else:
             makers, minutes = _prepare(
                 cfg, bidder, market, pool, out, lambda t, b=bidder: _say(name, f"{b}: {t}")
@@ -528,16 +528,17 @@ def calibration_of(cfg: Config) -> EvalConfig:
     )
 
 
-def _calibrate_replay(cfg: Config, name: str, market: MarketConfig, out: Path, pool) -> tuple[list, float]:
-    """vdt_replay's trained seeds with their margin z calibrated (``--replay-miss-rate``): the smallest z of
-    REPLAY_Z_GRID whose plays on the calibration periods miss the target at most that often (the largest if none
-    does). The choice is kept in <out>/vdt_replay/calibrated.json while the seeds, market and periods are unchanged.
-    Returns the seeds' factories and the minutes the calibration took (when it ran)."""
+def _calibrate_replay(
+    cfg: Config, name: str, market: MarketConfig, paths: list[Path], pool
+) -> tuple[float, float]:
+    """vdt_replay's margin z, calibrated for its trained seeds at ``paths`` (``--replay-miss-rate``): the smallest z
+    of REPLAY_Z_GRID whose plays on the calibration periods miss the target at most that often (the largest if none
+    does). The choice is kept in calibrated.json beside the seeds while they, the market and the periods are
+    unchanged. Returns z and the minutes the calibration took (when it ran)."""
     t = time.perf_counter()
     calib = calibration_of(cfg)
-    paths = [out / "vdt_replay" / f"seed-{s}" for s in range(cfg.seeds)]
     weights = [json.loads((p / "dt.json").read_text())["weights_sha256"] for p in paths]
-    path = out / "vdt_replay" / "calibrated.json"
+    path = paths[0].parent / "calibrated.json"
     settings = _digest(
         "calibrated", asdict(market), asdict(calib), REPLAY_Z_GRID, cfg.replay_miss_rate, weights,
         _source_digest(_BIDDER_CODE),
@@ -558,7 +559,7 @@ def _calibrate_replay(cfg: Config, name: str, market: MarketConfig, out: Path, p
         minutes = (time.perf_counter() - t) / 60
         _say(name, f"vdt_replay: margin z = {z:g} (misses {rates[z]:.1%} of calibration plays)")
         _keep(path, {"settings": settings, "z": z, "miss_rates": rates, "train_minutes": minutes})
-    return [_Factory(DTBidder.load(p, plan_target_z=z)) for p in paths], minutes
+    return z, minutes
 
 
 def _prepare(cfg: Config, bidder: str, market: MarketConfig, pool, out: Path, say=lambda text: None):
@@ -668,9 +669,10 @@ def _train_job(
                 plan_weight=cfg.replay_plan_weight if bidder == "vdt_replay" else cfg.vdt_plan_weight,
                 plan_source="replay" if bidder == "vdt_replay" else "constant",
             )
-            if bidder == "vdt_replay" and dcfg.plan_weight > 0:
-                dcfg = replace(dcfg, plan_target_z=cfg.replay_target_z)
         if bidder == "vdt_replay" and dcfg.plan_weight > 0:  # the impression log of training days, replayed
+            dcfg = replace(
+                dcfg, plan_target_z=cfg.replay_target_z
+            )  # the saved default; the bench sets it at load
             days = log_days(market, cfg.tuning_seed, range(cfg.replay_days), 128)
             replayed = replay_values(days, replay_grid(rules.alpha_max, dcfg.plan_points), rules)
         tcfg = replace(cfg.dt_train, seed=seed)
