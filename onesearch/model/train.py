@@ -152,7 +152,7 @@ def evaluate(
     return EvalResult(metrics, it, sc)
 
 
-DENSE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+DENSE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """The combined score's dense weights tried on validation after training a model with a dense head."""
 
 
