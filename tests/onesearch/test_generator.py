@@ -332,3 +332,112 @@ def test_item_vectors_are_kept_outside_training_and_recomputed_when_the_weights_
     # with gradients (training) they are never kept: the graph must be fresh
     v = m.item_vectors()
     assert v.requires_grad and m.item_vectors() is not v
+
+
+def _lexical_model(tokens: np.ndarray, codes: np.ndarray, **kw) -> Generator:
+    cfg = G.GeneratorConfig(
+        **{
+            **G.with_data_shape(G.PRESETS["tiny"], SIZES, 10).to_dict(),
+            "dense_head": True,
+            "dense_text_tokens": tokens.shape[1],
+            "lexical_head": True,
+            **kw,
+        }
+    )
+    torch.manual_seed(0)
+    return Generator(cfg, codes, tokens).eval()
+
+
+def test_lexical_head_adds_the_gain_times_the_matched_query_token_weights_by_hand(tmp_path):
+    codes = catalog()
+    n = len(codes)
+    tokens = np.zeros((n, 3), dtype=np.int64)
+    tokens[0] = [4, 7, 0]
+    tokens[1] = [4, 4, 9]  # a word twice in the item counts once
+    tokens[2] = [1, 5, 0]  # 1 = an unknown piece: matches nothing
+    m = _lexical_model(tokens, codes)
+    b = batch(m)._replace(query=torch.tensor([[4, 7, 7, 0], [9, 1, 0, 0], [5, 1, 3, 0]]))
+    enc = m.encode(b)
+    h, _ = m.decode_step(m.start_tokens(b.size), enc, None)
+    h0 = h[:, 0, 0]
+    plain = m.dense_proj(h0) @ m.item_vectors().T / m.cfg.d_model**0.5
+    # the gain starts at zero: the head starts as the plain dense head
+    torch.testing.assert_close(m.dense_logits(h0, enc), plain)
+    with torch.no_grad():
+        m.lex_gain.fill_(2.0)
+    # by hand: each query token's weight is softplus(a · its encoder state + c), at encoder positions 1..Q
+    x, keep = m.encode_tokens(b)
+    for block in m.encoder:
+        x = block(x, keep[:, None, None, :])
+    mem = m.enc_ln(x)
+    w = F.softplus(mem[:, 1:5] @ m.lex_term.weight[0] + m.lex_term.bias[0])  # (3, 4)
+    want = torch.zeros(3, n)
+    want[0, 0] = w[0, 0] + w[0, 1] + w[0, 2]  # "4 7 7": item 0 holds 4 and 7 (7 asked twice counts twice)
+    want[0, 1] = w[0, 0]  # item 1 holds 4
+    want[1, 1] = w[1, 0]  # "9 <unk>": item 1 holds 9; the unknown piece matches nothing
+    want[2, 2] = w[2, 0]  # "5 <unk> 3": item 2 holds 5
+    torch.testing.assert_close(m.lexical_scores(enc.lex), want)
+    torch.testing.assert_close(m.dense_logits(h0, enc), plain + 2.0 * want)
+    with pytest.raises(ValueError, match="pass enc"):
+        m.dense_logits(h0)
+    # saved and loaded with its weights; the config needs the item words
+    G.save_checkpoint(m, tmp_path, sid_hash="abc", vocab_hash="v1")
+    m2, _ = G.load_checkpoint(tmp_path, codes, sid_hash="abc", vocab_hash="v1")
+    m2.eval()
+    torch.testing.assert_close(m2.dense_logits(h0, m2.encode(b)), m.dense_logits(h0, enc))
+    with pytest.raises(ValueError, match="dense_text_tokens"):
+        G.GeneratorConfig(**{**m.cfg.to_dict(), "dense_text_tokens": 0})
+
+
+def test_lexical_head_learns_to_find_an_item_never_bought_by_its_words():
+    """Each item carries a word of its own (piece 2 + i) and is bought by the queries that hold it, except item 17,
+    which is never bought. After training, the query holding item 17's word puts it at the top of the dense head:
+    only the lexical match can, since nothing in training ever named it."""
+    codes = catalog()
+    n = len(codes)
+    vocab = n + 2
+    tokens = np.zeros((n, 2), dtype=np.int64)
+    tokens[:, 0] = 2 + np.arange(n)
+    cold = 17  # never a training target
+    torch.manual_seed(0)
+    cfg = G.GeneratorConfig(
+        **{
+            **G.with_data_shape(G.PRESETS["tiny"], SIZES, vocab).to_dict(),
+            "dense_head": True,
+            "dense_text_tokens": 2,
+            "lexical_head": True,
+            "dense_loss": 1.0,
+        }
+    )
+    m = Generator(cfg, codes, tokens)
+    warm = [i for i in range(n) if i != cold]
+    Q, H = cfg.max_query_tokens, cfg.max_history
+    rows = torch.tensor(warm * 8)
+    query = torch.zeros(len(rows), Q, dtype=torch.long)
+    query[:, 0] = torch.as_tensor(tokens[rows.numpy(), 0])
+    b = Batch(torch.zeros(len(rows), dtype=torch.long), query, torch.full((len(rows), H), -1),
+              m.item_codes[rows], rows)  # fmt: skip
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    m.train()
+    for _ in range(150):
+        opt.zero_grad()
+        m.loss(b).backward()
+        opt.step()
+    m.eval()
+    assert float(m.lex_gain.detach()) > 0.2  # the match became part of the score
+    q = torch.zeros(1, Q, dtype=torch.long)
+    q[0, 0] = int(tokens[cold, 0])
+    probe = Batch(torch.zeros(1, dtype=torch.long), q, torch.full((1, H), -1))
+    with torch.no_grad():
+        enc = m.encode(probe)
+        h, _ = m.decode_step(m.start_tokens(1), enc, None)
+        top = m.dense_logits(h[:, 0, 0], enc).argmax(-1)
+    assert int(top) == cold
+    # and constrained decoding returns it through the combined score
+    from onesearch.decode import SIDTrie
+    from onesearch.model.beam import beam_search
+
+    m.cfg = G.replace(m.cfg, dense_weight=2.0)
+    with torch.no_grad():
+        got = beam_search(m, probe, SIDTrie.build(codes, SIZES), beam=3)
+    assert cold in got.items[0].tolist()
