@@ -1,5 +1,7 @@
 """Give a trained generator bundle the popularity prior, with its weight picked on validation, without retraining.
 
+A bundle that has the prior already gets its weight picked again on the current grid.
+
     .venv/bin/python experiments/add_popularity_prior.py BUNDLE OUT [--eval-examples 3000] [--seed 0] [--dataset D]
 
 The prior is a decoding-time lever (``--popularity-prior`` of train-generator): the final ranking is by
@@ -47,7 +49,7 @@ def main() -> None:
     cfg = replace(m.cfg, popularity_prior=True, popularity_weight=0.0)
     new = G.Generator(cfg, m.item_codes[:-1], getattr(m, "item_tokens", None), counts)
     missing, unexpected = new.load_state_dict(m.state_dict(), strict=False)
-    if missing != ["item_log_pop"] or unexpected:
+    if missing not in ([], ["item_log_pop"]) or unexpected:  # [] : the bundle has the prior; it is re-tuned
         raise SystemExit(f"unexpected state: missing {missing}, unexpected {unexpected}")
     new.eval()
     trie = SIDTrie.build(b.table.codes, b.table.codebook_sizes)

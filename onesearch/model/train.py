@@ -190,7 +190,7 @@ def tune_dense_weight(
     return best, out
 
 
-POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+POPULARITY_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 """The popularity prior's weights tried on validation after training a model that holds the prior."""
 
 
