@@ -209,3 +209,27 @@ def test_epoch_batches_cover_everything_once_and_sort_runs_by_length():
     assert batches_per_epoch(103, 10, 3) == 11 and batches_per_epoch(103, 10, 0) == 11
     plain = epoch_batches(103, 10, lengths, np.random.default_rng(1), buckets=0)
     assert len(plain) == 11 and sorted(np.concatenate(plain).tolist()) == list(range(103))
+
+
+@pytest.mark.parametrize("weight", [0.0, 3.0])
+def test_a_dense_head_model_is_validated_with_its_dense_head_at_the_eval_weight(weight):
+    codes = catalog()
+    m = tiny_model(codes, vocab=0, dense_head=True, dense_candidates=5)
+    sp = splits(len(codes), m.cfg)
+    trie = SIDTrie.build(codes, SIZES)
+    cfg = TrainConfig(
+        batch_size=16, lr=1e-2, warmup_steps=5, epochs=3, patience=0, eval_beam=5, progress=False,
+        length_buckets=0, eval_dense_weight=weight,
+    )  # fmt: skip
+    res = train(m, sp, trie, cfg)
+    assert res.model.cfg.dense_weight == 0.0  # the served weight is left for tuning after training
+    with torch.no_grad():  # the kept weights, measured as validation measured them
+        served = evaluate(res.model, sp.valid, trie, beam=5, k=5).metrics
+        res.model.cfg = replace(res.model.cfg, dense_weight=weight)
+        fused = evaluate(res.model, sp.valid, trie, beam=5, k=5).metrics
+    keys = sorted(k for k in fused if k != "decode_qps")
+    assert [res.best[k] for k in keys] == pytest.approx([fused[k] for k in keys])
+    if weight:  # the check can tell the two apart on this toy
+        assert [served[k] for k in keys] != pytest.approx([fused[k] for k in keys])
+    with pytest.raises(ValueError, match="eval_dense_weight"):
+        train(m, sp, trie, replace(cfg, eval_dense_weight=-1.0))
