@@ -73,10 +73,6 @@ class Config:
     """search task, with --dense-head: item vectors also read the item's first N title and category word tokens,
     embedded with the query tokens' embeddings, so queries and items share one word space and an item never bought
     gets a vector from its words (0 = off; the bundle's name gets -dwN)."""
-    lexical_head: bool = False
-    """search task, with --dense-words: the dense score also adds a learned lexical match, each query token's
-    learned weight summed over the tokens the item's words contain, so an item is found by the words it shares with
-    the query, bought or not (the bundle's name gets -lx)."""
     popularity_prior: bool = False
     """Rank the final candidates by score − w · log(1 + training purchases), w picked on validation as the largest
     whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
@@ -196,10 +192,6 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError("--dense-words feeds the dense head: add --dense-head")
     if cfg.dense_words and cfg.task != "search":
         raise ValueError("--dense-words embeds item words with the query vocabulary: it needs --task search")
-    if cfg.lexical_head and not cfg.dense_words:
-        raise ValueError(
-            "--lexical-head matches query tokens to the item words of --dense-words: add --dense-words N"
-        )
     ds = load_dataset(cfg.dataset)
     table, table_dir = resolve_tokenizer(cfg.dataset, ds, cfg.tokenizer, cfg.tokenizer_dir)
     size = replace(G.PRESETS[cfg.model_size], item_embeddings=cfg.item_embeddings, dense_head=cfg.dense_head)
@@ -210,7 +202,6 @@ def prepare(cfg: Config) -> Prepared:
     model_cfg = replace(
         model_cfg,
         dense_text_tokens=cfg.dense_words,
-        lexical_head=cfg.lexical_head,
         popularity_prior=cfg.popularity_prior,
     )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
@@ -230,7 +221,6 @@ def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
     flags += f"-dw{cfg.dense_words}" if cfg.dense_words else ""
-    flags += "-lx" if cfg.lexical_head else ""
     flags += "-pp" if cfg.popularity_prior else ""
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"

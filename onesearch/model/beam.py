@@ -187,7 +187,7 @@ def _fuse_dense(
     ``log p(ID) + dense_weight · log softmax(dense)``; the dense items' ``log p(ID)`` by one teacher-forced pass.
     Returns the candidates sorted by the combined score (items, combined scores, codes), -1 / -inf padding last."""
     cfg = model.cfg
-    dense = model.dense_logits(h0, enc).float().log_softmax(-1)  # (B, n_items)
+    dense = model.dense_logits(h0).float().log_softmax(-1)  # (B, n_items)
     m = min(cfg.dense_candidates, dense.shape[1])
     extra = dense.topk(m, dim=1).indices  # (B, m) rows
     in_beam = (extra[:, :, None] == items[:, None, :]).any(-1)  # (B, m): already a beam item

@@ -44,8 +44,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from onesearch.model.text import UNK
-
 CONFIG_FILE = "generator.json"
 """Artifact name of the checkpoint's JSON half: model config, SID table hash, query-vocabulary hash, extras."""
 WEIGHTS_FILE = "generator.safetensors"
@@ -104,12 +102,6 @@ class GeneratorConfig:
     with the encoder's query tokens) of the first N WordPiece tokens of its title and category words, through a
     learned linear map that starts at zero. Queries and items then share one word space, so an item never bought
     gets a vector from the words it shares with the queries that bought others (0 = off)."""
-    lexical_head: bool = False
-    """Dense head: add a learned lexical match to the dense score. Each query token gets a weight, a softplus of a
-    linear map of its encoder state (so a rare model number can weigh more than "kit"), and an item scores the sum
-    of the weights of the query tokens its words (``dense_text_tokens``) contain, times a learned gain that starts
-    at zero. An item with no purchases is then scored by the words it shares with the query, as BM25 scores it,
-    inside the same softmax and the same forward pass."""
 
     popularity_prior: bool = False
     """Hold each item's log(1 + training purchases) (given when the model is built, saved with the weights), so
@@ -142,10 +134,6 @@ class GeneratorConfig:
             raise ValueError(f"popularity_weight must be >= 0, got {self.popularity_weight}")
         if self.popularity_weight and not self.popularity_prior:
             raise ValueError("popularity_weight needs popularity_prior=True (the items' purchase counts)")
-        if self.lexical_head and not self.dense_text_tokens:
-            raise ValueError(
-                "lexical_head matches query tokens to the item words: it needs dense_text_tokens > 0"
-            )
         if self.dense_text_tokens and not self.text_vocab:
             raise ValueError(
                 "dense_text_tokens embeds item words with the query vocabulary: it needs text_vocab > 0"
@@ -355,8 +343,6 @@ class Encoded(NamedTuple):
     """Per decoder block, the cross-attention keys and values of the encoder output, each (B, h, S, dh)."""
     keep: Tensor
     """(B, 1, 1, S) bool: True at encoder tokens that are not padding."""
-    lex: Tensor | None = None
-    """(B, text_vocab) with the lexical head: each query token's weight at its vocabulary id (0 elsewhere)."""
 
 
 class Generator(nn.Module):
@@ -417,10 +403,6 @@ class Generator(nn.Module):
             self.register_buffer(
                 "item_tokens", _item_side(item_tokens, (n, cfg.dense_text_tokens), torch.long)
             )
-        # lexical head: a query token's weight from its encoder state; the gain starts at zero
-        self.lex_term = nn.Linear(d, 1) if cfg.lexical_head else None
-        self.lex_gain = nn.Parameter(torch.zeros(())) if cfg.lexical_head else None
-        self._lex_items: tuple | None = None  # the (n_items, vocab) word incidence, per device
         if cfg.popularity_prior:
             counts = None if item_purchases is None else np.asarray(item_purchases, dtype=np.float64)[:, None]
             if counts is not None and (counts < 0).any():
@@ -506,12 +488,7 @@ class Generator(nn.Module):
         for block in self.encoder:
             x = block(x, keep4)
         memory = self.enc_ln(x)  # (B, S, d)
-        lex = None
-        if self.lex_term is not None:
-            Q = batch.query.shape[1]  # encoder tokens: task, then the Q query tokens
-            w = F.softplus(self.lex_term(memory[:, 1 : 1 + Q]).float())[..., 0] * (batch.query > UNK)
-            lex = w.new_zeros(batch.size, self.cfg.text_vocab).scatter_add_(1, batch.query, w)
-        return Encoded([blk.cross.memory_kv(memory) for blk in self.decoder], keep4, lex)
+        return Encoded([blk.cross.memory_kv(memory) for blk in self.decoder], keep4)
 
     # ---------------------------------------------------------------- decoder
     def embed_codes(self, codes: Tensor, start_level: int) -> Tensor:
@@ -590,18 +567,17 @@ class Generator(nn.Module):
         """Teacher-forced logits: one (B, codebook_sizes[l]) tensor per level."""
         return self._forward(batch)[0]
 
-    def _forward(self, batch: Batch) -> tuple[list[Tensor], Tensor, Encoded]:
-        """The levels' logits, the decoder's first state (B, d) and the encoder output, which the dense head reads."""
+    def _forward(self, batch: Batch) -> tuple[list[Tensor], Tensor]:
+        """The levels' logits and the decoder's first state (B, d), which the dense head reads."""
         if batch.target is None:
             raise ValueError("forward needs batch.target (the codes to teacher-force)")
-        enc = self.encode(batch)
-        h = self.teacher_forced(enc, batch.target[:, None])[:, 0]  # (B, L, d)
-        return [self.level_logits(h[:, lv], lv) for lv in range(h.shape[1])], h[:, 0], enc
+        h = self.teacher_forced(self.encode(batch), batch.target[:, None])[:, 0]  # (B, L, d)
+        return [self.level_logits(h[:, lv], lv) for lv in range(h.shape[1])], h[:, 0]
 
     def loss(self, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
         """Mean over levels of the cross-entropy of each level's code; with the dense head, plus ``dense_loss`` ×
         the cross-entropy of the target item under the dense head's softmax over the catalogue."""
-        logits, h0, enc = self._forward(batch)
+        logits, h0 = self._forward(batch)
         loss = torch.stack(
             [
                 F.cross_entropy(lg.float(), batch.target[:, lv], label_smoothing=label_smoothing)
@@ -612,7 +588,7 @@ class Generator(nn.Module):
             if batch.target_item is None:
                 raise ValueError("the dense head's loss needs batch.target_item (the target's SID-table row)")
             loss = loss + self.cfg.dense_loss * F.cross_entropy(
-                self.dense_logits(h0, enc).float(), batch.target_item
+                self.dense_logits(h0).float(), batch.target_item
             )
         return loss
 
@@ -647,33 +623,9 @@ class Generator(nn.Module):
             out += [self.query_emb.weight, self.dense_words.weight, self.item_tokens]
         return out
 
-    def dense_logits(self, h0: Tensor, enc: Encoded | None = None) -> Tensor:
-        """(B, n_items) dense scores of every item from first decoder states h0 (B, d); with the lexical head, plus
-        ``lex_gain`` × :meth:`lexical_scores` of the requests' encoder output ``enc``."""
-        s = self.dense_proj(h0) @ self.item_vectors().T / self.cfg.d_model**0.5
-        if self.lex_term is None:
-            return s
-        if enc is None or enc.lex is None:
-            raise ValueError(
-                "a generator with the lexical head scores items from the encoder output: pass enc"
-            )
-        return s.float() + self.lex_gain * self.lexical_scores(enc.lex)
-
-    def lexical_scores(self, lex: Tensor) -> Tensor:
-        """(B, n_items) Σ over the distinct query-vocabulary ids an item's words contain of the query's weight at
-        that id (``lex`` (B, text_vocab), :attr:`Encoded.lex`)."""
-        tok = self.item_tokens
-        key = (tok.device, tok.data_ptr(), tok._version)
-        if self._lex_items is None or self._lex_items[0] != key:
-            n, V = tok.shape[0], self.cfg.text_vocab
-            pairs = torch.unique(torch.arange(n, device=tok.device).repeat_interleave(tok.shape[1]) * V
-                                 + tok.reshape(-1))  # fmt: skip
-            pairs = pairs[pairs % V > UNK]  # padding and unknown pieces match nothing
-            idx = torch.stack([pairs // V, pairs % V])
-            ones = torch.ones(idx.shape[1], device=tok.device)
-            m = torch.sparse_coo_tensor(idx, ones, (n, V), check_invariants=False).coalesce()
-            self._lex_items = (key, m)
-        return torch.sparse.mm(self._lex_items[1], lex.float().T).T
+    def dense_logits(self, h0: Tensor) -> Tensor:
+        """(…, n_items) dense scores of every item from first decoder states h0 (…, d)."""
+        return self.dense_proj(h0) @ self.item_vectors().T / self.cfg.d_model**0.5
 
     def level_logits(self, h: Tensor, level: int) -> Tensor:
         return self.heads[level](h)

@@ -260,15 +260,6 @@ def test_dense_words_give_item_vectors_from_each_items_own_words(sids, tmp_path)
         train_generator.prepare(replace(cfg, dense_head=False))
     with pytest.raises(ValueError, match="needs --task search"):
         train_generator.prepare(replace(cfg, task="recommend"))
-    # the lexical head on the same words: trained, saved and served through the bundle
-    lx = replace(cfg, lexical_head=True, output=str(tmp_path / "lx"))
-    assert train_generator.run_name(lx).endswith("-dh-dw6-lx-s0")
-    bundle = GeneratorBundle.load(train_generator.main(lx)["model_uri"])
-    assert bundle.model.cfg.lexical_head and bundle.model.lex_term is not None
-    ids, scores = bundle.retrieve([[]], [title], k=5)
-    assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
-    with pytest.raises(ValueError, match="add --dense-words N"):
-        train_generator.prepare(replace(lx, dense_words=0))
 
 
 def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bundle(sids, tmp_path):
