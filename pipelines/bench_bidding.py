@@ -29,7 +29,8 @@ together):
 The last stdout line is ``{"regimes": {regime: {"test_periods", "plays", "bound": {"score_mean", "score_ci",
 "budget_used", "cpa_ratio", "kept_score_mean", "kept_score_ci", "kept_budget_used"}, "bidders": {bidder:
 {"score_mean", "score_ci", "ratio_to_dt", "ratio_ci", "share_of_bound", "share_ci", "violation_rate",
-"budget_used", "train_minutes", "act_ms", "seeds"}}}}, "wall_minutes"}``. MLflow gets each regime's table (``<regime>.md``), plots (``<regime>.png``) and ``bench.json``.
+"budget_used", "train_minutes", "act_ms", "seeds"}}}}, "wall_minutes"}``. MLflow gets each regime's table
+(``<regime>.md``), plots (``<regime>.png``) and ``bench.json``.
 """
 
 from __future__ import annotations
@@ -670,9 +671,8 @@ def _train_job(
                 plan_source="replay" if bidder == "vdt_replay" else "constant",
             )
         if bidder == "vdt_replay" and dcfg.plan_weight > 0:  # the impression log of training days, replayed
-            dcfg = replace(
-                dcfg, plan_target_z=cfg.replay_target_z
-            )  # the saved default; the bench sets it at load
+            # the margin saved with the seed; the bench sets the one it plays with at load
+            dcfg = replace(dcfg, plan_target_z=cfg.replay_target_z)
             days = log_days(market, cfg.tuning_seed, range(cfg.replay_days), 128)
             replayed = replay_values(days, replay_grid(rules.alpha_max, dcfg.plan_points), rules)
         tcfg = replace(cfg.dt_train, seed=seed)

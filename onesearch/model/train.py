@@ -199,9 +199,9 @@ def tune_dense_weight(
     amp = use_amp(device, cfg.amp)
     out = {}
     for w in grid:
-        model.cfg = replace(model.cfg, dense_weight=float(w))
-        m = evaluate(model, sample, trie, beam=cfg.eval_beam, k=min(cfg.eval_beam, 10), batch_size=cfg.eval_batch,
-                     device=device, amp=amp).metrics  # fmt: skip
+        with _dense_weight(model, float(w)):
+            m = evaluate(model, sample, trie, beam=cfg.eval_beam, k=min(cfg.eval_beam, 10),
+                         batch_size=cfg.eval_batch, device=device, amp=amp).metrics  # fmt: skip
         out[float(w)] = {k: m[k] for k in ("recall@10", "ndcg@10", "mrr@10")}
     best = max(out, key=lambda w: (out[w]["recall@10"], out[w]["ndcg@10"], -w))
     model.cfg = replace(model.cfg, dense_weight=best)
