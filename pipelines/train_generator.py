@@ -36,7 +36,14 @@ from onesearch.model.data import (
     search_examples,
 )
 from onesearch.model.text import QueryTokenizer
-from onesearch.model.train import TrainConfig, distributed, train, tune_dense_weight, tune_popularity_weight
+from onesearch.model.train import (
+    TrainConfig,
+    distributed,
+    train,
+    tune_dense_weight,
+    tune_popularity_weight,
+    tune_tail_boost,
+)
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
 from pipelines.config import flatten
@@ -77,6 +84,11 @@ class Config:
     """Rank the final candidates by score − w · log(1 + training purchases), w picked on validation as the largest
     whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
     buried by popularity validation cannot justify; the bundle's name gets -pp)."""
+    tail_budget: float = 0.0
+    """With --popularity-prior: long-tail exposure. Each page of 10 results takes the candidates with the highest
+    probability (calibrated on validation) plus a boost for long-tail and cold items, and shows them in order of
+    probability; the boost is the largest whose validation recall@10 is at least (1 − this budget) times the best
+    (0 = off; e.g. 0.01 gives up at most 1% of the hits; the bundle's name gets -te)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
@@ -186,6 +198,12 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--catalogue-queries must be >= 0, got {cfg.catalogue_queries}")
     if cfg.catalogue_queries and cfg.task != "search":
         raise ValueError("--catalogue-queries needs --task search (a recommend-only model reads no query)")
+    if not 0 <= cfg.tail_budget < 1:
+        raise ValueError(f"--tail-budget must be in [0, 1), got {cfg.tail_budget}")
+    if cfg.tail_budget and not cfg.popularity_prior:
+        raise ValueError(
+            "--tail-budget needs --popularity-prior (its purchase counts say which items are head)"
+        )
     if cfg.dense_words < 0:
         raise ValueError(f"--dense-words must be >= 0, got {cfg.dense_words}")
     if cfg.dense_words and not cfg.dense_head:
@@ -222,6 +240,7 @@ def run_name(cfg: Config) -> str:
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
     flags += f"-dw{cfg.dense_words}" if cfg.dense_words else ""
     flags += "-pp" if cfg.popularity_prior else ""
+    flags += "-te" if cfg.tail_budget else ""
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""
     return f"{cfg.task}-{tok}-{cfg.model_size}{flags}-s{cfg.train.seed}"
 
@@ -307,6 +326,19 @@ def main(cfg: Config) -> dict:
                   f"paired standard error: { {k: (round(v['recall'], 4), round(v['diff'], 4), round(v['se'], 4)) for k, v in grid.items()} })",
                   file=sys.stderr, flush=True)  # fmt: skip
             tracking.log_metrics({"popularity_weight": w})
+        if cfg.tail_budget:
+            b, t, grid = tune_tail_boost(
+                res.model, p.splits.valid, _trie(p), cfg.train, budget=cfg.tail_budget
+            )
+            tuned |= {
+                "tail_boost": b,
+                "score_temperature": t,
+                "tail_grid": {str(k): v for k, v in grid.items()},
+            }
+            print(f"[{JOB}] tail boost {b}, score temperature {t} (validation recall@10 and tail share of the top "
+                  f"10 by boost: { {k: (round(v['recall@10'], 4), round(v['tail_share'], 4)) for k, v in grid.items()} })",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            tracking.log_metrics({"tail_boost": b, "score_temperature": t})
         bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
         source = Path(cfg.dataset).expanduser()
         extra = {

@@ -53,6 +53,10 @@ TASKS = ("search", "recommend")
 """Task token ids: the index in this tuple."""
 
 
+HEAD_SHARE = 0.2
+"""The share of the items bought in training that are head items (the most bought); the rest are long tail."""
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Shape of the generator. ``codebook_sizes`` and ``text_vocab`` come from the SID table and query vocabulary."""
@@ -111,6 +115,19 @@ class GeneratorConfig:
     must earn its place on relevance, and items with few or no purchases (long tail, cold start) are not buried by
     the popularity the model learned from the log (0 = off; set after training on validation by
     :func:`onesearch.model.train.tune_popularity_weight`)."""
+    tail_boost: float = 0.0
+    """Decoding: exposure for the long tail, as a page-by-page choice. Each candidate gets a probability ``p``, the
+    softmax of its score / ``score_temperature`` over the request's candidates; each page of ``page_size`` results
+    takes the candidates with the highest ``p + tail_boost · [long-tail or cold]`` and shows them in order of ``p``.
+    A tail item thus takes a slot only from a head item at most ``tail_boost`` more likely to be bought, and a
+    confident result is never moved (0 = off; needs ``popularity_prior``, whose purchase counts say which items are
+    head: the top 20% of the items bought in training; set after training on validation by
+    :func:`onesearch.model.train.tune_tail_boost`)."""
+    score_temperature: float = 1.0
+    """Decoding with ``tail_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
+    validation by :func:`onesearch.model.train.tune_tail_boost`)."""
+    page_size: int = 10
+    """Decoding with ``tail_boost``: the results shown together, whose order inside the page is by ``p`` alone."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -134,6 +151,15 @@ class GeneratorConfig:
             raise ValueError(f"popularity_weight must be >= 0, got {self.popularity_weight}")
         if self.popularity_weight and not self.popularity_prior:
             raise ValueError("popularity_weight needs popularity_prior=True (the items' purchase counts)")
+        if self.tail_boost < 0 or not self.score_temperature > 0 or self.page_size < 1:
+            raise ValueError(
+                f"need tail_boost >= 0, score_temperature > 0 and page_size >= 1, got {self.tail_boost}, "
+                f"{self.score_temperature}, {self.page_size}"
+            )
+        if self.tail_boost and not self.popularity_prior:
+            raise ValueError(
+                "tail_boost needs popularity_prior=True (the purchase counts say which items are head)"
+            )
         if self.dense_text_tokens and not self.text_vocab:
             raise ValueError(
                 "dense_text_tokens embeds item words with the query vocabulary: it needs text_vocab > 0"
@@ -591,6 +617,19 @@ class Generator(nn.Module):
                 self.dense_logits(h0).float(), batch.target_item
             )
         return loss
+
+    def item_tail(self) -> Tensor:
+        """(n_items,) bool: long-tail or cold items, i.e. all but the top ``HEAD_SHARE`` of the items bought in
+        training, ranked by purchases (ties: the lower row first). These are the tail and cold buckets of
+        :func:`onesearch.retrieval.item_buckets`. Needs the popularity prior's counts."""
+        if not self.cfg.popularity_prior:
+            raise ValueError("item_tail needs popularity_prior=True (the items' purchase counts)")
+        pop = self.item_log_pop
+        n_head = int(round(HEAD_SHARE * int((pop > 0).sum())))
+        order = torch.sort(pop, descending=True, stable=True).indices
+        tail = torch.ones_like(pop, dtype=torch.bool)
+        tail[order[:n_head]] = False
+        return tail
 
     def item_vectors(self) -> Tensor:
         """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the

@@ -268,6 +268,90 @@ def tune_popularity_weight(
     return best, table
 
 
+TAIL_BOOSTS = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
+"""The tail boosts tried on validation (:func:`tune_tail_boost`)."""
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+"""The score temperatures tried when calibrating the candidates' probabilities on validation."""
+TAIL_BUDGET = 0.01
+"""The share of validation recall@10 that :func:`tune_tail_boost` may give up for long-tail exposure."""
+
+
+def calibrate_temperature(
+    items: np.ndarray, scores: np.ndarray, target: np.ndarray, grid: tuple[float, ...] = TEMPERATURES
+) -> tuple[float, dict[float, float]]:
+    """The temperature T of ``softmax(scores / T)`` over each request's candidates (B, n) (-1 / -inf: none) with the
+    least mean negative log-likelihood of the target, over the requests whose target is a candidate; with the NLL
+    of every T. No request with its target among the candidates gives T = 1."""
+    hit = (items == target[:, None]) & (items >= 0) & np.isfinite(scores)
+    rows = hit.any(1)
+    if not rows.any():
+        return 1.0, {}
+    s, h = scores[rows].astype(np.float64), hit[rows]
+    live = np.isfinite(s)
+    nll = {}
+    for t in grid:
+        z = np.where(live, s / t, -np.inf)
+        z = z - z.max(1, keepdims=True)
+        lse = np.log(np.where(live, np.exp(z), 0.0).sum(1))
+        nll[float(t)] = float((lse - z[h]).mean())
+    return min(nll, key=lambda t: (nll[t], t)), nll
+
+
+def largest_within_budget(recall: dict[float, float], budget: float) -> float:
+    """The largest setting whose recall is at least ``1 − budget`` times the best setting's."""
+    best = max(recall.values())
+    return max(k for k, r in recall.items() if r >= (1 - budget) * best)
+
+
+def tune_tail_boost(
+    model: Generator,
+    valid: Examples,
+    trie: SIDTrie,
+    cfg: TrainConfig,
+    grid: tuple[float, ...] = TAIL_BOOSTS,
+    budget: float = TAIL_BUDGET,
+) -> tuple[float, float, dict[float, dict[str, float]]]:
+    """Set the model's long-tail exposure (``tail_boost``, ``score_temperature``) on the validation sample.
+
+    The temperature is calibrated first (:func:`calibrate_temperature`) on the candidates decoded without the
+    boost, then the boost is the largest of ``grid`` whose recall@10 is at least ``1 − budget`` times the best
+    boost's: the most long-tail exposure that costs at most that share of the hits. Decodes at a beam of at least
+    20, as :func:`tune_popularity_weight` does. Returns the boost, the temperature, and per boost recall@10,
+    ndcg@10 and ``tail_share`` (the share of the top-10 slots that hold long-tail or cold items)."""
+    if not model.cfg.popularity_prior:
+        raise ValueError("tune_tail_boost needs a model with the popularity prior (the purchase counts)")
+    if not 0 <= budget < 1:
+        raise ValueError(f"budget must be in [0, 1), got {budget}")
+    if 0.0 not in grid:
+        raise ValueError(f"the grid must hold 0 (no boost), got {grid}")
+    sample = validation_sample(valid, cfg)
+    device = next(model.parameters()).device
+    amp = use_amp(device, cfg.amp)
+    beam = max(cfg.eval_beam, 20)
+
+    def run(**kw) -> EvalResult:
+        model.cfg = replace(model.cfg, **kw)
+        return evaluate(model, sample, trie, beam=beam, k=beam if not kw.get("tail_boost") else 10,
+                        batch_size=cfg.eval_batch, device=device, amp=amp)  # fmt: skip
+
+    plain = run(tail_boost=0.0)
+    temperature, _ = calibrate_temperature(plain.items, plain.scores, sample.target)
+    tail = model.item_tail().cpu().numpy()
+    out = {}
+    for b in grid:
+        res = plain if b == 0 else run(tail_boost=float(b), score_temperature=temperature)
+        top = res.items[:, :10]
+        filled = top >= 0
+        out[float(b)] = {
+            "recall@10": float((top == sample.target[:, None]).any(1).mean()),
+            "ndcg@10": float(ranking_metrics(target_ranks(top, sample.target), ks=(10,))["ndcg@10"]),
+            "tail_share": float(tail[top[filled]].mean()) if filled.any() else 0.0,
+        }
+    pick = largest_within_budget({b: r["recall@10"] for b, r in out.items()}, budget)
+    model.cfg = replace(model.cfg, tail_boost=pick, score_temperature=temperature)
+    return pick, temperature, out
+
+
 def _param_groups(model: Generator, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():

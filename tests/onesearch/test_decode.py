@@ -315,3 +315,96 @@ def test_a_batch_padded_to_full_width_changes_no_result():
     got, ref = beam_search(padded, short, trie, beam=6), beam_search(model, short, trie, beam=6)
     assert torch.equal(got.items, ref.items)
     torch.testing.assert_close(got.scores, ref.scores)
+
+
+def test_expose_tail_lays_out_pages_by_probability_plus_boost_by_hand():
+    from onesearch.model.beam import expose_tail
+
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    items = torch.tensor([[0, 1, 2, 3, -1]])
+    score = torch.cat([p.log(), torch.tensor([float("-inf")])])[
+        None
+    ]  # a log-probability per item, one padding
+    codes = torch.arange(5)[None, :, None].expand(1, 5, 2)
+    tail = torch.tensor([False, False, True, True])
+
+    def run(boost, temperature, page):
+        return expose_tail(items, score, codes, tail, boost, temperature, page)
+
+    # T = 1: p as given. boost 0.2: utilities 0.5, 0.3, 0.35, 0.25 → page 1 = {0, 2}, shown by p; page 2 = {1, 3}
+    got_i, got_s, got_c = run(0.2, 1.0, 2)
+    assert got_i.tolist() == [[0, 2, 1, 3, -1]]
+    # scores: log p capped by the score above (item 1's log 0.3 sits below item 2's log 0.15)
+    torch.testing.assert_close(got_s[0, :4], torch.tensor([0.5, 0.15, 0.15, 0.05]).log())
+    assert got_s[0, 4] == float("-inf") and got_c[0, :, 0].tolist() == [0, 2, 1, 3, 4]
+    # boost 0.1 at T = 1: utilities 0.5, 0.3, 0.25, 0.15 → nothing moves
+    assert run(0.1, 1.0, 2)[0].tolist() == [[0, 1, 2, 3, -1]]
+    # T = 2: p ∝ sqrt(p) = 0.379, 0.294, 0.208, 0.120; boost 0.1 lifts item 2 to 0.308 > 0.294 → page 1 = {0, 2}
+    q = p.sqrt() / p.sqrt().sum()
+    assert run(0.1, 2.0, 2)[0].tolist() == [[0, 2, 1, 3, -1]]
+    torch.testing.assert_close(run(0.1, 2.0, 2)[1][0, :2], q[[0, 2]].log())
+    # one page that holds every candidate: the set is all of them, shown by p, so no boost changes anything
+    assert run(1.0, 1.0, 5)[0].tolist() == [[0, 1, 2, 3, -1]]
+    # pages of one: the order is by utility
+    assert run(0.2, 1.0, 1)[0].tolist() == [[0, 2, 1, 3, -1]]
+    assert run(0.5, 1.0, 1)[0].tolist() == [[2, 3, 0, 1, -1]]  # 0.65, 0.55 > 0.5 > 0.3
+    # a request with no candidate at all stays empty
+    empty = expose_tail(
+        torch.full((1, 3), -1), torch.full((1, 3), float("-inf")), codes[:, :3], tail, 0.2, 1.0, 2
+    )
+    assert empty[0].tolist() == [[-1, -1, -1]] and torch.isinf(empty[1]).all()
+
+
+def test_tail_boost_in_beam_search_lays_out_the_plain_beam_and_tail_is_the_benchmarks_buckets():
+    from onesearch.model.beam import expose_tail
+    from onesearch.retrieval import COLD, TAIL, item_buckets
+
+    codes = catalog()
+    n = len(codes)
+    counts = np.arange(n) * 7 % 23  # purchases per item, some zero (cold)
+    torch.manual_seed(0)
+    cfg = G.replace(G.with_data_shape(G.PRESETS["tiny"], SIZES, 10), popularity_prior=True)
+    m = G.Generator(cfg, codes, item_purchases=counts).eval()
+    buckets = item_buckets(np.arange(n), np.repeat(np.arange(n), counts))
+    assert m.item_tail().tolist() == np.isin(buckets, [TAIL, COLD]).tolist()
+    b = batch(m)
+    trie = SIDTrie.build(codes, SIZES)
+    plain = beam_search(m, b, trie, beam=8, k=8)
+    m.cfg = G.replace(m.cfg, tail_boost=0.05, score_temperature=2.0, page_size=3)
+    got = beam_search(m, b, trie, beam=8, k=8)
+    want = expose_tail(plain.items, plain.scores, plain.codes, m.item_tail(), 0.05, 2.0, 3)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+    assert not torch.equal(got.items, plain.items)  # the boost moved something on this toy
+    assert (got.items >= 0).all() and all(len(set(r.tolist())) == 8 for r in got.items)
+    with pytest.raises(ValueError, match="tail_boost needs popularity_prior"):
+        G.replace(cfg, popularity_prior=False, tail_boost=0.1)
+    with pytest.raises(ValueError, match="score_temperature > 0"):
+        G.replace(cfg, score_temperature=0.0)
+
+
+def test_calibrated_temperature_and_the_budget_rule_by_hand():
+    from onesearch.model.train import calibrate_temperature, largest_within_budget
+
+    # three requests, two candidates scored 2 and 0: the target is first twice and second once. With a = 2 / T,
+    # the mean NLL is (3 log(1 + e^-a) + a) / 3, least at e^-a = 1/2, T = 2 / ln 2 = 2.89; of 1, 2, 4, 8 it is 4
+    items = np.array([[0, 1], [0, 1], [1, 0]])
+    scores = np.array([[2.0, 0.0]] * 3)
+    target = np.array([0, 0, 0])
+    t, nll = calibrate_temperature(items, scores, target, grid=(1.0, 2.0, 4.0, 8.0))
+    assert t == 4.0
+    for T in (1.0, 2.0, 4.0, 8.0):
+        a = 2 / T
+        assert nll[T] == pytest.approx((3 * np.log1p(np.exp(-a)) + a) / 3)
+    # a request whose target is no candidate, and padding, do not count
+    t2, nll2 = calibrate_temperature(
+        np.array([[0, 1, -1], [0, 1, -1], [1, 0, -1], [5, 6, -1]]),
+        np.array([[2.0, 0.0, -np.inf]] * 4), np.array([0, 0, 0, 0]), grid=(1.0, 2.0, 4.0, 8.0),
+    )  # fmt: skip
+    assert t2 == 4.0 and nll2 == pytest.approx(nll)
+    assert calibrate_temperature(np.array([[1, 2]]), np.array([[0.0, -1.0]]), np.array([0])) == (1.0, {})
+    # budget 1%: the best recall is 0.80 → at least 0.792 → the largest such setting is 0.02
+    recall = {0.0: 0.80, 0.01: 0.795, 0.02: 0.792, 0.03: 0.7919}
+    assert largest_within_budget(recall, 0.01) == 0.02
+    assert largest_within_budget(recall, 0.0) == 0.0
+    assert largest_within_budget({0.0: 0.5, 0.1: 0.6}, 0.0) == 0.1  # a better boost is the best itself

@@ -262,14 +262,24 @@ def test_dense_words_give_item_vectors_from_each_items_own_words(sids, tmp_path)
         train_generator.prepare(replace(cfg, task="recommend"))
 
 
-def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bundle(sids, tmp_path):
-    from onesearch.model.train import POPULARITY_WEIGHTS
+def test_popularity_prior_weight_and_tail_boost_are_picked_on_validation_and_kept_in_the_bundle(
+    sids, tmp_path
+):
+    from onesearch.model.train import POPULARITY_WEIGHTS, TAIL_BOOSTS, TEMPERATURES
 
     cfg = replace(
-        train_generator.PRESETS["tiny"], tokenizer=sids[0], output=str(tmp_path), popularity_prior=True
+        train_generator.PRESETS["tiny"],
+        tokenizer=sids[0],
+        output=str(tmp_path),
+        popularity_prior=True,
+        tail_budget=0.02,
     )
     cfg = replace(cfg, train=replace(cfg.train, eval_beam=20))
-    assert train_generator.run_name(cfg).endswith("-pp-s0")
+    assert train_generator.run_name(cfg).endswith("-pp-te-s0")
+    with pytest.raises(ValueError, match="--tail-budget needs --popularity-prior"):
+        train_generator.prepare(replace(cfg, popularity_prior=False))
+    with pytest.raises(ValueError, match=r"--tail-budget must be in \[0, 1\)"):
+        train_generator.prepare(replace(cfg, tail_budget=1.0))
     p = train_generator.prepare(cfg)
     # the prior counts exactly the purchases the recommend training split reads
     from onesearch.data.splits import training_purchases
@@ -290,6 +300,13 @@ def test_popularity_prior_weight_is_picked_by_the_one_se_rule_and_kept_in_the_bu
     )  # ... and the largest such weight
     bundle = GeneratorBundle.load(res["model_uri"])
     assert bundle.model.cfg.popularity_weight == w
+    tails = res["tail_grid"]
+    assert set(tails) == {str(b) for b in TAIL_BOOSTS} and res["score_temperature"] in TEMPERATURES
+    best = max(g["recall@10"] for g in tails.values())
+    b = res["tail_boost"]  # the largest boost within 2% of the best recall@10
+    assert tails[str(b)]["recall@10"] >= 0.98 * best
+    assert all(g["recall@10"] < 0.98 * best for k, g in tails.items() if float(k) > b)
+    assert bundle.model.cfg.tail_boost == b and bundle.model.cfg.score_temperature == res["score_temperature"]
     torch.testing.assert_close(
         bundle.model.item_log_pop, torch.log1p(torch.as_tensor(p.item_purchases, dtype=torch.float32))
     )
