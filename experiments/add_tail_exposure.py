@@ -1,4 +1,4 @@
-"""Give a trained generator bundle long-tail exposure, set on validation, without retraining.
+"""Give a trained generator bundle long-tail and new-item exposure, set on validation, without retraining.
 
     .venv/bin/python experiments/add_tail_exposure.py BUNDLE OUT [--budget 0.01] [--eval-examples 3000] [--seed 0]
 
@@ -6,7 +6,7 @@ The bundle must hold the popularity prior (``--popularity-prior`` of train-gener
 ``experiments/add_popularity_prior.py``): its purchase counts say which items are head. Long-tail exposure is a
 decoding-time lever (``--tail-budget`` of train-generator): training is unchanged by it, so adding it to a trained
 bundle gives exactly the model that ``--tail-budget`` would have trained, and isolates the lever in an ablation.
-The boost and the score temperature are set by :func:`onesearch.model.train.tune_tail_boost` on the validation
+The boosts and the score temperature are set by :func:`onesearch.model.train.tune_exposure` on the validation
 sample training uses. Writes the new bundle to OUT and prints the grid as one JSON line.
 """
 
@@ -19,7 +19,7 @@ from onesearch.data.registry import load_dataset
 from onesearch.decode import SIDTrie
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import recommend_examples, search_examples
-from onesearch.model.train import TAIL_BUDGET, TrainConfig, tune_tail_boost
+from onesearch.model.train import TAIL_BUDGET, TrainConfig, exposure_meta, tune_exposure
 
 
 def main() -> None:
@@ -50,20 +50,15 @@ def main() -> None:
         splits = recommend_examples(ds, b.table, H, Q)
     trie = SIDTrie.build(b.table.codes, b.table.codebook_sizes)
     tcfg = TrainConfig(eval_examples=args.eval_examples, seed=args.seed)
-    boost, temperature, grid = tune_tail_boost(m, splits.valid, trie, tcfg, budget=args.budget)
+    tuned = exposure_meta(tune_exposure(m, splits.valid, trie, tcfg, budget=args.budget))
     meta = {
         k: v
         for k, v in b.meta.items()
         if k not in ("config", "sid_hash", "vocab_hash", "weights_sha256", "params", "format")
     }
-    meta |= {
-        "tail_boost": boost,
-        "score_temperature": temperature,
-        "tail_grid": {str(k): v for k, v in grid.items()},
-        "tail_from": args.bundle,
-    }
+    meta |= tuned | {"tail_from": args.bundle}
     GeneratorBundle(m, b.table, b.vocab, {}).save(args.out, extra=meta)
-    print(json.dumps({"tail_boost": boost, "score_temperature": temperature, "grid": grid}))
+    print(json.dumps(tuned))
 
 
 if __name__ == "__main__":

@@ -39,10 +39,11 @@ from onesearch.model.text import QueryTokenizer
 from onesearch.model.train import (
     TrainConfig,
     distributed,
+    exposure_meta,
     train,
     tune_dense_weight,
+    tune_exposure,
     tune_popularity_weight,
-    tune_tail_boost,
 )
 from onesearch.tokenizer.sid import SID_META_FILE, SIDTable
 from pipelines import tokenize, tracking
@@ -85,10 +86,11 @@ class Config:
     whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
     buried by popularity validation cannot justify; the bundle's name gets -pp)."""
     tail_budget: float = 0.0
-    """With --popularity-prior: long-tail exposure. Each page of 10 results takes the candidates with the highest
-    probability (calibrated on validation) plus a boost for long-tail and cold items, and shows them in order of
-    probability; the boost is the largest whose validation recall@10 is at least (1 − this budget) times the best
-    (0 = off; e.g. 0.01 gives up at most 1% of the hits; the bundle's name gets -te)."""
+    """With --popularity-prior: long-tail and new-item exposure. Each page of 10 results takes the candidates with
+    the highest probability (calibrated on validation) plus a boost for long-tail items and a further one for items
+    never bought, and shows them in order of probability; the boosts are the largest whose validation recall@10
+    stays at least (1 − this budget) times the best (0 = off; e.g. 0.01 gives up at most 1% of the hits; the
+    bundle's name gets -te)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the
@@ -327,18 +329,16 @@ def main(cfg: Config) -> dict:
                   file=sys.stderr, flush=True)  # fmt: skip
             tracking.log_metrics({"popularity_weight": w})
         if cfg.tail_budget:
-            b, t, grid = tune_tail_boost(
-                res.model, p.splits.valid, _trie(p), cfg.train, budget=cfg.tail_budget
-            )
-            tuned |= {
-                "tail_boost": b,
-                "score_temperature": t,
-                "tail_grid": {str(k): v for k, v in grid.items()},
-            }
-            print(f"[{JOB}] tail boost {b}, score temperature {t} (validation recall@10 and tail share of the top "
-                  f"10 by boost: { {k: (round(v['recall@10'], 4), round(v['tail_share'], 4)) for k, v in grid.items()} })",
+            e = tune_exposure(res.model, p.splits.valid, _trie(p), cfg.train, budget=cfg.tail_budget)
+            tuned |= exposure_meta(e)
+            print(f"[{JOB}] tail boost {e.tail_boost}, cold boost {e.cold_boost}, score temperature "
+                  f"{e.score_temperature} (validation recall@10 and tail share of the top 10 by tail boost: "
+                  f"{ {k: (round(v['recall@10'], 4), round(v['tail_share'], 4)) for k, v in e.tail_grid.items()} }; "
+                  f"recall@10 and cold share by cold boost: "
+                  f"{ {k: (round(v['recall@10'], 4), round(v['cold_share'], 4)) for k, v in e.cold_grid.items()} })",
                   file=sys.stderr, flush=True)  # fmt: skip
-            tracking.log_metrics({"tail_boost": b, "score_temperature": t})
+            tracking.log_metrics({"tail_boost": e.tail_boost, "cold_boost": e.cold_boost,
+                                  "score_temperature": e.score_temperature})  # fmt: skip
         bundle = GeneratorBundle(res.model.cpu(), p.table, p.vocab, {})
         source = Path(cfg.dataset).expanduser()
         extra = {

@@ -130,7 +130,8 @@ def beam_search(
     A model with a dense head and ``dense_weight > 0`` ranks the beam's items together with the dense head's
     nearest items by the combined score (:func:`_fuse_dense`), which is then the returned score; with
     ``popularity_weight > 0`` the candidates are then ranked by that score minus the popularity prior
-    (:func:`_debias`); with ``tail_boost > 0`` they are then laid out page by page (:func:`expose_tail`).
+    (:func:`_debias`); with ``tail_boost`` or ``cold_boost`` they are then laid out page by page
+    (:func:`expose_tail`).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -171,10 +172,10 @@ def beam_search(
         node, score, codes = _fuse_dense(model, enc, h0, node, score, codes)
     if constrained and model.cfg.popularity_weight > 0:
         node, score, codes = _debias(model, node, score, codes)
-    if constrained and model.cfg.tail_boost > 0:
+    if constrained and (model.cfg.tail_boost > 0 or model.cfg.cold_boost > 0):
         cfg = model.cfg
         node, score, codes = expose_tail(
-            node, score, codes, model.item_tail(), cfg.tail_boost, cfg.score_temperature, cfg.page_size
+            node, score, codes, model.item_boost(), cfg.score_temperature, cfg.page_size
         )
     items, score, codes = node[:, :k], score[:, :k], codes[:, :k]
     if items.shape[1] < k:  # fewer IDs than k in the whole trie
@@ -211,20 +212,20 @@ def _debias(model: Generator, items: Tensor, score: Tensor, codes: Tensor) -> tu
 
 
 def expose_tail(
-    items: Tensor, score: Tensor, codes: Tensor, tail: Tensor, boost: float, temperature: float, page: int
+    items: Tensor, score: Tensor, codes: Tensor, boost: Tensor, temperature: float, page: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Lay out the candidates (B, n) page by page with exposure for the long tail.
 
     ``p`` = softmax(score / ``temperature``) over each request's candidates. Page after page of ``page`` results,
-    the remaining candidates with the highest ``p + boost · tail[item]`` fill the page, which shows them in order
-    of ``p``: the choice of a page's set maximises its expected hits plus ``boost`` per tail slot, and the order
-    inside it is the one that maximises the expected DCG of that set. ``tail`` (n_items,) bool is the long-tail and
-    cold items. Returns (items, scores, codes): the score is the calibrated ``log p``, capped by the score above it
-    so that it never rises down the list; -1 / -inf padding last."""
+    the remaining candidates with the highest ``p + boost[item]`` fill the page, which shows them in order of
+    ``p``: the choice of a page's set maximises its expected hits plus the boosts of the items shown, and the order
+    inside it is the one that maximises the expected DCG of that set. ``boost`` (n_items,) is each item's
+    (:meth:`Generator.item_boost`: 0 for head items). Returns (items, scores, codes): the score is the calibrated
+    ``log p``, capped by the score above it so that it never rises down the list; -1 / -inf padding last."""
     dead = (items < 0) | torch.isinf(score)
     logp = (score / temperature).masked_fill(dead, float("-inf")).log_softmax(1)
     logp = logp.masked_fill(dead, float("-inf"))  # a row with no candidate at all gives nan above
-    util = logp.exp() + boost * (tail[items.clamp(min=0)] & ~dead).to(logp.dtype)
+    util = logp.exp() + boost.to(logp.dtype)[items.clamp(min=0)]
     first = util.masked_fill(dead, float("-inf")).argsort(dim=1, descending=True, stable=True)
     by_p = logp.gather(1, first).argsort(dim=1, descending=True, stable=True)  # positions in ``first``
     page_of = (torch.arange(items.shape[1], device=items.device) // page).expand_as(items).gather(1, by_p)

@@ -122,10 +122,14 @@ class GeneratorConfig:
     A tail item thus takes a slot only from a head item at most ``tail_boost`` more likely to be bought, and a
     confident result is never moved (0 = off; needs ``popularity_prior``, whose purchase counts say which items are
     head: the top 20% of the items bought in training; set after training on validation by
-    :func:`onesearch.model.train.tune_tail_boost`)."""
+    :func:`onesearch.model.train.tune_exposure`)."""
+    cold_boost: float = 0.0
+    """Decoding: the same page-by-page choice gives items never bought in training (cold: new products) this
+    boost on top of ``tail_boost``, so that one the model finds among its candidates is shown (0 = off; set after
+    ``tail_boost`` on validation by :func:`onesearch.model.train.tune_exposure`)."""
     score_temperature: float = 1.0
     """Decoding with ``tail_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
-    validation by :func:`onesearch.model.train.tune_tail_boost`)."""
+    validation by :func:`onesearch.model.train.tune_exposure`)."""
     page_size: int = 10
     """Decoding with ``tail_boost``: the results shown together, whose order inside the page is by ``p`` alone."""
 
@@ -151,14 +155,15 @@ class GeneratorConfig:
             raise ValueError(f"popularity_weight must be >= 0, got {self.popularity_weight}")
         if self.popularity_weight and not self.popularity_prior:
             raise ValueError("popularity_weight needs popularity_prior=True (the items' purchase counts)")
-        if self.tail_boost < 0 or not self.score_temperature > 0 or self.page_size < 1:
+        if min(self.tail_boost, self.cold_boost) < 0 or not self.score_temperature > 0 or self.page_size < 1:
             raise ValueError(
-                f"need tail_boost >= 0, score_temperature > 0 and page_size >= 1, got {self.tail_boost}, "
-                f"{self.score_temperature}, {self.page_size}"
+                f"need tail_boost, cold_boost >= 0, score_temperature > 0 and page_size >= 1, got "
+                f"{self.tail_boost}, {self.cold_boost}, {self.score_temperature}, {self.page_size}"
             )
-        if self.tail_boost and not self.popularity_prior:
+        if (self.tail_boost or self.cold_boost) and not self.popularity_prior:
             raise ValueError(
-                "tail_boost needs popularity_prior=True (the purchase counts say which items are head)"
+                "tail_boost and cold_boost need popularity_prior=True (the purchase counts say which items are "
+                "head and which are cold)"
             )
         if self.dense_text_tokens and not self.text_vocab:
             raise ValueError(
@@ -630,6 +635,12 @@ class Generator(nn.Module):
         tail = torch.ones_like(pop, dtype=torch.bool)
         tail[order[:n_head]] = False
         return tail
+
+    def item_boost(self) -> Tensor:
+        """(n_items,) the exposure boost of each item: ``tail_boost`` for a long-tail or cold item, plus
+        ``cold_boost`` for a cold one (no training purchase)."""
+        cold = (self.item_log_pop == 0).float()
+        return self.cfg.tail_boost * self.item_tail().float() + self.cfg.cold_boost * cold
 
     def item_vectors(self) -> Tensor:
         """(n_items, d) the dense head's item vectors: the sum of each item's code embeddings (shared with the

@@ -269,11 +269,13 @@ def tune_popularity_weight(
 
 
 TAIL_BOOSTS = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
-"""The tail boosts tried on validation (:func:`tune_tail_boost`)."""
+"""The tail boosts tried on validation (:func:`tune_exposure`)."""
+COLD_BOOSTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""The cold boosts tried on validation on top of the chosen tail boost (:func:`tune_exposure`)."""
 TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """The score temperatures tried when calibrating the candidates' probabilities on validation."""
 TAIL_BUDGET = 0.01
-"""The share of validation recall@10 that :func:`tune_tail_boost` may give up for long-tail exposure."""
+"""The share of validation recall@10 that :func:`tune_exposure` may give up for long-tail and new-item exposure."""
 
 
 def calibrate_temperature(
@@ -303,53 +305,87 @@ def largest_within_budget(recall: dict[float, float], budget: float) -> float:
     return max(k for k, r in recall.items() if r >= (1 - budget) * best)
 
 
-def tune_tail_boost(
+@dataclass
+class ExposureTuning:
+    """What :func:`tune_exposure` set, and the validation figures it chose by."""
+
+    tail_boost: float
+    cold_boost: float
+    score_temperature: float
+    tail_grid: dict[float, dict[str, float]]
+    """Per tail boost (cold boost 0): recall@10, ndcg@10, tail_share and cold_share of the top 10."""
+    cold_grid: dict[float, dict[str, float]]
+    """Per cold boost, on top of the chosen tail boost: the same figures."""
+
+
+def exposure_meta(e: ExposureTuning) -> dict:
+    """What a bundle records of :func:`tune_exposure` (JSON keys)."""
+    return {
+        "tail_boost": e.tail_boost,
+        "cold_boost": e.cold_boost,
+        "score_temperature": e.score_temperature,
+        "tail_grid": {str(k): v for k, v in e.tail_grid.items()},
+        "cold_grid": {str(k): v for k, v in e.cold_grid.items()},
+    }
+
+
+def tune_exposure(
     model: Generator,
     valid: Examples,
     trie: SIDTrie,
     cfg: TrainConfig,
-    grid: tuple[float, ...] = TAIL_BOOSTS,
     budget: float = TAIL_BUDGET,
-) -> tuple[float, float, dict[float, dict[str, float]]]:
-    """Set the model's long-tail exposure (``tail_boost``, ``score_temperature``) on the validation sample.
+    tail_grid: tuple[float, ...] = TAIL_BOOSTS,
+    cold_grid: tuple[float, ...] = COLD_BOOSTS,
+) -> ExposureTuning:
+    """Set the model's long-tail and new-item exposure (``tail_boost``, ``cold_boost``, ``score_temperature``) on
+    the validation sample, within ``budget``.
 
-    The temperature is calibrated first (:func:`calibrate_temperature`) on the candidates decoded without the
-    boost, then the boost is the largest of ``grid`` whose recall@10 is at least ``1 − budget`` times the best
-    boost's: the most long-tail exposure that costs at most that share of the hits. Decodes at a beam of at least
-    20, as :func:`tune_popularity_weight` does. Returns the boost, the temperature, and per boost recall@10,
-    ndcg@10 and ``tail_share`` (the share of the top-10 slots that hold long-tail or cold items)."""
+    The temperature is calibrated first (:func:`calibrate_temperature`) on the candidates decoded without any
+    boost. Then the tail boost is the largest of ``tail_grid`` whose recall@10 is at least ``1 − budget`` times the
+    best tail boost's, and, with it, the cold boost the largest of ``cold_grid`` whose recall@10 is still at least
+    that: the most exposure for the long tail, then for items never bought, that together cost at most that share
+    of the hits. Decodes at a beam of at least 20, as :func:`tune_popularity_weight` does. ``tail_share`` and
+    ``cold_share`` are the shares of the top-10 slots that hold long-tail or cold items, and cold items."""
     if not model.cfg.popularity_prior:
-        raise ValueError("tune_tail_boost needs a model with the popularity prior (the purchase counts)")
+        raise ValueError("tune_exposure needs a model with the popularity prior (the purchase counts)")
     if not 0 <= budget < 1:
         raise ValueError(f"budget must be in [0, 1), got {budget}")
-    if 0.0 not in grid:
-        raise ValueError(f"the grid must hold 0 (no boost), got {grid}")
+    if 0.0 not in tail_grid or 0.0 not in cold_grid:
+        raise ValueError(f"both grids must hold 0 (no boost), got {tail_grid}, {cold_grid}")
     sample = validation_sample(valid, cfg)
     device = next(model.parameters()).device
     amp = use_amp(device, cfg.amp)
     beam = max(cfg.eval_beam, 20)
-
-    def run(**kw) -> EvalResult:
-        model.cfg = replace(model.cfg, **kw)
-        return evaluate(model, sample, trie, beam=beam, k=beam if not kw.get("tail_boost") else 10,
-                        batch_size=cfg.eval_batch, device=device, amp=amp)  # fmt: skip
-
-    plain = run(tail_boost=0.0)
-    temperature, _ = calibrate_temperature(plain.items, plain.scores, sample.target)
     tail = model.item_tail().cpu().numpy()
-    out = {}
-    for b in grid:
-        res = plain if b == 0 else run(tail_boost=float(b), score_temperature=temperature)
-        top = res.items[:, :10]
-        filled = top >= 0
-        out[float(b)] = {
+    cold = (model.item_log_pop == 0).cpu().numpy()
+
+    def run(tail_boost: float, cold_boost: float, temperature: float) -> dict[str, float]:
+        model.cfg = replace(
+            model.cfg, tail_boost=tail_boost, cold_boost=cold_boost, score_temperature=temperature
+        )
+        top = evaluate(model, sample, trie, beam=beam, k=10, batch_size=cfg.eval_batch, device=device,
+                       amp=amp).items  # fmt: skip
+        filled = top[top >= 0]
+        return {
             "recall@10": float((top == sample.target[:, None]).any(1).mean()),
             "ndcg@10": float(ranking_metrics(target_ranks(top, sample.target), ks=(10,))["ndcg@10"]),
-            "tail_share": float(tail[top[filled]].mean()) if filled.any() else 0.0,
+            "tail_share": float(tail[filled].mean()) if filled.size else 0.0,
+            "cold_share": float(cold[filled].mean()) if filled.size else 0.0,
         }
-    pick = largest_within_budget({b: r["recall@10"] for b, r in out.items()}, budget)
-    model.cfg = replace(model.cfg, tail_boost=pick, score_temperature=temperature)
-    return pick, temperature, out
+
+    model.cfg = replace(model.cfg, tail_boost=0.0, cold_boost=0.0)
+    plain = evaluate(
+        model, sample, trie, beam=beam, k=beam, batch_size=cfg.eval_batch, device=device, amp=amp
+    )
+    t, _ = calibrate_temperature(plain.items, plain.scores, sample.target)
+    tails = {float(b): run(float(b), 0.0, t) for b in tail_grid}
+    floor = (1 - budget) * max(r["recall@10"] for r in tails.values())
+    tb = largest_within_budget({b: r["recall@10"] for b, r in tails.items()}, budget)
+    colds = {float(c): tails[tb] if c == 0 else run(tb, float(c), t) for c in cold_grid}
+    cb = max((c for c, r in colds.items() if r["recall@10"] >= floor), default=0.0)
+    model.cfg = replace(model.cfg, tail_boost=tb, cold_boost=cb, score_temperature=t)
+    return ExposureTuning(tb, cb, t, tails, colds)
 
 
 def _param_groups(model: Generator, weight_decay: float) -> list[dict]:

@@ -326,10 +326,10 @@ def test_expose_tail_lays_out_pages_by_probability_plus_boost_by_hand():
         None
     ]  # a log-probability per item, one padding
     codes = torch.arange(5)[None, :, None].expand(1, 5, 2)
-    tail = torch.tensor([False, False, True, True])
+    tail = torch.tensor([0.0, 0.0, 1.0, 1.0])  # items 2 and 3 are long tail
 
     def run(boost, temperature, page):
-        return expose_tail(items, score, codes, tail, boost, temperature, page)
+        return expose_tail(items, score, codes, boost * tail, temperature, page)
 
     # T = 1: p as given. boost 0.2: utilities 0.5, 0.3, 0.35, 0.25 → page 1 = {0, 2}, shown by p; page 2 = {1, 3}
     got_i, got_s, got_c = run(0.2, 1.0, 2)
@@ -348,9 +348,12 @@ def test_expose_tail_lays_out_pages_by_probability_plus_boost_by_hand():
     # pages of one: the order is by utility
     assert run(0.2, 1.0, 1)[0].tolist() == [[0, 2, 1, 3, -1]]
     assert run(0.5, 1.0, 1)[0].tolist() == [[2, 3, 0, 1, -1]]  # 0.65, 0.55 > 0.5 > 0.3
+    # boosts per item: item 3 (cold, say) 0.3 on top of the tail's 0.1 → 0.45 beats item 1's 0.3, not item 0's 0.5
+    per_item = torch.tensor([0.0, 0.0, 0.1, 0.4])
+    assert expose_tail(items, score, codes, per_item, 1.0, 2)[0].tolist() == [[0, 3, 1, 2, -1]]
     # a request with no candidate at all stays empty
     empty = expose_tail(
-        torch.full((1, 3), -1), torch.full((1, 3), float("-inf")), codes[:, :3], tail, 0.2, 1.0, 2
+        torch.full((1, 3), -1), torch.full((1, 3), float("-inf")), codes[:, :3], 0.2 * tail, 1.0, 2
     )
     assert empty[0].tolist() == [[-1, -1, -1]] and torch.isinf(empty[1]).all()
 
@@ -370,15 +373,21 @@ def test_tail_boost_in_beam_search_lays_out_the_plain_beam_and_tail_is_the_bench
     b = batch(m)
     trie = SIDTrie.build(codes, SIZES)
     plain = beam_search(m, b, trie, beam=8, k=8)
-    m.cfg = G.replace(m.cfg, tail_boost=0.05, score_temperature=2.0, page_size=3)
+    m.cfg = G.replace(m.cfg, tail_boost=0.05, cold_boost=0.2, score_temperature=2.0, page_size=3)
+    boost = torch.as_tensor(
+        0.05 * np.isin(buckets, [TAIL, COLD]) + 0.2 * (buckets == COLD), dtype=torch.float32
+    )
+    torch.testing.assert_close(m.item_boost(), boost)
     got = beam_search(m, b, trie, beam=8, k=8)
-    want = expose_tail(plain.items, plain.scores, plain.codes, m.item_tail(), 0.05, 2.0, 3)
+    want = expose_tail(plain.items, plain.scores, plain.codes, boost, 2.0, 3)
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
     assert not torch.equal(got.items, plain.items)  # the boost moved something on this toy
     assert (got.items >= 0).all() and all(len(set(r.tolist())) == 8 for r in got.items)
-    with pytest.raises(ValueError, match="tail_boost needs popularity_prior"):
+    with pytest.raises(ValueError, match="need popularity_prior"):
         G.replace(cfg, popularity_prior=False, tail_boost=0.1)
+    with pytest.raises(ValueError, match="need popularity_prior"):
+        G.replace(cfg, popularity_prior=False, cold_boost=0.1)
     with pytest.raises(ValueError, match="score_temperature > 0"):
         G.replace(cfg, score_temperature=0.0)
 

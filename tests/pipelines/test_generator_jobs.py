@@ -265,7 +265,7 @@ def test_dense_words_give_item_vectors_from_each_items_own_words(sids, tmp_path)
 def test_popularity_prior_weight_and_tail_boost_are_picked_on_validation_and_kept_in_the_bundle(
     sids, tmp_path
 ):
-    from onesearch.model.train import POPULARITY_WEIGHTS, TAIL_BOOSTS, TEMPERATURES
+    from onesearch.model.train import COLD_BOOSTS, POPULARITY_WEIGHTS, TAIL_BOOSTS, TEMPERATURES
 
     cfg = replace(
         train_generator.PRESETS["tiny"],
@@ -306,7 +306,13 @@ def test_popularity_prior_weight_and_tail_boost_are_picked_on_validation_and_kep
     b = res["tail_boost"]  # the largest boost within 2% of the best recall@10
     assert tails[str(b)]["recall@10"] >= 0.98 * best
     assert all(g["recall@10"] < 0.98 * best for k, g in tails.items() if float(k) > b)
-    assert bundle.model.cfg.tail_boost == b and bundle.model.cfg.score_temperature == res["score_temperature"]
+    colds = res["cold_grid"]  # then the largest cold boost still within 2% of that best
+    assert set(colds) == {str(c) for c in COLD_BOOSTS} and colds["0.0"] == tails[str(b)]
+    c = res["cold_boost"]
+    assert colds[str(c)]["recall@10"] >= 0.98 * best
+    assert all(g["recall@10"] < 0.98 * best for k, g in colds.items() if float(k) > c)
+    got = bundle.model.cfg
+    assert (got.tail_boost, got.cold_boost, got.score_temperature) == (b, c, res["score_temperature"])
     torch.testing.assert_close(
         bundle.model.item_log_pop, torch.log1p(torch.as_tensor(p.item_purchases, dtype=torch.float32))
     )
