@@ -88,9 +88,10 @@ class Config:
     tail_budget: float = 0.0
     """With --popularity-prior: long-tail and new-item exposure. Each page of 10 results takes the candidates with
     the highest probability (calibrated on validation) plus a boost for long-tail items and a further one for items
-    never bought, and shows them in order of probability; the boosts are the largest whose validation recall@10
-    stays at least (1 − this budget) times the best (0 = off; e.g. 0.01 gives up at most 1% of the hits; the
-    bundle's name gets -te)."""
+    never bought, and shows them in order of probability. The tail boost is the largest whose validation
+    recall@10 stays at least (1 − this budget) times the best, the cold boost the largest whose recall@10 on the
+    requests for items bought in training stays so (0 = off; e.g. 0.01 gives up at most 1% of the hits to each;
+    the bundle's name gets -te)."""
     catalogue_queries: int = 0
     """search task: add up to N queries made from each catalogue item's own text (title; category words; category
     and title words), empty history, the item as target, so items never bought are reachable (0 = off; the

@@ -317,7 +317,7 @@ class ExposureTuning:
     tail_grid: dict[float, dict[str, float]]
     """Per tail boost (cold boost 0): recall@10, ndcg@10, tail_share and cold_share of the top 10."""
     cold_grid: dict[float, dict[str, float]]
-    """Per cold boost, on top of the chosen tail boost: the same figures."""
+    """Per cold boost, on top of the chosen tail boost: the same figures and warm_recall@10."""
 
 
 def exposure_meta(e: ExposureTuning) -> dict:
@@ -345,9 +345,10 @@ def tune_exposure(
 
     The temperature is calibrated first (:func:`calibrate_temperature`) on the candidates decoded without any
     boost. Then the tail boost is the largest of ``tail_grid`` whose recall@10 is at least ``1 − budget`` times the
-    best tail boost's, and, with it, the cold boost the largest of ``cold_grid`` whose recall@10 is still at least
-    that: the most exposure for the long tail, then for items never bought, that together cost at most that share
-    of the hits. Decodes at a beam of at least 20, as :func:`tune_popularity_weight` does. ``tail_share`` and
+    best tail boost's (the most long-tail exposure that costs at most that share of the hits), and, with it, the
+    cold boost the largest of ``cold_grid`` whose ``warm_recall@10`` (over the requests for items bought in
+    training) is at least ``1 − budget`` times the best cold boost's: new items may take at most that share of the
+    hits of the requests that are not for them, whatever they win themselves. Decodes at a beam of at least 20, as :func:`tune_popularity_weight` does. ``tail_share`` and
     ``cold_share`` are the shares of the top-10 slots that hold long-tail or cold items, and cold items."""
     if not model.cfg.popularity_prior:
         raise ValueError("tune_exposure needs a model with the popularity prior (the purchase counts)")
@@ -361,6 +362,7 @@ def tune_exposure(
     beam = max(cfg.eval_beam, 20)
     tail = model.item_tail().cpu().numpy()
     cold = (model.item_log_pop == 0).cpu().numpy()
+    warm = ~cold[sample.target]  # requests for an item bought in training
 
     def run(tail_boost: float, cold_boost: float, temperature: float) -> dict[str, float]:
         model.cfg = replace(
@@ -369,8 +371,10 @@ def tune_exposure(
         top = evaluate(model, sample, trie, beam=beam, k=10, batch_size=cfg.eval_batch, device=device,
                        amp=amp).items  # fmt: skip
         filled = top[top >= 0]
+        hit = (top == sample.target[:, None]).any(1)
         return {
-            "recall@10": float((top == sample.target[:, None]).any(1).mean()),
+            "recall@10": float(hit.mean()),
+            "warm_recall@10": float(hit[warm].mean()) if warm.any() else 0.0,
             "ndcg@10": float(ranking_metrics(target_ranks(top, sample.target), ks=(10,))["ndcg@10"]),
             "tail_share": float(tail[filled].mean()) if filled.size else 0.0,
             "cold_share": float(cold[filled].mean()) if filled.size else 0.0,
@@ -382,10 +386,9 @@ def tune_exposure(
     )
     t, _ = calibrate_temperature(plain.items, plain.scores, sample.target)
     tails = {float(b): run(float(b), 0.0, t) for b in tail_grid}
-    floor = (1 - budget) * max(r["recall@10"] for r in tails.values())
     tb = largest_within_budget({b: r["recall@10"] for b, r in tails.items()}, budget)
     colds = {float(c): tails[tb] if c == 0 else run(tb, float(c), t) for c in cold_grid}
-    cb = max((c for c, r in colds.items() if r["recall@10"] >= floor), default=0.0)
+    cb = largest_within_budget({c: r["warm_recall@10"] for c, r in colds.items()}, budget)
     model.cfg = replace(model.cfg, tail_boost=tb, cold_boost=cb, score_temperature=t)
     return ExposureTuning(tb, cb, t, tails, colds)
 
