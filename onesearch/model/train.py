@@ -348,8 +348,9 @@ def tune_exposure(
     best tail boost's (the most long-tail exposure that costs at most that share of the hits), and, with it, the
     cold boost the largest of ``cold_grid`` whose ``warm_recall@10`` (over the requests for items bought in
     training) is at least ``1 − budget`` times the best cold boost's: new items may take at most that share of the
-    hits of the requests that are not for them, whatever they win themselves. Decodes at a beam of at least 20, as :func:`tune_popularity_weight` does. ``tail_share`` and
-    ``cold_share`` are the shares of the top-10 slots that hold long-tail or cold items, and cold items."""
+    hits of the requests that are not for them, whatever they win themselves. Decodes at a beam of at least 20,
+    as :func:`tune_popularity_weight` does. ``tail_share`` and ``cold_share`` are the shares of the top-10 slots
+    that hold long-tail or cold items, and cold items."""
     if not model.cfg.popularity_prior:
         raise ValueError("tune_exposure needs a model with the popularity prior (the purchase counts)")
     if not 0 <= budget < 1:
