@@ -30,7 +30,7 @@ def main() -> None:
         "--budget", type=float, default=TAIL_BUDGET, help="share of validation recall@10 to give up"
     )
     ap.add_argument("--eval-examples", type=int, default=3000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the validation sample: the training seed")
     ap.add_argument(
         "--dataset", default="", help="dataset name or folder (default: the one the bundle records)"
     )

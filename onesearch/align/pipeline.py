@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,13 +177,19 @@ class RewardStage:
 def beams_of(
     model, examples: Examples, bundle: GeneratorBundle, width: int, device, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's ``width`` beams of each example: SID-table rows, log-probabilities and item ids (-1 = none)."""
+    """The model's ``width`` beams of each example: SID-table rows, log-probabilities and item ids (-1 = none).
+    Exposure boosts (``tail_boost``, ``cold_boost``) are off here: they re-order by page and replace the scores."""
     beams = np.full((examples.size, width), -1, np.int64)
     logp = np.full((examples.size, width), -np.inf, np.float32)
-    for s in range(0, examples.size, batch):
-        idx = np.arange(s, min(s + batch, examples.size))
-        d = beam_search(model, examples.batch(idx).to(device), bundle.trie, beam=width)
-        beams[idx], logp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
+    cfg = model.cfg
+    model.cfg = replace(cfg, tail_boost=0.0, cold_boost=0.0)
+    try:
+        for s in range(0, examples.size, batch):
+            idx = np.arange(s, min(s + batch, examples.size))
+            d = beam_search(model, examples.batch(idx).to(device), bundle.trie, beam=width)
+            beams[idx], logp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
+    finally:
+        model.cfg = cfg
     return beams, logp, np.where(beams >= 0, bundle.table.item_ids[np.maximum(beams, 0)], -1)
 
 

@@ -69,6 +69,8 @@ def for_decoding(model: Generator, precision: str = "fp32", compile: bool = Fals
     m = copy.deepcopy(model).eval()
     if precision == "bf16":
         m = m.to(torch.bfloat16)
+        if getattr(model, "item_log_pop", None) is not None:  # counts stay exact: head / tail / cold by count
+            m.item_log_pop = model.item_log_pop.detach().clone()
     if compile:
         import torch._dynamo as dynamo
 
@@ -223,7 +225,7 @@ def expose_tail(
     (:meth:`Generator.item_boost`: 0 for head items). Returns (items, scores, codes): the score is the calibrated
     ``log p``, capped by the score above it so that it never rises down the list; -1 / -inf padding last."""
     dead = (items < 0) | torch.isinf(score)
-    logp = (score / temperature).masked_fill(dead, float("-inf")).log_softmax(1)
+    logp = (score.float() / temperature).masked_fill(dead, float("-inf")).log_softmax(1)
     logp = logp.masked_fill(dead, float("-inf"))  # a row with no candidate at all gives nan above
     util = logp.exp() + boost.to(logp.dtype)[items.clamp(min=0)]
     first = util.masked_fill(dead, float("-inf")).argsort(dim=1, descending=True, stable=True)

@@ -119,13 +119,14 @@ class GeneratorConfig:
     """Decoding: exposure for the long tail, as a page-by-page choice. Each candidate gets a probability ``p``, the
     softmax of its score / ``score_temperature`` over the request's candidates; each page of ``page_size`` results
     takes the candidates with the highest ``p + tail_boost · [long-tail or cold]`` and shows them in order of ``p``.
-    A tail item thus takes a slot only from a head item at most ``tail_boost`` more likely to be bought, and a
-    confident result is never moved (0 = off; needs ``popularity_prior``, whose purchase counts say which items are
+    A tail item thus takes a slot only from a head item at most ``tail_boost`` more likely to be bought (more, with
+    ``cold_boost``, for a cold one) (0 = off; needs ``popularity_prior``, whose purchase counts say which items are
     head: the top 20% of the items bought in training; set after training on validation by
     :func:`onesearch.model.train.tune_exposure`)."""
     cold_boost: float = 0.0
     """Decoding: the same page-by-page choice gives items never bought in training (cold: new products) this
-    boost on top of ``tail_boost``, so that one the model finds among its candidates is shown (0 = off; set after
+    boost on top of ``tail_boost``; at 1 (more than any gap in probability) every cold candidate the model finds
+    is shown on the first page, up to the page's size (0 = off; set after
     ``tail_boost`` on validation by :func:`onesearch.model.train.tune_exposure`)."""
     score_temperature: float = 1.0
     """Decoding with ``tail_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
@@ -625,8 +626,9 @@ class Generator(nn.Module):
 
     def item_tail(self) -> Tensor:
         """(n_items,) bool: long-tail or cold items, i.e. all but the top ``HEAD_SHARE`` of the items bought in
-        training, ranked by purchases (ties: the lower row first). These are the tail and cold buckets of
-        :func:`onesearch.retrieval.item_buckets`. Needs the popularity prior's counts."""
+        training, ranked by purchases (ties: the lower SID-table row first). These are the tail and cold buckets
+        of :func:`onesearch.retrieval.item_buckets`, which breaks ties by item id instead, so the two can differ
+        for items tied at the head's last count. Needs the popularity prior's counts."""
         if not self.cfg.popularity_prior:
             raise ValueError("item_tail needs popularity_prior=True (the items' purchase counts)")
         pop = self.item_log_pop

@@ -302,8 +302,11 @@ def calibrate_temperature(
 
 
 def largest_within_budget(recall: dict[float, float], budget: float) -> float:
-    """The largest setting whose recall is at least ``1 − budget`` times the best setting's."""
+    """The largest setting whose recall is at least ``1 − budget`` times the best setting's; the smallest setting
+    when no setting has any hit (validation then says nothing)."""
     best = max(recall.values())
+    if best <= 0:
+        return min(recall)
     return max(k for k, r in recall.items() if r >= (1 - budget) * best)
 
 

@@ -417,3 +417,57 @@ def test_calibrated_temperature_and_the_budget_rule_by_hand():
     assert largest_within_budget(recall, 0.01) == 0.02
     assert largest_within_budget(recall, 0.0) == 0.0
     assert largest_within_budget({0.0: 0.5, 0.1: 0.6}, 0.0) == 0.1  # a better boost is the best itself
+
+
+def _pages_reference(items, score, boost, temperature, page):
+    """Page by page in plain Python, one request at a time: the remaining candidates with the highest
+    p + boost fill the page, shown by p (ties: the earlier candidate)."""
+    out = []
+    for it, sc in zip(items.tolist(), score.tolist(), strict=True):
+        live = [(i, s) for i, s in zip(it, sc, strict=True) if i >= 0 and s != float("-inf")]
+        z = np.array([s / temperature for _, s in live])
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum() if live else np.array([])
+        rest = list(range(len(live)))
+        row = []
+        while rest:
+            take = sorted(rest, key=lambda j: (-(p[j] + float(boost[live[j][0]])), j))[:page]
+            row += [live[j][0] for j in sorted(take, key=lambda j: (-p[j], j))]
+            rest = [j for j in rest if j not in take]
+        out.append(row + [-1] * (len(it) - len(row)))
+    return out
+
+
+def test_expose_tail_matches_a_page_by_page_reference_row_by_row():
+    from onesearch.model.beam import expose_tail
+
+    g = torch.Generator().manual_seed(3)
+    for page in (1, 2, 3, 7):
+        items = torch.stack([torch.randperm(20, generator=g)[:7] for _ in range(4)])
+        score = torch.randn(4, 7, generator=g) * 2
+        items[1, 5:] = -1  # padding at the end of one row
+        score[1, 5:] = float("-inf")
+        items[2, 3] = -1  # and a dead candidate inside another
+        score[2, 3] = float("-inf")
+        boost = torch.rand(20, generator=g) * 0.3
+        codes = items.clamp(min=0)[..., None].expand(-1, -1, 2)
+        got_i, got_s, got_c = expose_tail(items, score, codes, boost, 1.5, page)
+        assert got_i.tolist() == _pages_reference(items, score, boost, 1.5, page)
+        assert (got_s[:, 1:] <= got_s[:, :-1]).all()  # scores never rise down the list
+        live = got_i >= 0
+        assert torch.equal(got_c[..., 0][live], got_i[live])  # codes follow their items
+
+
+def test_budget_rule_with_no_hit_at_all_changes_nothing_and_bf16_keeps_exact_counts():
+    from onesearch.model.beam import for_decoding
+    from onesearch.model.train import largest_within_budget
+
+    assert largest_within_budget({0.0: 0.0, 0.5: 0.0, 1.0: 0.0}, 0.01) == 0.0
+    codes = catalog()
+    counts = np.arange(len(codes)) * 10 + 3000  # log1p 8.006 ... 8.065: bfloat16 (step 1/16 there) ties them
+    cfg = G.replace(G.with_data_shape(G.PRESETS["tiny"], SIZES, 10), popularity_prior=True, tail_boost=0.1)
+    m = G.Generator(cfg, codes, item_purchases=counts).eval()
+    half = for_decoding(m, "bf16")
+    assert torch.equal(half.item_log_pop, m.item_log_pop) and torch.equal(half.item_tail(), m.item_tail())
+    assert m.item_tail()[-4:].logical_not().all()  # the 4 most bought (20% of 19) are the last rows
+    rounded = m.item_log_pop.to(torch.bfloat16)
+    assert len(set(rounded.tolist())) < len(codes)  # what the copy would have held without the float32 counts
