@@ -126,13 +126,13 @@ class GeneratorConfig:
     cold_boost: float = 0.0
     """Decoding: the same page-by-page choice gives items never bought in training (cold: new products) this
     boost on top of ``tail_boost``; at 1 (more than any gap in probability) every cold candidate the model finds
-    is shown on the first page, up to the page's size (0 = off; set after
-    ``tail_boost`` on validation by :func:`onesearch.model.train.tune_exposure`)."""
+    is shown on the first page, up to the page's size (0 = off; set after ``tail_boost`` on validation by
+    :func:`onesearch.model.train.tune_exposure`)."""
     score_temperature: float = 1.0
-    """Decoding with ``tail_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
+    """Decoding with ``tail_boost`` or ``cold_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
     validation by :func:`onesearch.model.train.tune_exposure`)."""
     page_size: int = 10
-    """Decoding with ``tail_boost``: the results shown together, whose order inside the page is by ``p`` alone."""
+    """Decoding with ``tail_boost`` or ``cold_boost``: the results shown together, whose order inside the page is by ``p`` alone."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
