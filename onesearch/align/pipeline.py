@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from onesearch.device import pick_device
 from onesearch.model.beam import beam_search
 from onesearch.model.bundle import GeneratorBundle
 from onesearch.model.data import Examples, search_examples
+from onesearch.model.generator import config_as
 from onesearch.retrieval import Requests, holdout_fold, split_requests
 from onesearch.tokenizer.embeddings import cf_embeddings, item_texts, text_embeddings
 
@@ -181,15 +182,11 @@ def beams_of(
     Exposure boosts (``tail_boost``, ``cold_boost``) are off here: they re-order by page and replace the scores."""
     beams = np.full((examples.size, width), -1, np.int64)
     logp = np.full((examples.size, width), -np.inf, np.float32)
-    cfg = model.cfg
-    model.cfg = replace(cfg, tail_boost=0.0, cold_boost=0.0)
-    try:
+    with config_as(model, tail_boost=0.0, cold_boost=0.0):
         for s in range(0, examples.size, batch):
             idx = np.arange(s, min(s + batch, examples.size))
             d = beam_search(model, examples.batch(idx).to(device), bundle.trie, beam=width)
             beams[idx], logp[idx] = d.items.cpu().numpy(), d.scores.float().cpu().numpy()
-    finally:
-        model.cfg = cfg
     return beams, logp, np.where(beams >= 0, bundle.table.item_ids[np.maximum(beams, 0)], -1)
 
 

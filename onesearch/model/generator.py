@@ -33,6 +33,7 @@ h heads, dh = d / h, n beams.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -51,6 +52,17 @@ WEIGHTS_FILE = "generator.safetensors"
 
 TASKS = ("search", "recommend")
 """Task token ids: the index in this tuple."""
+
+
+@contextlib.contextmanager
+def config_as(model: nn.Module, **changes):
+    """Within the block ``model.cfg`` has ``changes`` (e.g. another decoding weight); its own config after."""
+    own = model.cfg
+    model.cfg = replace(own, **changes)
+    try:
+        yield model
+    finally:
+        model.cfg = own
 
 
 HEAD_SHARE = 0.2
@@ -129,10 +141,11 @@ class GeneratorConfig:
     is shown on the first page, up to the page's size (0 = off; set after ``tail_boost`` on validation by
     :func:`onesearch.model.train.tune_exposure`)."""
     score_temperature: float = 1.0
-    """Decoding with ``tail_boost`` or ``cold_boost``: the temperature that turns scores into the probabilities ``p`` (fitted on
-    validation by :func:`onesearch.model.train.tune_exposure`)."""
+    """Decoding with ``tail_boost`` or ``cold_boost``: the temperature that turns scores into the probabilities
+    ``p`` (fitted on validation by :func:`onesearch.model.train.tune_exposure`)."""
     page_size: int = 10
-    """Decoding with ``tail_boost`` or ``cold_boost``: the results shown together, whose order inside the page is by ``p`` alone."""
+    """Decoding with ``tail_boost`` or ``cold_boost``: the results shown together, whose order inside the page is
+    by ``p`` alone."""
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -450,6 +463,7 @@ class Generator(nn.Module):
         )  # (n_decays, H)
         self.apply(self._init)
         self._vectors: tuple | None = None  # the item vectors of the current weights, outside training
+        self._tail: tuple | None = None  # the long-tail mask of the current purchase counts
         for m in (self.dense_item, self.dense_words):
             if m is not None:
                 nn.init.zeros_(m.weight)  # an item starts as its codes
@@ -632,11 +646,14 @@ class Generator(nn.Module):
         if not self.cfg.popularity_prior:
             raise ValueError("item_tail needs popularity_prior=True (the items' purchase counts)")
         pop = self.item_log_pop
-        n_head = int(round(HEAD_SHARE * int((pop > 0).sum())))
-        order = torch.sort(pop, descending=True, stable=True).indices
-        tail = torch.ones_like(pop, dtype=torch.bool)
-        tail[order[:n_head]] = False
-        return tail
+        key = (pop.device, pop.data_ptr(), pop._version)  # counts change only by loading: sort once per load
+        if self._tail is None or self._tail[0] != key:
+            n_head = int(round(HEAD_SHARE * int((pop > 0).sum())))
+            order = torch.sort(pop, descending=True, stable=True).indices
+            tail = torch.ones_like(pop, dtype=torch.bool)
+            tail[order[:n_head]] = False
+            self._tail = (key, tail)
+        return self._tail[1]
 
     def item_boost(self) -> Tensor:
         """(n_items,) the exposure boost of each item: ``tail_boost`` for a long-tail or cold item, plus

@@ -31,7 +31,7 @@ from onesearch.io import atomic_write
 from onesearch.metrics import ranking_metrics, target_ranks
 from onesearch.model.beam import BEAM, beam_search
 from onesearch.model.data import Examples, Splits
-from onesearch.model.generator import Generator
+from onesearch.model.generator import Generator, config_as
 
 STATE_FILE = "trainer_state.pt"
 """Resume file inside the run's work folder (weights, optimizer, position, best weights, history)."""
@@ -88,17 +88,10 @@ class TrainConfig:
     """Show a progress bar on stderr."""
 
 
-@contextlib.contextmanager
 def _dense_weight(model: Generator, weight: float):
     """Within the block a model with a dense head ranks with the combined score at ``weight``; its own weight
     after. A model without one is left as it is."""
-    served = model.cfg
-    if served.dense_head:
-        model.cfg = replace(served, dense_weight=weight)
-    try:
-        yield
-    finally:
-        model.cfg = served
+    return config_as(model, dense_weight=weight) if model.cfg.dense_head else contextlib.nullcontext()
 
 
 def use_amp(device: torch.device, amp: str) -> bool:

@@ -196,13 +196,17 @@ def test_dense_fusion_ranks_the_beam_and_the_dense_items_by_the_combined_score_b
     assert any(set(got.items[r].tolist()) - set(beam.items[r].tolist()) for r in range(b.size))
 
 
-def test_popularity_prior_reranks_by_score_minus_weighted_log_purchases_by_hand():
-    codes = catalog()
-    n = len(codes)
-    counts = np.arange(n) * 7 % 23  # purchases per item, some zero (cold)
+def prior_model(codes: np.ndarray) -> tuple[G.Generator, np.ndarray, G.GeneratorConfig]:
+    """A tiny generator with the popularity prior over ``codes``, and the purchase counts it holds (some 0: cold)."""
+    counts = np.arange(len(codes)) * 7 % 23
     torch.manual_seed(0)
     cfg = G.replace(G.with_data_shape(G.PRESETS["tiny"], SIZES, 10), popularity_prior=True)
-    m = G.Generator(cfg, codes, item_purchases=counts).eval()
+    return G.Generator(cfg, codes, item_purchases=counts).eval(), counts, cfg
+
+
+def test_popularity_prior_reranks_by_score_minus_weighted_log_purchases_by_hand():
+    codes = catalog()
+    m, counts, cfg = prior_model(codes)
     torch.testing.assert_close(m.item_log_pop, torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
     b = batch(m)
     trie = SIDTrie.build(codes, SIZES)
@@ -364,10 +368,7 @@ def test_tail_boost_in_beam_search_lays_out_the_plain_beam_and_tail_is_the_bench
 
     codes = catalog()
     n = len(codes)
-    counts = np.arange(n) * 7 % 23  # purchases per item, some zero (cold)
-    torch.manual_seed(0)
-    cfg = G.replace(G.with_data_shape(G.PRESETS["tiny"], SIZES, 10), popularity_prior=True)
-    m = G.Generator(cfg, codes, item_purchases=counts).eval()
+    m, counts, cfg = prior_model(codes)
     buckets = item_buckets(np.arange(n), np.repeat(np.arange(n), counts))
     assert m.item_tail().tolist() == np.isin(buckets, [TAIL, COLD]).tolist()
     b = batch(m)
