@@ -26,6 +26,11 @@ from simulators.market import Advertiser, MarketConfig
 
 ALGORITHMS = ("ppo", "sac")
 
+ACTIONS = ("alpha", "log_alpha")
+"""What the policy outputs: the bid coefficient α itself, or ln α (mapped back by ``exp``)."""
+LOG_ALPHA_FLOOR = 1e-3
+"""The smallest α a ``log_alpha`` policy can bid (its action space is [ln LOG_ALPHA_FLOOR, ln alpha_max])."""
+
 
 @dataclass(frozen=True)
 class OnlineConfig:
@@ -51,8 +56,25 @@ class OnlineConfig:
     scale_reward: bool = True
     """Reward in units of what the budget buys at the target (score · bid scale / budget), instead of the raw change
     of the score standardised by one running scale."""
+    learning_rate: float = 0.0
+    """The optimiser's step size (0 = SB3's default for the algorithm: 3e-4 for both)."""
+    action: str = ""
+    """What the policy outputs: ``alpha`` (the env's own action, [0, alpha_max]) or ``log_alpha`` (ln α in
+    [ln LOG_ALPHA_FLOOR, ln alpha_max]; α = exp of it); empty = the algorithm's own (:attr:`policy_action`): PPO
+    ``log_alpha``, SAC ``alpha``. PPO's Gaussian policy starts at mean 0 with sd 1: over α itself half of its first
+    actions clip to a bid of 0, over ln α they start at α = 1 and spread by a factor e (docs/bidding.md: it learns
+    in half the steps). SAC squashes its actions into the box, so its first ones already spread over it."""
+
+    @property
+    def policy_action(self) -> str:
+        """The action the policy outputs, ``action`` or the algorithm's own."""
+        return self.action or ("log_alpha" if self.algorithm == "ppo" else "alpha")
 
     def __post_init__(self) -> None:
+        if self.action and self.action not in ACTIONS:
+            raise ValueError(f"action must be empty or one of {', '.join(ACTIONS)}, got {self.action!r}")
+        if not (np.isfinite(self.learning_rate) and 0 <= self.learning_rate < 1):
+            raise ValueError(f"learning_rate must be in [0, 1) (0 = SB3's default), got {self.learning_rate}")
         if self.timesteps < 1 or self.envs < 1 or self.max_minutes < 0:
             raise ValueError(
                 f"timesteps and envs must be positive and max_minutes >= 0, got {self.timesteps}, {self.envs} and "
@@ -81,6 +103,30 @@ class FeaturizedAuction(gym.ObservationWrapper):
         return featurize_state(obs, spec, env.cfg.n_steps)
 
 
+class LogAlphaAction(gym.ActionWrapper):
+    """The agent acts in ln α: its action u in [ln LOG_ALPHA_FLOOR, ln alpha_max] bids α = exp(u)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        hi = float(env.unwrapped.alpha_max)
+        self.action_space = log_alpha_space(hi)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return log_alpha_to_alpha(action, float(self.action_space.high[0]))
+
+
+def log_alpha_space(alpha_max: float) -> gym.spaces.Box:
+    """The action space of a ``log_alpha`` policy for a market whose bids stop at ``alpha_max``."""
+    lo, hi = np.float32(np.log(LOG_ALPHA_FLOOR)), np.float32(np.log(alpha_max))
+    return gym.spaces.Box(lo, hi, shape=(1,), dtype=np.float32)
+
+
+def log_alpha_to_alpha(u, log_alpha_max: float) -> np.ndarray:
+    """α = exp(u), u clipped to [ln LOG_ALPHA_FLOOR, ln alpha_max] first (a NaN stays NaN: the env refuses it)."""
+    u = np.asarray(u, dtype=np.float64)
+    return np.exp(np.clip(u, np.log(LOG_ALPHA_FLOOR), log_alpha_max)).astype(np.float32)
+
+
 class ScaledReward(gym.RewardWrapper):
     """The reward in units of what the agent's budget buys at its target: reward · bid scale / budget."""
 
@@ -91,7 +137,7 @@ class ScaledReward(gym.RewardWrapper):
         return float(reward) * float(adv.bid_scale[i]) / max(float(adv.budget[i]), 1e-9)
 
 
-def _monitor(minutes: float, every: int, check, n_steps: int):
+def _monitor(minutes: float, every: int, check, n_steps: int, action: str):
     """The SB3 callback of :func:`train_online`: stops after ``minutes`` of training and runs the checks."""
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -108,7 +154,7 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
 
         def run_check(self) -> None:
             t = time.perf_counter()
-            value = float(check(_bidder(self.model, self.training_env, n_steps)))
+            value = float(check(_bidder(self.model, self.training_env, n_steps, action)))
             self.paused += time.perf_counter() - t
             self.checks.append((int(self.num_timesteps), self.trained_s() / 60, value))
             self.next = (self.num_timesteps // every + 1) * every
@@ -132,7 +178,7 @@ def _monitor(minutes: float, every: int, check, n_steps: int):
     return Progress()
 
 
-def _bidder(model, venv, n_steps: int) -> SB3Bidder:
+def _bidder(model, venv, n_steps: int, action: str = "alpha") -> SB3Bidder:
     """The deterministic bidder of ``model`` with the running observation normalisation of ``venv`` (copied)."""
     rms = venv.obs_rms
     return SB3Bidder(
@@ -142,6 +188,7 @@ def _bidder(model, venv, n_steps: int) -> SB3Bidder:
         rms.var.astype(np.float32).copy(),
         n_steps,
         float(venv.clip_obs),
+        action,
     )
 
 
@@ -169,17 +216,20 @@ def train_online(
     def make_env():
         # Monitor records the score of every episode (the raw change of the score adds up to it)
         env = Monitor(FeaturizedAuction(AuctionEnv(config=env_market)))
-        return ScaledReward(env) if cfg.scale_reward else env
+        env = ScaledReward(env) if cfg.scale_reward else env
+        return LogAlphaAction(env) if cfg.policy_action == "log_alpha" else env
 
     venv = VecNormalize(DummyVecEnv([make_env] * cfg.envs), gamma=0.99, norm_reward=not cfg.scale_reward)
     venv.seed(cfg.seed)
     kwargs = dict(seed=cfg.seed, device="cpu", verbose=0, policy_kwargs={"net_arch": list(cfg.net)})
+    if cfg.learning_rate:
+        kwargs["learning_rate"] = cfg.learning_rate
     if cfg.algorithm == "ppo":
         rollout = min(2048, max(64, cfg.timesteps))
         model = PPO("MlpPolicy", venv, n_steps=max(8, rollout // cfg.envs), batch_size=64, **kwargs)
     else:
         model = SAC("MlpPolicy", venv, learning_starts=min(1000, cfg.timesteps // 4), **kwargs)
-    stop = _monitor(cfg.max_minutes, every, check, market.n_steps)
+    stop = _monitor(cfg.max_minutes, every, check, market.n_steps, cfg.policy_action)
     model.learn(total_timesteps=cfg.timesteps, callback=stop, progress_bar=False)
     stop.finish()
     episodes = []  # (end time, score) of every training episode of every env copy
@@ -196,7 +246,7 @@ def train_online(
         # the learning curve: every training episode's score (its raw rewards add up to it), in the order they ended
         "episode_scores": [float(r) for _, r in episodes],
     }
-    return _bidder(model, venv, market.n_steps), stats
+    return _bidder(model, venv, market.n_steps, cfg.policy_action), stats
 
 
 _ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "SiLU", "GELU")
@@ -221,8 +271,21 @@ class SB3Bidder:
     """A trained SB3 policy as a bidder (deterministic actions). ``model`` is the SB3 algorithm or its policy
     (anything with SB3's ``predict``); a loaded bidder holds the policy only."""
 
-    def __init__(self, name: str, model, mean: np.ndarray, var: np.ndarray, n_steps: int, clip: float = 10.0):
+    def __init__(
+        self,
+        name: str,
+        model,
+        mean: np.ndarray,
+        var: np.ndarray,
+        n_steps: int,
+        clip: float = 10.0,
+        action: str = "alpha",
+    ):
+        if action not in ACTIONS:
+            raise ValueError(f"SB3 bidder action must be one of {', '.join(ACTIONS)}, got {action!r}")
         self.name = name
+        self.action = action
+        """``alpha``: the policy's action is the bid coefficient; ``log_alpha``: it is ln α (clipped, then exp)."""
         self.model = model
         self.mean = np.asarray(mean, dtype=np.float32)
         self.var = np.asarray(var, dtype=np.float32)
@@ -237,7 +300,10 @@ class SB3Bidder:
     def act(self, state: np.ndarray) -> float:
         x = featurize_state(state, self.advertiser, self.n_steps)
         x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
-        return float(self.model.predict(x, deterministic=self.deterministic)[0][0])
+        a = self.model.predict(x, deterministic=self.deterministic)[0]
+        if self.action == "log_alpha":
+            a = log_alpha_to_alpha(a, float(self.policy.action_space.high[0]))
+        return float(a[0])
 
     @property
     def policy(self):
@@ -266,6 +332,7 @@ class SB3Bidder:
             "var": self.var.tolist(),
             "n_steps": self.n_steps,
             "clip": self.clip,
+            "action": self.action,
         }
         return save_weights(path, "sb3", pol.state_dict(), meta)
 
@@ -289,6 +356,9 @@ class SB3Bidder:
             _check_net_arch(p["net_arch"])
             if p["activation_fn"] not in _ACTIVATIONS:
                 raise ValueError(f"unknown activation {p['activation_fn']!r}")
+            action = meta.get("action", "alpha")  # saves from before log_alpha acted on α itself
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
             policy = algo.policy_aliases["MlpPolicy"](
                 observation_space=_box_from(p["observation_space"]),
                 action_space=_box_from(p["action_space"]),
@@ -303,7 +373,13 @@ class SB3Bidder:
             ) from None
         policy.set_training_mode(False)
         return cls(
-            meta["name"], policy, np.array(meta["mean"]), np.array(meta["var"]), meta["n_steps"], meta["clip"]
+            meta["name"],
+            policy,
+            np.array(meta["mean"]),
+            np.array(meta["var"]),
+            meta["n_steps"],
+            meta["clip"],
+            action,
         )
 
 
@@ -326,7 +402,19 @@ def _check_net_arch(arch) -> None:
 
 
 def _box_from(d: dict):
-    return gym.spaces.Box(dtype=np.float32, **_unbox(d))
+    # the bounds were written from float32 ones: the cast back loses nothing
+    return gym.spaces.Box(dtype=np.float32, **{k: v.astype(np.float32) for k, v in _unbox(d).items()})
 
 
-__all__ = ["ALGORITHMS", "FeaturizedAuction", "OnlineConfig", "SB3Bidder", "ScaledReward", "train_online"]
+__all__ = [
+    "ACTIONS",
+    "ALGORITHMS",
+    "FeaturizedAuction",
+    "LogAlphaAction",
+    "OnlineConfig",
+    "SB3Bidder",
+    "ScaledReward",
+    "log_alpha_space",
+    "log_alpha_to_alpha",
+    "train_online",
+]

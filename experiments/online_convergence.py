@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from bidding.bound import hindsight_bound
 from bidding.evaluate import EvalConfig, evaluate
-from bidding.online import OnlineConfig, train_online
+from bidding.online import ACTIONS, OnlineConfig, train_online
 from simulators.regimes import REGIMES, regime
 
 
@@ -36,6 +37,8 @@ def run(args) -> dict:
         envs=args.envs,
         net=tuple(args.net),
         scale_reward=not args.raw_reward,
+        action=args.action,
+        learning_rate=args.lr,
     )
 
     def check(bidder) -> float:
@@ -48,7 +51,10 @@ def run(args) -> dict:
     _, stats = train_online(market, cfg, every=args.every, check=check)
     return {
         "regime": args.regime,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
+        "config": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(replace(cfg, action=cfg.policy_action)).items()
+        },
         "bound": bound,
         "checks": [{"steps": s, "minutes": m, "score": v, "share": v / bound} for s, m, v in stats["checks"]],
         "episodes": len(stats["episode_scores"]),
@@ -66,7 +72,8 @@ def plot(files: list[Path], figure: Path) -> None:
     for f in files:
         d = json.loads(f.read_text())
         c = d["checks"]
-        label = f"{d['config']['algorithm']} ({d['regime']}, seed {d['config']['seed']})"
+        over = {"log_alpha": " over ln α", "alpha": " over α"}.get(d["config"].get("action", ""), "")
+        label = f"{d['config']['algorithm']}{over} ({d['regime']}, seed {d['config']['seed']})"
         ax.plot([x["steps"] for x in c], [100 * x["share"] for x in c], marker="o", ms=3, label=label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("share of the hindsight bound, %")
@@ -87,6 +94,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5_000, help="environment steps between checks")
     ap.add_argument("--envs", type=int, default=OnlineConfig.envs)
     ap.add_argument("--net", type=int, nargs="+", default=list(OnlineConfig.net))
+    ap.add_argument(
+        "--action",
+        default=OnlineConfig.action,
+        choices=["", *ACTIONS],
+        help="what the policy outputs (empty: the algorithm's own, PPO log_alpha, SAC alpha)",
+    )
+    ap.add_argument("--lr", type=float, default=OnlineConfig.learning_rate, help="0 = SB3's default")
     ap.add_argument("--raw-reward", action="store_true", help="train on the raw change of the score")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--periods", type=int, default=8, help="development periods per check")

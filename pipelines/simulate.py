@@ -112,7 +112,9 @@ def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
         impressions=cfg.ppo_impressions,
         max_minutes=0,
         seed=cfg.seed,
-        scale_reward=False,  # the behaviour policy the logs were made with: their figures stay reproducible
+        # the behaviour policy the logs were made with: their figures stay reproducible
+        scale_reward=False,
+        action="alpha",
     )
     bidder, _ = train_online(cfg.market, ocfg)
     bidder.save(path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bidding.data import load_trajectories
+from bidding.data import featurize_state, load_trajectories
 from bidding.dt import (
     DTBidder,
     DTConfig,
@@ -22,7 +22,16 @@ from bidding.dt import (
 )
 from bidding.history_lp import log_days
 from bidding.offline import OfflineConfig, PolicyBidder, expectile_loss, mlp, train_offline
-from bidding.online import FeaturizedAuction, OnlineConfig, SB3Bidder, ScaledReward, train_online
+from bidding.online import (
+    LOG_ALPHA_FLOOR,
+    FeaturizedAuction,
+    LogAlphaAction,
+    OnlineConfig,
+    SB3Bidder,
+    ScaledReward,
+    log_alpha_to_alpha,
+    train_online,
+)
 from bidding.replay import replay_grid, replay_values
 from pipelines import simulate
 from simulators.bidders import default_competitors
@@ -434,9 +443,68 @@ def test_scaled_reward_is_the_score_in_units_of_what_the_budget_buys():
     assert total == pytest.approx(info["score"] * info["bid_scale"] / info["budget"], rel=1e-9)
 
 
+def test_log_alpha_maps_back_by_hand():
+    """u = 0 bids α = 1, u = ln 2 bids 2; past ln alpha_max it bids alpha_max, below the floor the floor."""
+    got = log_alpha_to_alpha(np.array([0.0, np.log(2.0), 3.0, -50.0]), np.log(5.0))
+    np.testing.assert_allclose(got, [1.0, 2.0, 5.0, LOG_ALPHA_FLOOR], rtol=1e-6)
+
+
+def test_a_log_alpha_step_is_the_env_step_of_its_alpha():
+    """The wrapper's action ln 0.7 plays exactly the period that α = 0.7 plays in the env itself."""
+    wrapped = LogAlphaAction(FeaturizedAuction(AuctionEnv(config=TINY.market)))
+    plain = FeaturizedAuction(AuctionEnv(config=TINY.market))
+    assert wrapped.action_space.high[0] == pytest.approx(np.log(TINY.market.rules.alpha_max))
+    assert wrapped.action_space.low[0] == pytest.approx(np.log(LOG_ALPHA_FLOOR))
+    wrapped.reset(seed=3)
+    plain.reset(seed=3)
+    done = False
+    while not done:
+        a, b = wrapped.step(np.array([np.log(0.7)], np.float32)), plain.step(np.array([0.7], np.float32))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1] == b[1]
+        done = a[2] or a[3]
+    assert a[4]["score"] == b[4]["score"]
+
+
+def test_online_action_and_learning_rate_defaults():
+    """PPO acts in ln α unless told otherwise, SAC in α; a learning rate set reaches the optimiser."""
+    assert OnlineConfig(algorithm="ppo").policy_action == "log_alpha"
+    assert OnlineConfig(algorithm="sac").policy_action == "alpha"
+    assert OnlineConfig(algorithm="ppo", action="alpha").policy_action == "alpha"
+    bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="sac", timesteps=32, learning_rate=1e-3))
+    assert bidder.action == "alpha"
+    assert bidder.model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_log_alpha_bidder_bids_the_exp_of_its_policy_and_saves_what_it_acts_in(tmp_path):
+    bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=64))
+    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
+    state = np.linspace(0.1, 1.0, 16)
+    bidder.reset(adv)
+    alpha = bidder.act(state)
+    x = np.clip(
+        (featurize_state(state, adv, TINY.market.n_steps) - bidder.mean) / np.sqrt(bidder.var + 1e-8),
+        -bidder.clip,
+        bidder.clip,
+    )
+    u = bidder.model.predict(x.astype(np.float32), deterministic=True)[0][0]
+    assert alpha == pytest.approx(float(np.exp(np.clip(u, np.log(LOG_ALPHA_FLOOR), np.log(5.0)))), rel=1e-6)
+    loaded = SB3Bidder.load(bidder.save(tmp_path / "ppo"))
+    loaded.reset(adv)
+    assert loaded.action == "log_alpha" and loaded.act(state) == pytest.approx(alpha, rel=1e-6)
+    meta = json.loads((tmp_path / "ppo" / "sb3.json").read_text())
+    meta["action"] = "alpha_squared"
+    (tmp_path / "ppo" / "sb3.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown action 'alpha_squared'"):
+        SB3Bidder.load(tmp_path / "ppo")
+
+
 @pytest.mark.parametrize(
     "kw",
     [
+        dict(action="alpha2"),
+        dict(learning_rate=float("nan")),
+        dict(learning_rate=-1e-3),
         dict(timesteps=0),
         dict(envs=0),
         dict(max_minutes=-1),
@@ -446,7 +514,9 @@ def test_scaled_reward_is_the_score_in_units_of_what_the_budget_buys():
     ],
 )
 def test_online_config_refuses_bad_settings(kw):
-    with pytest.raises(ValueError, match="timesteps and envs|net must list"):
+    with pytest.raises(
+        ValueError, match="timesteps and envs|net must list|action must be|learning_rate must be"
+    ):
         OnlineConfig(**kw)
 
 
