@@ -178,7 +178,7 @@ def _monitor(minutes: float, every: int, check, n_steps: int, action: str):
     return Progress()
 
 
-def _bidder(model, venv, n_steps: int, action: str = "alpha") -> SB3Bidder:
+def _bidder(model, venv, n_steps: int, action: str) -> SB3Bidder:
     """The deterministic bidder of ``model`` with the running observation normalisation of ``venv`` (copied)."""
     rms = venv.obs_rms
     return SB3Bidder(
@@ -359,9 +359,11 @@ class SB3Bidder:
             action = meta.get("action", "alpha")  # saves from before log_alpha acted on α itself
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+            space = _box_from(p["action_space"])
+            _check_action_space(action, space)
             policy = algo.policy_aliases["MlpPolicy"](
                 observation_space=_box_from(p["observation_space"]),
-                action_space=_box_from(p["action_space"]),
+                action_space=space,
                 lr_schedule=lambda _: 0.0,
                 net_arch=p["net_arch"],
                 activation_fn=getattr(torch.nn, p["activation_fn"]),
@@ -399,6 +401,20 @@ def _check_net_arch(arch) -> None:
         for w in widths:
             if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= MAX_LAYER:
                 raise ValueError(f"net_arch layer widths must be integers in [1, {MAX_LAYER}], got {w!r}")
+
+
+def _check_action_space(action: str, space: gym.spaces.Box) -> None:
+    """A saved policy's action space must be the one its action is read in: ln α spans negative values (its
+    floor is ln LOG_ALPHA_FLOOR), α itself starts at 0."""
+    if space.shape != (1,):
+        raise ValueError(f"the action space must hold one value, got shape {space.shape}")
+    low = float(space.low[0])
+    want = np.float32(np.log(LOG_ALPHA_FLOOR)) if action == "log_alpha" else 0.0
+    if not np.isclose(low, want, rtol=0, atol=1e-6):
+        raise ValueError(
+            f"action {action!r} is read in an action space starting at {want:.4g}, but the saved one starts at "
+            f"{low:.4g}"
+        )
 
 
 def _box_from(d: dict):

@@ -58,7 +58,7 @@ from bidding.dt import (
 from bidding.evaluate import EvalConfig, _check_slots, evaluate
 from bidding.history_lp import HistoryLPBidder, log_days, log_history
 from bidding.offline import OfflineConfig, PolicyBidder, train_offline
-from bidding.online import OnlineConfig, SB3Bidder, train_online
+from bidding.online import LOG_ALPHA_FLOOR, OnlineConfig, SB3Bidder, train_online
 from bidding.plots import plot_bidders
 from bidding.replay import replay_grid, replay_values
 from bidding.stats import paired_bootstrap
@@ -706,6 +706,15 @@ class _Repr:
         return self.text
 
 
+def _online_key(ocfg: OnlineConfig, bidder: str) -> _Repr:
+    """An online bidder's settings as it trains them: the action its policy outputs resolved (an empty ``action``
+    follows the algorithm), with the floor of a ln α policy's box."""
+    ocfg = replace(ocfg, algorithm=bidder)
+    ocfg = replace(ocfg, action=ocfg.policy_action)
+    floor = f", log_alpha_floor={LOG_ALPHA_FLOOR!r}" if ocfg.action == "log_alpha" else ""
+    return _Repr(repr(ocfg) + floor)
+
+
 def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder: Path | None = None) -> str:
     """A digest of everything a trained bidder depends on: market, data, its own settings, seed.
 
@@ -715,7 +724,8 @@ def _settings(cfg: Config, bidder: str, market: MarketConfig, seed: int, folder:
     never wrongly.)"""
     dt = _Repr(repr(cfg.dt).replace(f", plan_target_z={cfg.dt.plan_target_z!r}", ""))  # play-time: keyed out
     own = {
-        "bc": cfg.bc, "iql": cfg.iql, "cql": cfg.cql, "ppo": cfg.ppo, "sac": cfg.sac,
+        "bc": cfg.bc, "iql": cfg.iql, "cql": cfg.cql,
+        "ppo": _online_key(cfg.ppo, "ppo"), "sac": _online_key(cfg.sac, "sac"),
         "dt": (dt, cfg.dt_train),
     }.get(bidder, (dt, cfg.dt_train, cfg.value, cfg.vdt_epsilon, cfg.vdt_value_target, cfg.vdt_plan_weight))  # fmt: skip
     if bidder == "vdt_replay":  # its margin (--replay-target-z, or calibrated) is set at load

@@ -489,34 +489,72 @@ def test_a_log_alpha_bidder_bids_the_exp_of_its_policy_and_saves_what_it_acts_in
     )
     u = bidder.model.predict(x.astype(np.float32), deterministic=True)[0][0]
     assert alpha == pytest.approx(float(np.exp(np.clip(u, np.log(LOG_ALPHA_FLOOR), np.log(5.0)))), rel=1e-6)
+    # the policy acts in the wrapper's box, not the env's [0, alpha_max]
+    assert bidder.policy.action_space.low[0] == np.float32(np.log(LOG_ALPHA_FLOOR))
+    assert bidder.policy.action_space.high[0] == np.float32(np.log(5.0))
     loaded = SB3Bidder.load(bidder.save(tmp_path / "ppo"))
     loaded.reset(adv)
     assert loaded.action == "log_alpha" and loaded.act(state) == pytest.approx(alpha, rel=1e-6)
     meta = json.loads((tmp_path / "ppo" / "sb3.json").read_text())
-    meta["action"] = "alpha_squared"
-    (tmp_path / "ppo" / "sb3.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="unknown action 'alpha_squared'"):
-        SB3Bidder.load(tmp_path / "ppo")
+    for action, error in [
+        ("alpha_squared", "unknown action 'alpha_squared'"),
+        (None, "action 'alpha' is read in"),  # read as α, a ln α policy would bid its u itself
+    ]:
+        bad = dict(meta, action=action) if action else {k: v for k, v in meta.items() if k != "action"}
+        (tmp_path / "ppo" / "sb3.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=error):
+            SB3Bidder.load(tmp_path / "ppo")
+
+
+def test_an_sb3_save_without_an_action_is_read_as_alpha(tmp_path):
+    """Saves from before ``action`` existed acted on α itself: they load as ``alpha`` and bid as they did."""
+    bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=64, action="alpha"))
+    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
+    state = np.linspace(0.1, 1.0, 16)
+    bidder.reset(adv)
+    folder = bidder.save(tmp_path / "old")
+    meta = json.loads((folder / "sb3.json").read_text())
+    del meta["action"]
+    (folder / "sb3.json").write_text(json.dumps(meta))
+    loaded = SB3Bidder.load(folder)
+    loaded.reset(adv)
+    assert loaded.action == "alpha" and loaded.act(state) == pytest.approx(bidder.act(state), rel=1e-6)
+
+
+def test_ppo_checks_see_the_bidder_training_returns():
+    """The policy handed to the checks acts in ln α as the trained one does, and bids what it bids."""
+    state = np.linspace(0.1, 1.0, 16)
+    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
+    seen = []
+
+    def check(b):
+        b.reset(adv)
+        seen.append((b.action, b.act(state)))
+        return 0.0
+
+    bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=128), every=64, check=check)
+    bidder.reset(adv)
+    # one rollout of 128 steps: the one check is at its end, on the policy training returns
+    assert len(seen) == 1 and seen[0][0] == "log_alpha"
+    assert seen[0][1] == pytest.approx(bidder.act(state), rel=1e-6)
 
 
 @pytest.mark.parametrize(
-    "kw",
+    "kw, error",
     [
-        dict(action="alpha2"),
-        dict(learning_rate=float("nan")),
-        dict(learning_rate=-1e-3),
-        dict(timesteps=0),
-        dict(envs=0),
-        dict(max_minutes=-1),
-        dict(net=()),
-        dict(net=(0, 8)),
-        dict(net=(8,) * 9),
+        (dict(action="alpha2"), "action must be"),
+        (dict(learning_rate=float("nan")), "learning_rate must be"),
+        (dict(learning_rate=-1e-3), "learning_rate must be"),
+        (dict(timesteps=0), "timesteps and envs"),
+        (dict(envs=0), "timesteps and envs"),
+        (dict(max_minutes=-1), "timesteps and envs"),
+        (dict(net=()), "net must list"),
+        (dict(net=(0, 8)), "net must list"),
+        (dict(net=(8,) * 9), "net must list"),
     ],
 )
-def test_online_config_refuses_bad_settings(kw):
-    with pytest.raises(
-        ValueError, match="timesteps and envs|net must list|action must be|learning_rate must be"
-    ):
+def test_online_config_refuses_bad_settings(kw, error):
+    with pytest.raises(ValueError, match=error):
         OnlineConfig(**kw)
 
 

@@ -180,3 +180,19 @@ def test_the_ray_engine_gives_the_figures_of_local_processes(tmp_path):
                 bidder,
                 key,
             )
+
+
+def test_an_online_bidders_key_is_what_it_trains():
+    """A kept PPO / SAC seed is keyed by the action its policy really outputs: PPO's default and an explicit ln α are
+    one training (one key), α itself another; SAC's default is α. The digest needs no data and no run."""
+    cfg = bench_bidding.PRESETS["tiny"]
+    market = bench_bidding.market_of(cfg, "budget-bound")
+
+    def key(bidder, **kw):
+        field = "ppo" if bidder == "ppo" else "sac"
+        c = replace(cfg, **{field: replace(getattr(cfg, field), **kw)})
+        return bench_bidding._settings(c, bidder, market, 0)
+
+    assert key("ppo") == key("ppo", action="log_alpha") != key("ppo", action="alpha")
+    assert key("sac") == key("sac", action="alpha") != key("sac", action="log_alpha")
+    assert key("ppo") != key("ppo", learning_rate=1e-3)
