@@ -39,6 +39,7 @@ def run(args) -> dict:
         scale_reward=not args.raw_reward,
         action=args.action,
         learning_rate=args.lr,
+        rollout=args.rollout,
     )
 
     def check(bidder) -> float:
@@ -68,18 +69,20 @@ def plot(files: list[Path], figure: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     for f in files:
         d = json.loads(f.read_text())
         c = d["checks"]
         over = {"log_alpha": " over ln α", "alpha": " over α"}.get(d["config"].get("action", ""), "")
-        label = f"{d['config']['algorithm']}{over} ({d['regime']}, seed {d['config']['seed']})"
+        cfg = d["config"]
+        every = f", {cfg['rollout']:,} an update" if cfg["algorithm"] == "ppo" and "rollout" in cfg else ""
+        label = f"{cfg['algorithm']}{over}{every} ({d['regime']}, seed {cfg['seed']})"
         ax.plot([x["steps"] for x in c], [100 * x["share"] for x in c], marker="o", ms=3, label=label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("share of the hindsight bound, %")
     ax.set_title("Online bidders on development periods")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=120)
@@ -100,6 +103,7 @@ def main() -> None:
         choices=["", *ACTIONS],
         help="what the policy outputs (empty: the algorithm's own, PPO log_alpha, SAC alpha)",
     )
+    ap.add_argument("--rollout", type=int, default=OnlineConfig.rollout, help="PPO: steps per update")
     ap.add_argument("--lr", type=float, default=OnlineConfig.learning_rate, help="0 = SB3's default")
     ap.add_argument("--raw-reward", action="store_true", help="train on the raw change of the score")
     ap.add_argument("--seed", type=int, default=0)

@@ -115,6 +115,7 @@ def train_ppo(cfg: Config, path: Path) -> SB3Bidder:
         # the behaviour policy the logs were made with: their figures stay reproducible
         scale_reward=False,
         action="alpha",
+        rollout=2048,
     )
     bidder, _ = train_online(cfg.market, ocfg)
     bidder.save(path)

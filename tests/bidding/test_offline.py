@@ -545,6 +545,7 @@ def test_ppo_checks_see_the_bidder_training_returns():
         (dict(action="alpha2"), "action must be"),
         (dict(learning_rate=float("nan")), "learning_rate must be"),
         (dict(learning_rate=-1e-3), "learning_rate must be"),
+        (dict(rollout=64, envs=16), "rollout must be"),
         (dict(timesteps=0), "timesteps and envs"),
         (dict(envs=0), "timesteps and envs"),
         (dict(max_minutes=-1), "timesteps and envs"),
