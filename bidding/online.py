@@ -59,8 +59,8 @@ class OnlineConfig:
     rollout: int = 1024
     """PPO: environment steps per update, over all env copies (each copy steps ``rollout / envs`` of them; fewer
     when ``timesteps`` is smaller). SB3's default is 2,048; half of it updates twice as often on the same steps,
-    and in the budget-bound market PPO reached 80% of the hindsight bound in 30,000 steps where 2,048 took 80,000
-    (docs/bidding.md). SAC updates after every step and ignores it."""
+    and in the budget-bound market PPO reached 80% of the hindsight bound by 30-50k steps where 2,048 took 80-100k
+    (two seeds, docs/bidding.md). SAC updates after every step and ignores it."""
     learning_rate: float = 0.0
     """The optimiser's step size (0 = SB3's default for the algorithm: 3e-4 for both)."""
     action: str = ""
@@ -68,7 +68,7 @@ class OnlineConfig:
     [ln LOG_ALPHA_FLOOR, ln alpha_max]; α = exp of it); empty = the algorithm's own (:attr:`policy_action`): PPO
     ``log_alpha``, SAC ``alpha``. PPO's Gaussian policy starts at mean 0 with sd 1: over α itself half of its first
     actions clip to a bid of 0, over ln α they start at α = 1 and spread by a factor e (docs/bidding.md: it learns
-    in half the steps). SAC squashes its actions into the box, so its first ones already spread over it."""
+    in fewer steps). SAC squashes its actions into the box, so its first ones already spread over it."""
 
     @property
     def policy_action(self) -> str:
