@@ -302,6 +302,8 @@ class SB3Bidder:
         self.clip = float(clip)
         self.deterministic = True
         """False: sample the policy's actions (behaviour data) instead of taking its mean."""
+        # the top of a ln α policy's box, read once: act() maps every step's action with it
+        self._log_alpha_max = float(self.policy.action_space.high[0]) if action == "log_alpha" else None
 
     def reset(self, advertiser: Advertiser) -> None:
         self.advertiser = advertiser
@@ -310,8 +312,8 @@ class SB3Bidder:
         x = featurize_state(state, self.advertiser, self.n_steps)
         x = np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
         a = self.model.predict(x, deterministic=self.deterministic)[0]
-        if self.action == "log_alpha":
-            a = log_alpha_to_alpha(a, float(self.policy.action_space.high[0]))
+        if self._log_alpha_max is not None:
+            a = log_alpha_to_alpha(a, self._log_alpha_max)
         return float(a[0])
 
     @property

@@ -443,6 +443,12 @@ def test_scaled_reward_is_the_score_in_units_of_what_the_budget_buys():
     assert total == pytest.approx(info["score"] * info["bid_scale"] / info["budget"], rel=1e-9)
 
 
+def _probe():
+    """TINY's first advertiser and a fixed state to ask a bidder about."""
+    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
+    return adv, np.linspace(0.1, 1.0, 16)
+
+
 def test_log_alpha_maps_back_by_hand():
     """u = 0 bids α = 1, u = ln 2 bids 2; past ln alpha_max it bids alpha_max, below the floor the floor."""
     got = log_alpha_to_alpha(np.array([0.0, np.log(2.0), 3.0, -50.0]), np.log(5.0))
@@ -478,8 +484,7 @@ def test_online_action_and_learning_rate_defaults():
 
 def test_a_log_alpha_bidder_bids_the_exp_of_its_policy_and_saves_what_it_acts_in(tmp_path):
     bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=64))
-    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
-    state = np.linspace(0.1, 1.0, 16)
+    adv, state = _probe()
     bidder.reset(adv)
     alpha = bidder.act(state)
     x = np.clip(
@@ -509,8 +514,7 @@ def test_a_log_alpha_bidder_bids_the_exp_of_its_policy_and_saves_what_it_acts_in
 def test_an_sb3_save_without_an_action_is_read_as_alpha(tmp_path):
     """Saves from before ``action`` existed acted on α itself: they load as ``alpha`` and bid as they did."""
     bidder, _ = train_online(TINY.market, OnlineConfig(algorithm="ppo", timesteps=64, action="alpha"))
-    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
-    state = np.linspace(0.1, 1.0, 16)
+    adv, state = _probe()
     bidder.reset(adv)
     folder = bidder.save(tmp_path / "old")
     meta = json.loads((folder / "sb3.json").read_text())
@@ -523,8 +527,7 @@ def test_an_sb3_save_without_an_action_is_read_as_alpha(tmp_path):
 
 def test_ppo_checks_see_the_bidder_training_returns():
     """The policy handed to the checks acts in ln α as the trained one does, and bids what it bids."""
-    state = np.linspace(0.1, 1.0, 16)
-    adv = Market(TINY.market, np.random.default_rng(0)).advertisers.spec(0, TINY.market.rules)
+    adv, state = _probe()
     seen = []
 
     def check(b):
