@@ -332,3 +332,71 @@ def test_item_vectors_are_kept_outside_training_and_recomputed_when_the_weights_
     # with gradients (training) they are never kept: the graph must be fresh
     v = m.item_vectors()
     assert v.requires_grad and m.item_vectors() is not v
+
+
+def _seq_logprob_stepwise(m: Generator, b: Batch, row: int, item: int) -> torch.Tensor:
+    """log p(ID) of one item for request ``row``, decoded one level at a time with the cache (the beam's path)."""
+    one = Batch(*(None if t is None else t[row : row + 1] for t in b[:4]))
+    enc = m.encode(one)
+    x, cache, total = m.start_tokens(1), None, torch.zeros(())
+    for lv, c in enumerate(m.item_codes[item]):
+        _, lp, cache = m.level_step(x, enc, cache, lv)
+        total = total + lp[0, 0, int(c)]
+        if lv + 1 < m.cfg.levels:
+            x = m.embed_level(c.view(1, 1), lv)[:, :, None]
+    return total
+
+
+def test_rank_loss_is_the_softmax_of_log_p_id_over_the_target_and_the_dense_heads_top_negatives():
+    codes = catalog()
+    m = tiny_model(codes, dense_head=True, dense_loss=0.0, rank_loss=0.7, rank_negatives=3)
+    with torch.no_grad():
+        m.dense_item.weight.normal_(0, 0.5)
+    b = batch(m, target=True)
+    rows = torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
+    # request 0's target is the dense head's favourite: its negatives are ranks 2-4, the others' ranks 1-3
+    enc = m.encode(b)
+    h, _ = m.decode_step(m.start_tokens(b.size), enc, None)
+    dense = m.dense_logits(h[:, 0, 0])
+    rows[0] = int(dense[0].argmax())
+    b = b._replace(target_item=rows, target=m.item_codes[rows])
+    by_hand = []
+    for r in range(b.size):
+        order = [int(i) for i in torch.argsort(dense[r], descending=True) if int(i) != int(rows[r])][:3]
+        s = torch.stack([_seq_logprob_stepwise(m, b, r, i) for i in [int(rows[r]), *order]])
+        by_hand.append(-s.log_softmax(0)[0])
+    plain = torch.stack([F.cross_entropy(lg, b.target[:, lv]) for lv, lg in enumerate(m(b))]).mean()
+    torch.testing.assert_close(m.loss(b), plain + 0.7 * torch.stack(by_hand).mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_rank_loss_needs_the_dense_head_and_sane_settings():
+    with pytest.raises(ValueError, match="dense_head"):
+        tiny_model(catalog(), rank_loss=1.0)
+    with pytest.raises(ValueError, match="rank_negatives"):
+        tiny_model(catalog(), dense_head=True, rank_loss=1.0, rank_negatives=0)
+    with pytest.raises(ValueError, match="rank_loss"):
+        tiny_model(catalog(), dense_head=True, rank_loss=-1.0)
+
+
+def test_training_on_the_rank_loss_lifts_the_target_above_its_hard_negatives():
+    codes = catalog()
+    m = tiny_model(
+        codes, dropout=0.0, dense_head=True, dense_loss=0.0, rank_loss=1.0, rank_negatives=4
+    ).train()
+    b = batch(m, B=3, target=True)
+    b = b._replace(
+        target_item=torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
+    )
+
+    def rank_part() -> float:
+        logits, h0, enc = m._forward(b)
+        return float(m.rank_loss(enc, logits, m.dense_logits(h0).float(), b).detach())
+
+    first = rank_part()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = m.loss(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert rank_part() < 0.2 * first
