@@ -57,7 +57,8 @@ class AlignConfig:
     """Steps on the interaction-level lists (phase 2; 0 = skip the phase)."""
     anchor: str = "kl"
     """Anchor added to the DPO loss on random training requests: kl (KL divergence of the policy's code
-    distributions from the reference's, teacher-forced on the targets) or sft (the cross-entropy of the targets)."""
+    distributions from the reference's, teacher-forced on the targets) or sft (the policy's own training loss on
+    the targets: the codes' cross-entropy, plus its dense head's and ranking terms where it has them)."""
     anchor_weight: float = 5.0
     """Weight of the anchor (0 = pure DPO)."""
     rejected: int = 7
@@ -471,7 +472,8 @@ def align(
             if cfg.anchor_weight > 0:
                 j = rng.choice(sft.size, min(cfg.batch, sft.size), replace=False)
                 sb = sft.batch(j).to(device)
-                sb = sb._replace(target=codes[torch.from_numpy(sft.target[j]).to(device)])
+                rows = torch.from_numpy(sft.target[j]).to(device)
+                sb = sb._replace(target=codes[rows], target_item=rows)  # a dense head's loss reads the rows
                 ce = policy.loss(sb) if cfg.anchor == "sft" else anchor_kl(policy, reference, sb)
                 loss = loss + cfg.anchor_weight * ce
             for g in opt.param_groups:

@@ -114,14 +114,15 @@ class GeneratorConfig:
     dense_candidates: int = 20
     """Decoding: the dense head's nearest items added to the beam's before the combined ranking."""
     rank_loss: float = 0.0
-    """Weight of a list-wise ranking loss over whole IDs (needs ``dense_head``; 0 = off). The per-level
-    cross-entropy teaches each code given the target's own prefix, never which of two whole IDs should rank
-    first, which is what decoding asks. With this loss each example also draws ``rank_negatives`` hard negatives,
-    the items the dense head scores highest besides the target (chosen without gradient), and the target's
-    ``log p(ID)`` is trained by a softmax over itself and them (sequence-level, as learning-to-rank for
-    generative retrieval does): the items that compete with the target at decoding are pushed below it."""
+    """Weight of a list-wise ranking loss over whole IDs (needs ``dense_head`` with ``dense_loss`` > 0; 0 = off).
+    The per-level cross-entropy teaches each code given the target's own prefix, never which of two whole IDs
+    should rank first, which is what decoding asks. With this loss each example also draws ``rank_negatives``
+    hard negatives, the items the (trained) dense head scores highest besides the target (chosen without
+    gradient; a proxy for the items that compete with the target at decoding), and the target's ``log p(ID)``
+    is trained by a softmax over itself and them (sequence-level, as learning-to-rank for generative retrieval
+    does)."""
     rank_negatives: int = 8
-    """Hard negatives per example of the ranking loss."""
+    """Hard negatives per example of the ranking loss (at most the catalogue's size less one)."""
     dense_text_tokens: int = 0
     """Dense head: item vectors also read the item's own words: the mean of the query-token embeddings (shared
     with the encoder's query tokens) of the first N WordPiece tokens of its title and category words, through a
@@ -176,8 +177,11 @@ class GeneratorConfig:
             raise ValueError(
                 f"need rank_loss >= 0 and rank_negatives >= 1, got {self.rank_loss}, {self.rank_negatives}"
             )
-        if self.rank_loss and not self.dense_head:
-            raise ValueError("rank_loss draws its negatives from the dense head: it needs dense_head=True")
+        if self.rank_loss and not (self.dense_head and self.dense_loss > 0):
+            raise ValueError(
+                "rank_loss draws its negatives from the dense head: it needs dense_head=True and dense_loss > 0 "
+                "(an untrained head would pick them at random)"
+            )
         if self.dense_text_tokens and not self.dense_head:
             raise ValueError("dense_text_tokens feed the dense head: they need dense_head=True")
         if self.popularity_weight < 0:
@@ -248,7 +252,7 @@ class Batch(NamedTuple):
     target: Tensor | None = None
     """(B, levels) long codes of the target item (training and loss only)."""
     target_item: Tensor | None = None
-    """(B,) long SID-table row of the target item (the dense head's loss only)."""
+    """(B,) long SID-table row of the target item (the dense head's and the ranking loss only)."""
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in self))
@@ -650,7 +654,9 @@ class Generator(nn.Module):
         ).mean()
         if cfg.dense_head and (cfg.dense_loss > 0 or cfg.rank_loss > 0):
             if batch.target_item is None:
-                raise ValueError("the dense head's loss needs batch.target_item (the target's SID-table row)")
+                raise ValueError(
+                    "the dense head's and the ranking loss need batch.target_item (the target's SID-table row)"
+                )
             dense = self.dense_logits(h0).float()
             if cfg.dense_loss > 0:
                 loss = loss + cfg.dense_loss * F.cross_entropy(dense, batch.target_item)
@@ -668,10 +674,10 @@ class Generator(nn.Module):
         if k < 1:
             raise ValueError("the ranking loss needs a catalogue of at least two items")
         target = batch.target_item
-        with torch.no_grad():
-            top = dense.topk(k + 1, dim=1).indices  # (B, k+1): the target, if there, is dropped below
-            order = torch.argsort((top == target[:, None]).to(torch.int8), dim=1, stable=True)
-            neg = top.gather(1, order[:, :k])  # (B, k)
+        with (
+            torch.no_grad()
+        ):  # IDs are unique (a trie refuses duplicates), so the target's row is its only copy
+            neg = dense.scatter(1, target[:, None], float("-inf")).topk(k, dim=1).indices  # (B, k)
         lp_target = torch.stack(
             [
                 lg.float().log_softmax(-1).gather(1, batch.target[:, lv : lv + 1])[:, 0]

@@ -158,3 +158,19 @@ def test_the_reference_stays_frozen_while_the_policy_learns():
     assert first.history[1]["dpo_loss"] == pytest.approx(math.log(3), abs=1e-5)
     with pytest.raises(ValueError, match="frozen"):
         align(model, model, [("phase1", lists, 1)], ex, ex, trie, cfg)
+
+
+def test_the_sft_anchor_is_a_dense_head_policys_own_training_loss():
+    torch.manual_seed(0)
+    model, ex, trie, codes = _toy()
+    cfg_d = replace(model.cfg, dense_head=True, rank_loss=0.5, rank_negatives=3)
+    policy = G.Generator(cfg_d, codes).eval()
+    ref = frozen_copy(policy)
+    rows = np.stack([ex.target, (ex.target + 1) % 20], 1)
+    with torch.no_grad():
+        ref_lp = sequence_logprob(ref, ex.batch(np.arange(ex.size)), torch.from_numpy(rows)).numpy()
+    cfg = replace(PRESETS["tiny"], anchor="sft", batch=8, eval_every=1, eval_examples=0)
+    lists = PreferenceLists(ex, rows, ref_lp)
+    res = align(policy, ref, [("phase1", lists, 1)], ex, ex.take(np.arange(10)), trie, cfg)
+    # the anchor of the first step: the policy's loss (codes + dense + ranking) on 8 of the 40 requests
+    assert res.history[1]["anchor_loss"] > 0 and np.isfinite(res.history[1]["anchor_loss"])

@@ -349,16 +349,18 @@ def _seq_logprob_stepwise(m: Generator, b: Batch, row: int, item: int) -> torch.
 
 def test_rank_loss_is_the_softmax_of_log_p_id_over_the_target_and_the_dense_heads_top_negatives():
     codes = catalog()
-    m = tiny_model(codes, dense_head=True, dense_loss=0.0, rank_loss=0.7, rank_negatives=3)
+    m = tiny_model(codes, dense_head=True, dense_loss=0.5, rank_loss=0.7, rank_negatives=3)
     with torch.no_grad():
         m.dense_item.weight.normal_(0, 0.5)
     b = batch(m, target=True)
     rows = torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
-    # request 0's target is the dense head's favourite: its negatives are ranks 2-4, the others' ranks 1-3
+    # request 0's target is the dense head's favourite: its negatives are ranks 2-4; request 1's is third: its
+    # negatives are ranks 1, 2 and 4; request 2's negatives are ranks 1-3
     enc = m.encode(b)
     h, _ = m.decode_step(m.start_tokens(b.size), enc, None)
     dense = m.dense_logits(h[:, 0, 0])
     rows[0] = int(dense[0].argmax())
+    rows[1] = int(dense[1].argsort(descending=True)[2])  # inside the top k: dropped, the 4th comes in
     b = b._replace(target_item=rows, target=m.item_codes[rows])
     by_hand = []
     for r in range(b.size):
@@ -366,12 +368,26 @@ def test_rank_loss_is_the_softmax_of_log_p_id_over_the_target_and_the_dense_head
         s = torch.stack([_seq_logprob_stepwise(m, b, r, i) for i in [int(rows[r]), *order]])
         by_hand.append(-s.log_softmax(0)[0])
     plain = torch.stack([F.cross_entropy(lg, b.target[:, lv]) for lv, lg in enumerate(m(b))]).mean()
-    torch.testing.assert_close(m.loss(b), plain + 0.7 * torch.stack(by_hand).mean(), rtol=1e-5, atol=1e-5)
+    want = plain + 0.5 * F.cross_entropy(dense, rows) + 0.7 * torch.stack(by_hand).mean()
+    torch.testing.assert_close(m.loss(b), want, rtol=1e-5, atol=1e-5)
 
 
 def test_rank_loss_needs_the_dense_head_and_sane_settings():
     with pytest.raises(ValueError, match="dense_head"):
         tiny_model(catalog(), rank_loss=1.0)
+    with pytest.raises(ValueError, match="dense_loss > 0"):
+        tiny_model(catalog(), dense_head=True, dense_loss=0.0, rank_loss=1.0)
+    # a catalogue smaller than the negatives asked: every other item is one; a single item has none
+    m = tiny_model(catalog(3), dense_head=True, rank_loss=1.0, rank_negatives=8)
+    b = batch(m, target=True)
+    b = b._replace(
+        target_item=torch.tensor([int((m.item_codes[:-1] == t).all(1).nonzero()) for t in b.target])
+    )
+    assert torch.isfinite(m.loss(b))
+    m = tiny_model(catalog(1), dense_head=True, rank_loss=1.0)
+    b = batch(m, target=True)
+    with pytest.raises(ValueError, match="at least two items"):
+        m.loss(b._replace(history=b.history.clamp(max=0), target_item=torch.zeros(b.size, dtype=torch.long)))
     with pytest.raises(ValueError, match="rank_negatives"):
         tiny_model(catalog(), dense_head=True, rank_loss=1.0, rank_negatives=0)
     with pytest.raises(ValueError, match="rank_loss"):
@@ -381,7 +397,7 @@ def test_rank_loss_needs_the_dense_head_and_sane_settings():
 def test_training_on_the_rank_loss_lifts_the_target_above_its_hard_negatives():
     codes = catalog()
     m = tiny_model(
-        codes, dropout=0.0, dense_head=True, dense_loss=0.0, rank_loss=1.0, rank_negatives=4
+        codes, dropout=0.0, dense_head=True, dense_loss=0.5, rank_loss=1.0, rank_negatives=4
     ).train()
     b = batch(m, B=3, target=True)
     b = b._replace(
