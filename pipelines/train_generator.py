@@ -81,12 +81,6 @@ class Config:
     """search task, with --dense-head: item vectors also read the item's first N title and category word tokens,
     embedded with the query tokens' embeddings, so queries and items share one word space and an item never bought
     gets a vector from its words (0 = off; the bundle's name gets -dwN)."""
-    rank_loss: float = 0.0
-    """With --dense-head: weight of a list-wise ranking loss over whole IDs while training: each example's
-    target is ranked by log p(ID) against the items the dense head scores highest besides it, so the IDs that
-    compete with the target at decoding are pushed below it (0 = off; the bundle's name gets -rkW)."""
-    rank_negatives: int = 8
-    """Hard negatives per example of --rank-loss."""
     popularity_prior: bool = False
     """Rank the final candidates by score − w · log(1 + training purchases), w picked on validation as the largest
     whose recall@10 is within one paired standard error of the best (so the long tail and cold items are not
@@ -217,12 +211,6 @@ def prepare(cfg: Config) -> Prepared:
         raise ValueError(f"--dense-words must be >= 0, got {cfg.dense_words}")
     if cfg.dense_words and not cfg.dense_head:
         raise ValueError("--dense-words feeds the dense head: add --dense-head")
-    if cfg.rank_loss < 0 or cfg.rank_negatives < 1:
-        raise ValueError(
-            f"need --rank-loss >= 0 and --rank-negatives >= 1, got {cfg.rank_loss}, {cfg.rank_negatives}"
-        )
-    if cfg.rank_loss and not cfg.dense_head:
-        raise ValueError("--rank-loss draws its negatives from the dense head: add --dense-head")
     if cfg.dense_words and cfg.task != "search":
         raise ValueError("--dense-words embeds item words with the query vocabulary: it needs --task search")
     ds = load_dataset(cfg.dataset)
@@ -236,8 +224,6 @@ def prepare(cfg: Config) -> Prepared:
         model_cfg,
         dense_text_tokens=cfg.dense_words,
         popularity_prior=cfg.popularity_prior,
-        rank_loss=cfg.rank_loss,
-        rank_negatives=cfg.rank_negatives,
     )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
     if vocab is not None:
@@ -256,11 +242,6 @@ def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
     flags += f"-dw{cfg.dense_words}" if cfg.dense_words else ""
-    flags += (
-        f"-rk{cfg.rank_loss:g}" + (f"n{cfg.rank_negatives}" if cfg.rank_negatives != 8 else "")
-        if cfg.rank_loss
-        else ""
-    )
     flags += "-pp" if cfg.popularity_prior else ""
     flags += "-te" if cfg.tail_budget else ""
     flags += f"-cq{cfg.catalogue_queries}" if cfg.catalogue_queries else ""

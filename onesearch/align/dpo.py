@@ -58,7 +58,7 @@ class AlignConfig:
     anchor: str = "kl"
     """Anchor added to the DPO loss on random training requests: kl (KL divergence of the policy's code
     distributions from the reference's, teacher-forced on the targets) or sft (the policy's own training loss on
-    the targets: the codes' cross-entropy, plus its dense head's and ranking terms where it has them)."""
+    the targets: the codes' cross-entropy, plus its dense head's where it has one)."""
     anchor_weight: float = 5.0
     """Weight of the anchor (0 = pure DPO)."""
     rejected: int = 7

@@ -113,16 +113,6 @@ class GeneratorConfig:
     training by a grid on validation)."""
     dense_candidates: int = 20
     """Decoding: the dense head's nearest items added to the beam's before the combined ranking."""
-    rank_loss: float = 0.0
-    """Weight of a list-wise ranking loss over whole IDs (needs ``dense_head`` with ``dense_loss`` > 0; 0 = off).
-    The per-level cross-entropy teaches each code given the target's own prefix, never which of two whole IDs
-    should rank first, which is what decoding asks. With this loss each example also draws ``rank_negatives``
-    hard negatives, the items the (trained) dense head scores highest besides the target (chosen without
-    gradient; a proxy for the items that compete with the target at decoding), and the target's ``log p(ID)``
-    is trained by a softmax over itself and them (sequence-level, as learning-to-rank for generative retrieval
-    does)."""
-    rank_negatives: int = 8
-    """Hard negatives per example of the ranking loss (at most the catalogue's size less one)."""
     dense_text_tokens: int = 0
     """Dense head: item vectors also read the item's own words: the mean of the query-token embeddings (shared
     with the encoder's query tokens) of the first N WordPiece tokens of its title and category words, through a
@@ -173,15 +163,6 @@ class GeneratorConfig:
             raise ValueError("dense_loss, dense_weight and dense_candidates must be >= 0")
         if self.dense_text_tokens < 0:
             raise ValueError("dense_text_tokens must be >= 0")
-        if self.rank_loss < 0 or self.rank_negatives < 1:
-            raise ValueError(
-                f"need rank_loss >= 0 and rank_negatives >= 1, got {self.rank_loss}, {self.rank_negatives}"
-            )
-        if self.rank_loss and not (self.dense_head and self.dense_loss > 0):
-            raise ValueError(
-                "rank_loss draws its negatives from the dense head: it needs dense_head=True and dense_loss > 0 "
-                "(an untrained head would pick them at random)"
-            )
         if self.dense_text_tokens and not self.dense_head:
             raise ValueError("dense_text_tokens feed the dense head: they need dense_head=True")
         if self.popularity_weight < 0:
@@ -252,7 +233,7 @@ class Batch(NamedTuple):
     target: Tensor | None = None
     """(B, levels) long codes of the target item (training and loss only)."""
     target_item: Tensor | None = None
-    """(B,) long SID-table row of the target item (the dense head's and the ranking loss only)."""
+    """(B,) long SID-table row of the target item (the dense head's loss only)."""
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in self))
@@ -632,62 +613,30 @@ class Generator(nn.Module):
         """Teacher-forced logits: one (B, codebook_sizes[l]) tensor per level."""
         return self._forward(batch)[0]
 
-    def _forward(self, batch: Batch) -> tuple[list[Tensor], Tensor, Encoded]:
-        """The levels' logits, the decoder's first state (B, d), which the dense head reads, and the encoding."""
+    def _forward(self, batch: Batch) -> tuple[list[Tensor], Tensor]:
+        """The levels' logits and the decoder's first state (B, d), which the dense head reads."""
         if batch.target is None:
             raise ValueError("forward needs batch.target (the codes to teacher-force)")
-        enc = self.encode(batch)
-        h = self.teacher_forced(enc, batch.target[:, None])[:, 0]  # (B, L, d)
-        return [self.level_logits(h[:, lv], lv) for lv in range(h.shape[1])], h[:, 0], enc
+        h = self.teacher_forced(self.encode(batch), batch.target[:, None])[:, 0]  # (B, L, d)
+        return [self.level_logits(h[:, lv], lv) for lv in range(h.shape[1])], h[:, 0]
 
     def loss(self, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
         """Mean over levels of the cross-entropy of each level's code; with the dense head, plus ``dense_loss`` ×
-        the cross-entropy of the target item under the dense head's softmax over the catalogue; with
-        ``rank_loss``, plus that weight × the ranking loss (:meth:`rank_loss`)."""
-        cfg = self.cfg
-        logits, h0, enc = self._forward(batch)
+        the cross-entropy of the target item under the dense head's softmax over the catalogue."""
+        logits, h0 = self._forward(batch)
         loss = torch.stack(
             [
                 F.cross_entropy(lg.float(), batch.target[:, lv], label_smoothing=label_smoothing)
                 for lv, lg in enumerate(logits)
             ]
         ).mean()
-        if cfg.dense_head and (cfg.dense_loss > 0 or cfg.rank_loss > 0):
+        if self.cfg.dense_head and self.cfg.dense_loss > 0:
             if batch.target_item is None:
-                raise ValueError(
-                    "the dense head's and the ranking loss need batch.target_item (the target's SID-table row)"
-                )
-            dense = self.dense_logits(h0).float()
-            if cfg.dense_loss > 0:
-                loss = loss + cfg.dense_loss * F.cross_entropy(dense, batch.target_item)
-            if cfg.rank_loss > 0:
-                loss = loss + cfg.rank_loss * self.rank_loss(enc, logits, dense, batch)
+                raise ValueError("the dense head's loss needs batch.target_item (the target's SID-table row)")
+            loss = loss + self.cfg.dense_loss * F.cross_entropy(
+                self.dense_logits(h0).float(), batch.target_item
+            )
         return loss
-
-    def rank_loss(self, enc: Encoded, logits: list[Tensor], dense: Tensor, batch: Batch) -> Tensor:
-        """Mean over the batch of ``−log softmax(s)[target]`` over the target and its ``rank_negatives`` hard
-        negatives, where ``s`` is an item's ``log p(ID)`` (the sum over levels of its codes' log-probabilities,
-        the beam's score) and the negatives are the items of highest ``dense`` score (B, n_items) other than the
-        target. ``logits`` are the target's teacher-forced level logits (from :meth:`loss`), so only the
-        negatives take a further decoder pass."""
-        k = min(self.cfg.rank_negatives, dense.shape[1] - 1)
-        if k < 1:
-            raise ValueError("the ranking loss needs a catalogue of at least two items")
-        target = batch.target_item
-        with (
-            torch.no_grad()
-        ):  # IDs are unique (a trie refuses duplicates), so the target's row is its only copy
-            neg = dense.scatter(1, target[:, None], float("-inf")).topk(k, dim=1).indices  # (B, k)
-        lp_target = torch.stack(
-            [
-                lg.float().log_softmax(-1).gather(1, batch.target[:, lv : lv + 1])[:, 0]
-                for lv, lg in enumerate(logits)
-            ],
-            dim=1,
-        ).sum(1)  # (B,)
-        lp_neg = self.code_logprobs(enc, self.item_codes[neg]).sum(-1)  # (B, k)
-        s = torch.cat([lp_target[:, None], lp_neg], dim=1)
-        return F.cross_entropy(s, torch.zeros_like(target))
 
     def item_tail(self) -> Tensor:
         """(n_items,) bool: long-tail or cold items, i.e. all but the top ``HEAD_SHARE`` of the items bought in

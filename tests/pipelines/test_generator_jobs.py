@@ -229,28 +229,6 @@ def test_dense_head_weight_is_picked_on_validation_and_kept_in_the_bundle(sids, 
     assert np.isin(ids, bundle.table.item_ids).all() and (np.diff(scores, axis=1) <= 1e-6).all()
 
 
-def test_rank_loss_trains_into_the_bundle_and_needs_the_dense_head(sids, tmp_path):
-    cfg = replace(
-        train_generator.PRESETS["tiny"],
-        tokenizer=sids[0],
-        output=str(tmp_path),
-        dense_head=True,
-        rank_loss=0.5,
-        rank_negatives=4,
-    )
-    assert train_generator.run_name(cfg).endswith("-dh-rk0.5n4-s0")
-    assert train_generator.run_name(replace(cfg, rank_negatives=8)).endswith("-dh-rk0.5-s0")
-    res = train_generator.main(cfg)
-    bundle = GeneratorBundle.load(res["model_uri"])
-    assert (bundle.model.cfg.rank_loss, bundle.model.cfg.rank_negatives) == (0.5, 4)
-    ids, _ = bundle.retrieve([[int(bundle.table.item_ids[0])]], k=5)
-    assert np.isin(ids, bundle.table.item_ids).all()
-    with pytest.raises(ValueError, match="add --dense-head"):
-        train_generator.prepare(replace(cfg, dense_head=False))
-    with pytest.raises(ValueError, match="--rank-negatives >= 1"):
-        train_generator.prepare(replace(cfg, rank_negatives=0))
-
-
 def test_dense_words_give_item_vectors_from_each_items_own_words(sids, tmp_path):
     from onesearch.data.search_set import category_query, shared_root, words
 
