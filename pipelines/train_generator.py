@@ -77,9 +77,6 @@ class Config:
     dense_head: bool = False
     """Add the dense head (an item vector from the decoder, scored against every item; the beam's items and its
     nearest ones ranked by one combined score, whose weight is picked on validation; the bundle's name gets -dh)."""
-    tied_items: bool = False
-    """With --dense-head: each short-term history token also adds the item's dense-head offset, so history tokens
-    are the dense head's item vectors (input and output tied, as in SASRec; the bundle's name gets -ti)."""
     dense_words: int = 0
     """search task, with --dense-head: item vectors also read the item's first N title and category word tokens,
     embedded with the query tokens' embeddings, so queries and items share one word space and an item never bought
@@ -212,8 +209,6 @@ def prepare(cfg: Config) -> Prepared:
         )
     if cfg.dense_words < 0:
         raise ValueError(f"--dense-words must be >= 0, got {cfg.dense_words}")
-    if cfg.tied_items and not cfg.dense_head:
-        raise ValueError("--tied-items reads the dense head's item offsets: add --dense-head")
     if cfg.dense_words and not cfg.dense_head:
         raise ValueError("--dense-words feeds the dense head: add --dense-head")
     if cfg.dense_words and cfg.task != "search":
@@ -228,7 +223,6 @@ def prepare(cfg: Config) -> Prepared:
     model_cfg = replace(
         model_cfg,
         dense_text_tokens=cfg.dense_words,
-        tied_items=cfg.tied_items,
         popularity_prior=cfg.popularity_prior,
     )
     H, Q = model_cfg.max_history, model_cfg.max_query_tokens
@@ -247,7 +241,6 @@ def prepare(cfg: Config) -> Prepared:
 def run_name(cfg: Config) -> str:
     tok = Path(cfg.tokenizer).name if "/" in cfg.tokenizer else cfg.tokenizer.replace(":", "_")
     flags = ("-ie" if cfg.item_embeddings else "") + ("-dh" if cfg.dense_head else "")
-    flags += "-ti" if cfg.tied_items else ""
     flags += f"-dw{cfg.dense_words}" if cfg.dense_words else ""
     flags += "-pp" if cfg.popularity_prior else ""
     flags += "-te" if cfg.tail_budget else ""

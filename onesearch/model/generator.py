@@ -108,10 +108,6 @@ class GeneratorConfig:
     Beam search then ranks the beam's items together with the dense head's nearest items by one combined score."""
     dense_loss: float = 0.5
     """Weight of the dense head's catalogue cross-entropy in the training loss."""
-    tied_items: bool = False
-    """With the dense head: each short-term history token also adds the item's learned dense-head offset, so a
-    history token is the item's dense-head vector (as SASRec ties its input and output item embeddings): the
-    per-item vectors are trained as inputs as well as outputs, and an item never bought keeps its codes' token."""
     dense_weight: float = 0.0
     """Decoding: combined score = log p(ID) + dense_weight · log softmax(dense scores) (0 = beam only; set after
     training by a grid on validation)."""
@@ -167,8 +163,6 @@ class GeneratorConfig:
             raise ValueError("dense_loss, dense_weight and dense_candidates must be >= 0")
         if self.dense_text_tokens < 0:
             raise ValueError("dense_text_tokens must be >= 0")
-        if self.tied_items and not self.dense_head:
-            raise ValueError("tied_items reads the dense head's item offsets: it needs dense_head=True")
         if self.dense_text_tokens and not self.dense_head:
             raise ValueError("dense_text_tokens feed the dense head: they need dense_head=True")
         if self.popularity_weight < 0:
@@ -527,10 +521,6 @@ class Generator(nn.Module):
         short = per_level[:, H - s :].sum(2) + self.short_pos.weight[:s].flip(0) + t[3]  # (B, s, d)
         if self.item_emb is not None:
             short = short + self.item_emb(rows[:, H - s :])
-        if cfg.tied_items:
-            r = rows[:, H - s :]
-            real = (r < self.n_items).unsqueeze(-1)  # row n_items is padding
-            short = short + self.dense_item(r.clamp(max=self.n_items - 1)) * real
         s_keep = h_keep[:, H - s :]
 
         x = torch.cat([task, query, long, short], dim=1)  # (B, S, d)

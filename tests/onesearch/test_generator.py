@@ -332,25 +332,3 @@ def test_item_vectors_are_kept_outside_training_and_recomputed_when_the_weights_
     # with gradients (training) they are never kept: the graph must be fresh
     v = m.item_vectors()
     assert v.requires_grad and m.item_vectors() is not v
-
-
-def test_tied_items_add_each_history_items_dense_offset_to_its_short_term_token_only():
-    codes = catalog()
-    m = tiny_model(codes, dense_head=True, tied_items=True)
-    plain = tiny_model(codes, dense_head=True)
-    plain.load_state_dict(m.state_dict())
-    with torch.no_grad():
-        m.dense_item.weight.normal_(0, 1.0)
-        plain.dense_item.weight.copy_(m.dense_item.weight)
-    b = batch(m)
-    x, keep = m.encode_tokens(b)
-    x0, _ = plain.encode_tokens(b)
-    s = m.cfg.short_term
-    hist = b.history[:, -s:]
-    want = torch.where(
-        (hist >= 0).unsqueeze(-1), m.dense_item.weight[hist.clamp(min=0)], torch.zeros(m.cfg.d_model)
-    )
-    torch.testing.assert_close(x[:, -s:] - x0[:, -s:], want)  # the item's offset; padding adds nothing
-    torch.testing.assert_close(x[:, :-s], x0[:, :-s])  # task, query and long-term tokens unchanged
-    with pytest.raises(ValueError, match="dense_head"):
-        tiny_model(codes, tied_items=True)
