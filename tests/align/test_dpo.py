@@ -160,7 +160,8 @@ def test_the_reference_stays_frozen_while_the_policy_learns():
         align(model, model, [("phase1", lists, 1)], ex, ex, trie, cfg)
 
 
-def test_the_sft_anchor_is_a_dense_head_policys_own_training_loss():
+def test_the_sft_anchor_aligns_a_dense_head_policy():
+    # its loss reads the target rows, which the anchor batch once lacked (it raised)
     torch.manual_seed(0)
     model, ex, trie, codes = _toy()
     cfg_d = replace(model.cfg, dense_head=True)  # dense_loss 0.5: its loss reads the target rows
@@ -172,5 +173,5 @@ def test_the_sft_anchor_is_a_dense_head_policys_own_training_loss():
     cfg = replace(PRESETS["tiny"], anchor="sft", batch=8, eval_every=1, eval_examples=0)
     lists = PreferenceLists(ex, rows, ref_lp)
     res = align(policy, ref, [("phase1", lists, 1)], ex, ex.take(np.arange(10)), trie, cfg)
-    # the anchor of the first step: the policy's loss (codes + dense head) on 8 of the 40 requests
+    # the anchor of the first step: the policy's training loss (codes + dense head) on 8 of the 40 requests
     assert res.history[1]["anchor_loss"] > 0 and np.isfinite(res.history[1]["anchor_loss"])
