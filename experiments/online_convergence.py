@@ -72,9 +72,8 @@ def plot(files: list[Path], figure: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for f in files:
         d = json.loads(f.read_text())
-        c = d["checks"]
-        over = {"log_alpha": " over ln α", "alpha": " over α"}.get(d["config"].get("action", ""), "")
-        cfg = d["config"]
+        c, cfg = d["checks"], d["config"]
+        over = {"log_alpha": " over ln α", "alpha": " over α"}.get(cfg.get("action", ""), "")
         every = f", {cfg['rollout']:,} an update" if cfg["algorithm"] == "ppo" and "rollout" in cfg else ""
         label = f"{cfg['algorithm']}{over}{every} ({d['regime']}, seed {cfg['seed']})"
         ax.plot([x["steps"] for x in c], [100 * x["share"] for x in c], marker="o", ms=3, label=label)

@@ -188,9 +188,8 @@ def test_an_online_bidders_key_is_what_it_trains():
     cfg = bench_bidding.PRESETS["tiny"]
     market = bench_bidding.market_of(cfg, "budget-bound")
 
-    def key(bidder, **kw):
-        field = "ppo" if bidder == "ppo" else "sac"
-        c = replace(cfg, **{field: replace(getattr(cfg, field), **kw)})
+    def key(bidder, **kw):  # the config's field is named after the bidder
+        c = replace(cfg, **{bidder: replace(getattr(cfg, bidder), **kw)})
         return bench_bidding._settings(c, bidder, market, 0)
 
     assert key("ppo") == key("ppo", action="log_alpha") != key("ppo", action="alpha")
